@@ -1,0 +1,47 @@
+"""Every resource bound picklewarden applies, in one frozen object.
+
+Hostile files are built to exhaust scanners; each bound here turns such an attempt into a finding with a
+verdict that is never ``safe``, instead of a crash, a hang or an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds for one scanned file. All values are inclusive maxima and must be positive."""
+
+    max_file_bytes: int = 16 * 1024**3
+    """Largest file accepted at all (only pickle members and directories are ever read from it)."""
+    max_pickle_bytes: int = 2 * 1024**3
+    """Largest single pickle stream handed to the unpickler."""
+    max_opcodes: int = 50_000_000
+    """Opcodes decoded per pickle stream."""
+    max_memo_index: int = 10_000_000
+    """Largest memo index a PUT may name (the C unpickler allocates the memo up to twice this index)."""
+    max_pickles_per_stream: int = 64
+    """Pickles read back to back from one stream (legacy torch files hold five)."""
+    max_members: int = 100_000
+    """Entries read from one archive directory."""
+    max_render_depth: int = 64
+    """Nesting depth rendered in decompiled output and walked in result graphs."""
+    max_render_chars: int = 2_000
+    """Characters of decompiled evidence kept per finding."""
+    max_program_statements: int = 5_000_000
+    """Statements recorded per pickle before recording stops (a limit finding is raised)."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"limit {field.name} must be a positive integer, got {value!r}")
+
+    def replace(self, **changes: int) -> Limits:
+        """A copy with some bounds changed (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,314 @@
+"""Run CPython's own C unpickler over a pickle, with inert stand-ins for everything it would import.
+
+Why this design (``ENGINE.md`` design B, with the layout pass of design A for offsets and bounds): every
+scanner bypass of recent years was a place where a re-implemented decoder disagreed with ``_pickle.c``
+(frames, memo, marks, text opcodes, error points). Here the victim's own machine reads the bytes, so it
+executes exactly the opcodes a victim's would, in the same order, and stops where it stops. Its opcode
+loop also runs in C.
+
+It is inert because the only values that ever reach the machine from outside are ours:
+``find_class`` and ``persistent_load`` return stand-ins and never import or resolve anything; a
+stand-in records every call, ``__new__``, BUILD, item, append and attribute set the machine performs on
+it and returns another stand-in. Nothing named by the stream is ever imported, and copyreg's extension
+registry is only read by the machine (EXT codes are recorded by the layout pass).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle as _stdlib_pickle
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
+from picklewarden.limits import Limits
+from picklewarden.pickle import opcodes as op
+from picklewarden.pickle.layout import Layout, scan_layout
+from picklewarden.pickle.program import (
+    CallHow,
+    CallResult,
+    Global,
+    Mutation,
+    Node,
+    Op,
+    Persistent,
+    Program,
+)
+
+PlainResult = Callable[[CallResult], bool]
+"""Decides whether a call's result may be a plain (non-type) stand-in; see :func:`run_pickle`."""
+
+
+class _Abort(BaseException):
+    """Raised from a stand-in to stop the unpickler; a BaseException so no code path can swallow it."""
+
+    def __init__(self, error: ScanError) -> None:
+        self.error = error
+
+
+class _StandinType(type):
+    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+
+    _pw_node: Node
+    _pw_rec: _Recorder
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.CALL)
+
+    def __setstate__(cls, state: Any) -> None:
+        cls._pw_rec.build(cls._pw_node, state)
+
+    def __setitem__(cls, key: Any, value: Any) -> None:
+        cls._pw_rec.mutate(Op.SETITEM, cls._pw_node, key, value)
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        cls._pw_rec.mutate(Op.SETATTR, cls._pw_node, name, value)
+
+    def append(cls, value: Any) -> None:
+        cls._pw_rec.mutate(Op.APPEND, cls._pw_node, None, value)
+
+    def extend(cls, values: Any) -> None:
+        cls._pw_rec.mutate(Op.EXTEND, cls._pw_node, None, list(values))
+
+    def add(cls, value: Any) -> None:
+        cls._pw_rec.mutate(Op.ADD, cls._pw_node, None, value)
+
+
+class _TypeStandin(metaclass=_StandinType):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
+
+
+class _Value:
+    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
+
+    __slots__ = ("_pw_node", "_pw_rec")
+    _pw_node: Node
+    _pw_rec: _Recorder
+
+    def __init__(self, node: Node, rec: _Recorder) -> None:
+        object.__setattr__(self, "_pw_node", node)
+        object.__setattr__(self, "_pw_rec", rec)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
+
+    def __setstate__(self, state: Any) -> None:
+        self._pw_rec.build(self._pw_node, state)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._pw_rec.mutate(Op.SETITEM, self._pw_node, key, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._pw_rec.mutate(Op.SETATTR, self._pw_node, name, value)
+
+    def append(self, value: Any) -> None:
+        self._pw_rec.mutate(Op.APPEND, self._pw_node, None, value)
+
+    def extend(self, values: Any) -> None:
+        self._pw_rec.mutate(Op.EXTEND, self._pw_node, None, list(values))
+
+    def add(self, value: Any) -> None:
+        self._pw_rec.mutate(Op.ADD, self._pw_node, None, value)
+
+    def __repr__(self) -> str:
+        return f"<stand-in #{self._pw_node.id}>"
+
+
+def node_of(value: Any) -> Node | None:
+    """The Node a stand-in stands for, or None for a plain value. Exact type checks: nothing else passes."""
+    kind = type(value)
+    if kind is _Value or kind is _StandinType:
+        node: Node = value._pw_node
+        return node
+    return None
+
+
+class _Recorder:
+    """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset."""
+
+    def __init__(self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult):
+        self.program = program
+        self.layout = layout
+        self.base = base
+        self.limits = limits
+        self.plain = plain
+        self.next_id = 0
+        self.n_imports = self.n_calls = self.n_builds = self.n_persistent = 0
+        self.last_offset: int | None = None
+        # Instance attributes planted by BUILD state (the '__setstate__' injection route).
+        self.planted: dict[int, Any] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _record(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
+        statements = self.program.statements
+        if len(statements) >= self.limits.max_program_statements:
+            self._abort(LimitExceeded("program statements", self.limits.max_program_statements,
+                                      len(statements) + 1, stmt.offset))
+        statements.append(stmt)
+        if stmt.offset is not None:
+            self.last_offset = stmt.offset
+
+    def _abort(self, error: ScanError) -> NoReturn:
+        raise _Abort(error)
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    def _offset(self, offsets: list[Any], index: int) -> int | None:
+        if index < len(offsets):
+            entry = offsets[index]
+            return self.base + (entry[0] if isinstance(entry, tuple) else entry)
+        return None
+
+    def _standin(self, node: Node, as_type: bool) -> Any:
+        if as_type:
+            return _StandinType("standin", (_TypeStandin,), {"_pw_node": node, "_pw_rec": self})
+        return _Value(node, self)
+
+    # -- callbacks from the machine --------------------------------------------------------------------
+    def find_class(self, module: str, name: str) -> Any:
+        index = self.n_imports
+        self.n_imports += 1
+        offset, opname, proto = None, "GLOBAL", 0
+        if index < len(self.layout.imports):
+            at, code, proto = self.layout.imports[index]
+            offset = self.base + at
+            opcode = op.BY_CODE[code]
+            opname = opcode.name if opcode else opname
+        node = Global(self._new_id(), offset, module, name, proto, opname)
+        self._record(node)
+        return self._standin(node, as_type=True)
+
+    def persistent_load(self, pid: Any) -> Any:
+        offset = self._offset(self.layout.persistent, self.n_persistent)
+        self.n_persistent += 1
+        node = Persistent(self._new_id(), offset, pid)
+        self._record(node)
+        return _Value(node, self)
+
+    def call(self, callee: Node, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: CallHow) -> Any:
+        opname = None
+        offset = None
+        if how is not CallHow.SETSTATE:
+            index = self.n_calls
+            self.n_calls += 1
+            if index < len(self.layout.calls):
+                at, code = self.layout.calls[index]
+                offset = self.base + at
+                opcode = op.BY_CODE[code]
+                opname = opcode.name if opcode else None
+        else:
+            offset = self._offset(self.layout.builds, self.n_builds - 1)
+            opname = "BUILD"
+        node = CallResult(self._new_id(), offset, callee, args, kwargs, how, opname)
+        self._record(node)
+        return self._standin(node, as_type=not self.plain(node))
+
+    def build(self, target: Node, state: Any) -> None:
+        offset = self._offset(self.layout.builds, self.n_builds)
+        self.n_builds += 1
+        setstate = self.planted.get(target.id)
+        if setstate is not None:
+            # A real instance without its own __setstate__ now calls the planted one with this state.
+            callee = node_of(setstate)
+            self.call(callee if callee is not None else target, (state,), None, CallHow.SETSTATE)
+        self._record(Mutation(Op.BUILD, target, offset, None, state))
+        self._plant(target, state)
+
+    def mutate(self, what: Op, target: Node, key: Any, value: Any) -> None:
+        self._record(Mutation(what, target, self.last_offset, key, value))
+        if what is Op.SETATTR and key == "__setstate__":
+            self.planted[target.id] = value
+
+    def _plant(self, target: Node, state: Any) -> None:
+        dict_state = state
+        if type(state) is tuple and len(state) == 2:
+            dict_state = state[0]
+            if type(state[1]) is dict and "__setstate__" in state[1]:
+                self.planted[target.id] = state[1]["__setstate__"]
+        if type(dict_state) is dict and "__setstate__" in dict_state:
+            self.planted[target.id] = dict_state["__setstate__"]
+
+
+class _InertUnpickler(_stdlib_pickle.Unpickler):
+    """The C unpickler with find_class and persistent_load answered by stand-ins only."""
+
+    def __init__(self, file: Any, recorder: _Recorder) -> None:
+        # latin-1 never fails to decode Python 2 strings, so no loader setting stops reading earlier than ours.
+        super().__init__(file, fix_imports=True, encoding="latin1", errors="strict")
+        self._pw = recorder
+
+    def find_class(self, module: str, name: str) -> Any:
+        return self._pw.find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._pw.persistent_load(pid)
+
+
+def _always_type(node: CallResult) -> bool:
+    return False
+
+
+def run_pickle(
+    data: bytes,
+    start: int,
+    limits: Limits,
+    *,
+    member: str = "",
+    index: int = 0,
+    base: int = 0,
+    plain: PlainResult = _always_type,
+    file_like: bool = True,
+) -> tuple[Program, Layout]:
+    """Execute the pickle at ``data[start:]`` symbolically and return what it did.
+
+    ``plain(call)`` says whether a call's result may be a cheap non-type stand-in: answer True only
+    for callables known never to return a class (a tensor rebuild, a container). Others return a type
+    stand-in, so that NEWOBJ on the result proceeds as it would on a victim's real class.
+    ``file_like`` feeds the machine through a buffered file object (as ``pickle.load(open(...))`` and
+    torch's legacy loader do) rather than a plain ``BytesIO`` (as torch's zip loader does).
+    Offsets in the program are ``base`` + offset within ``data``.
+    """
+    layout = scan_layout(data, start, limits)
+    program = Program(member=member, start=base + start, index=index, protocol=layout.protocol,
+                      opcodes=layout.opcodes)
+    program.extensions = [(base + at, code) for at, code in layout.extensions]
+    recorder = _Recorder(program, layout, base, limits, plain)
+    view = data if layout.cut == len(data) else data[: layout.cut]
+    raw = io.BytesIO(view)
+    raw.seek(start)
+    stream: Any = io.BufferedReader(raw) if file_like else raw
+    unpickler = _InertUnpickler(stream, recorder)
+    try:
+        program.result = unpickler.load()
+    except _Abort as abort:
+        program.error = abort.error
+    except Exception as exc:  # noqa: BLE001 - the C machine raises many types for a broken stream
+        program.error = _machine_error(layout, recorder, exc)
+    else:
+        program.complete = True
+        program.end = base + stream.tell()
+        if layout.end is not None and stream.tell() != layout.end:
+            # The layout pass and the machine disagree on where the pickle ends: trust the machine,
+            # but say so, since offsets after this point may be wrong.
+            program.error = MalformedPickle(base + layout.end, "offset decoder disagrees with the unpickler")
+    return program, layout
+
+
+def _machine_error(layout: Layout, recorder: _Recorder, exc: Exception) -> ScanError:
+    if layout.error is not None:
+        # The machine ran into the cut we made where the layout pass found the stream broken.
+        error = layout.error
+        if isinstance(error, MalformedPickle):
+            return MalformedPickle(recorder.base + error.offset, error.reason)
+        if isinstance(error, LimitExceeded):
+            at = None if error.offset is None else recorder.base + error.offset
+            return LimitExceeded(error.resource, error.limit, error.actual, at)
+        return error
+    after = recorder.last_offset if recorder.last_offset is not None else recorder.base + layout.start
+    detail = f"{type(exc).__name__}: {exc}"
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
+    return MalformedPickle(after, f"the unpickler fails after this offset ({detail})")

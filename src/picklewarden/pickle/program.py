@@ -1,0 +1,114 @@
+"""The program a pickle makes the unpickler perform, over abstract values.
+
+Values the unpickler builds itself (numbers, strings, bytes, lists, tuples, dicts, sets) stay ordinary
+Python values. Everything that would come from outside the unpickler — a global it imports, what a call
+returns, a persistent id's object — is a :class:`Node`. Statements are kept in execution order, each with
+the byte offset (relative to the whole container member) of the opcode that caused it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from picklewarden.errors import ScanError
+
+
+class CallHow(enum.Enum):
+    """How the unpickler invoked a callable."""
+
+    CALL = "call"
+    """``callable(*args)``: REDUCE, INST and OBJ with arguments."""
+    NEW = "new"
+    """``cls.__new__(cls, *args)``: NEWOBJ, NEWOBJ_EX, and INST/OBJ without arguments."""
+    SETSTATE = "setstate"
+    """``obj.__setstate__(state)`` where a previous BUILD planted ``__setstate__`` in the instance."""
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A value the unpickler obtained from outside itself. Identity matters; equality is identity."""
+
+    id: int
+    offset: int | None
+
+
+@dataclass(eq=False, slots=True)
+class Global(Node):
+    module: str
+    """Module name as written in the stream."""
+    name: str
+    """Qualified name as written in the stream."""
+    protocol: int
+    """Protocol in force when it was imported (Python-2 remapping applies below 3)."""
+    opcode: str
+
+
+@dataclass(eq=False, slots=True)
+class CallResult(Node):
+    callee: Any
+    """The called value: a Node, or a plain value (which a real unpickler would reject)."""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] | None
+    how: CallHow
+    opcode: str | None
+
+
+@dataclass(eq=False, slots=True)
+class Persistent(Node):
+    pid: Any
+
+
+class Op(enum.Enum):
+    """What a statement does to its target."""
+
+    BUILD = "build"
+    SETITEM = "setitem"
+    APPEND = "append"
+    EXTEND = "extend"
+    ADD = "add"
+    SETATTR = "setattr"
+
+
+@dataclass(eq=False, slots=True)
+class Mutation:
+    """BUILD / SETITEM(S) / APPEND(S) / ADDITEMS / slot-state setattr applied to a Node."""
+
+    op: Op
+    target: Node
+    offset: int | None
+    key: Any = None
+    value: Any = None
+
+
+Statement = Global | CallResult | Persistent | Mutation
+
+
+@dataclass(slots=True)
+class Program:
+    """Everything one pickle made the unpickler do, in order."""
+
+    member: str
+    """Container member (or '' for a bare stream) the pickle came from."""
+    start: int
+    """Offset of the pickle's first byte within the member."""
+    index: int
+    """Position of this pickle among the pickles read back to back from the member."""
+    statements: list[Statement] = field(default_factory=list)
+    result: Any = None
+    complete: bool = False
+    """True when the unpickler reached STOP and returned."""
+    end: int | None = None
+    error: ScanError | None = None
+    protocol: int = 0
+    opcodes: int = 0
+    extensions: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def globals(self) -> list[Global]:
+        return [s for s in self.statements if isinstance(s, Global)]
+
+    @property
+    def calls(self) -> list[CallResult]:
+        return [s for s in self.statements if isinstance(s, CallResult)]
