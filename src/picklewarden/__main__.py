@@ -1,0 +1,5 @@
+import sys
+
+from picklewarden.cli import main
+
+sys.exit(main())

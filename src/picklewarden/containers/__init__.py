@@ -1,0 +1,1 @@
+"""Containers: find every pickle stream a victim's loader would read, by content, not by extension."""
