@@ -93,7 +93,7 @@ def test_every_global_the_stream_names_is_imported_in_order(protocol: int) -> No
         ("memo-bomb", b"\x80\x02K\x01r\xff\xff\xff\x7f.", "memo index"),
         ("huge-bytes8-length", b"\x80\x04\x8e" + (2**63 - 1).to_bytes(8, "little") + b"xx.", None),
         ("frame-past-end", b"\x80\x04\x95" + (2**40).to_bytes(8, "little") + b"K\x01.", None),
-        ("negative-binstring", b"T\xff\xff\xff\xffabc.", None),
+        ("negative-binstring", b"\x80\x02T\xff\xff\xff\xffabc.", None),
     ],
 )
 def test_hostile_lengths_are_findings_not_allocations(name: str, data: bytes, resource: str | None) -> None:

@@ -23,8 +23,13 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report here.")
-@click.option("--fail-on", type=click.Choice(sorted(_FAIL_ON)), default="suspicious", show_default=True,
-              help="Lowest verdict that makes the exit code 1.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(sorted(_FAIL_ON)),
+    default="suspicious",
+    show_default=True,
+    help="Lowest verdict that makes the exit code 1.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Text output: list only files that are not safe.")
 def scan(paths: tuple[str, ...], fmt: str, output: str | None, fail_on: str, quiet: bool) -> None:
     """Scan files and directories. Exit 0 clean, 1 threshold reached, 2 incomplete or usage error."""
@@ -55,8 +60,10 @@ def show(path: str) -> None:
         program = judge.program
         member = program.member or "<stream>"
         state = "complete" if program.complete else f"incomplete: {program.error}"
-        click.echo(f"\n# --- {member} pickle #{program.index} at offset {program.start} "
-                   f"(protocol {program.protocol}, {program.opcodes} opcodes, {state})")
+        click.echo(
+            f"\n# --- {member} pickle #{program.index} at offset {program.start} "
+            f"(protocol {program.protocol}, {program.opcodes} opcodes, {state})"
+        )
         for offset, line in judge.decompiler.lines():
             mark = "!!" if (program.member, offset) in flagged else "  "
             where = f"{offset:>8}" if offset is not None else " " * 8

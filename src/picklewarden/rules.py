@@ -29,50 +29,140 @@ class Rule:
 
 
 RULES: Final[tuple[Rule, ...]] = (
-    Rule("PW100", "process-execution", Severity.CRITICAL, 78, "Runs a process or native code while loading",
-         "The pickle reaches a callable that starts processes, runs shell commands or native code "
-         "(os.system, subprocess, ctypes, ...). Loading the file runs the attacker's command."),
-    Rule("PW101", "code-execution", Severity.CRITICAL, 94, "Evaluates Python code while loading",
-         "The pickle reaches eval/exec/compile, runpy, code objects or a helper that executes source. "
-         "Loading the file runs arbitrary Python."),
-    Rule("PW102", "dynamic-import", Severity.CRITICAL, 94, "Imports modules by computed name",
-         "The pickle reaches importlib/__import__/pkgutil/pydoc.locate, which fetch any module or callable "
-         "by a name chosen at load time: a way to reach any sink without naming it."),
-    Rule("PW103", "nested-deserialization", Severity.HIGH, 502, "Deserializes a second payload",
-         "The pickle hands data to another deserializer (pickle.loads, torch.load, marshal, yaml, ...): "
-         "a payload hidden from a scanner that reads only the outer pickle."),
-    Rule("PW104", "file-access", Severity.HIGH, 73, "Reads, writes or deletes files while loading",
-         "The pickle reaches open(), shutil, tempfile, archive extraction or similar file operations."),
-    Rule("PW105", "network-access", Severity.HIGH, 200, "Opens network connections while loading",
-         "The pickle reaches sockets, HTTP clients or similar: exfiltration or second-stage download."),
-    Rule("PW106", "callable-indirection", Severity.HIGH, 470, "Reaches callables through indirection",
-         "The pickle calls something obtained indirectly: getattr/operator/functools helpers, a value "
-         "returned by another call, or a __setstate__ planted by an earlier BUILD. Legitimate checkpoints "
-         "never do this; attackers do it to hide the final sink."),
-    Rule("PW107", "global-tampering", Severity.HIGH, 915, "Modifies an imported class or function",
-         "BUILD or attribute writes target an imported global itself rather than a new instance: "
-         "monkey-patching at load time (e.g. replacing a model's forward or pickle.dump)."),
-    Rule("PW108", "extension-registry", Severity.HIGH, 470, "Imports through the copyreg extension registry",
-         "EXT1/EXT2/EXT4 import whatever global the loading process registered under a number; the file "
-         "does not say which. No legitimate model uses extension codes."),
-    Rule("PW200", "unknown-global", Severity.LOW, 502, "Imports a global picklewarden does not know",
-         "Loading imports this module (so you must trust the package), but nothing in the file calls it. "
-         "Trust it with a policy if it is your own code."),
-    Rule("PW201", "unknown-callable", Severity.MEDIUM, 502, "Calls or instantiates an unknown global",
-         "Loading calls or constructs a global that is neither known safe nor known dangerous, typically a "
-         "third-party model class. Review the package it comes from, or trust it with a policy."),
-    Rule("PW300", "malformed-pickle", Severity.MEDIUM, 20, "The pickle stream is broken",
-         "The real unpickler fails here. Everything before this point would already have executed, and "
-         "was analysed; a broken tail is a known way to hide a payload from scanners."),
-    Rule("PW301", "limit-exceeded", Severity.MEDIUM, 400, "A resource limit was reached",
-         "The file exceeds a bound (size, opcodes, memo, members...). Analysis stopped there, so the file "
-         "is not known to be safe. Raise the limit only for files you have reason to trust."),
-    Rule("PW302", "trailing-data", Severity.LOW, 20, "Data follows the last pickle",
-         "Bytes after the final STOP are not a pickle. Loaders ignore them, but they can smuggle data."),
-    Rule("PW310", "archive-anomaly", Severity.MEDIUM, 434, "The archive is malformed in a way torch tolerates",
-         "torch's own ZIP reader accepts archives that other tools reject or read differently (bad CRC, "
-         "flag bits, mismatched names, duplicates, leading junk): a parser differential used to hide "
-         "payloads. picklewarden reads the entries torch reads."),
+    Rule(
+        "PW100",
+        "process-execution",
+        Severity.CRITICAL,
+        78,
+        "Runs a process or native code while loading",
+        "The pickle reaches a callable that starts processes, runs shell commands or native code "
+        "(os.system, subprocess, ctypes, ...). Loading the file runs the attacker's command.",
+    ),
+    Rule(
+        "PW101",
+        "code-execution",
+        Severity.CRITICAL,
+        94,
+        "Evaluates Python code while loading",
+        "The pickle reaches eval/exec/compile, runpy, code objects or a helper that executes source. "
+        "Loading the file runs arbitrary Python.",
+    ),
+    Rule(
+        "PW102",
+        "dynamic-import",
+        Severity.CRITICAL,
+        94,
+        "Imports modules by computed name",
+        "The pickle reaches importlib/__import__/pkgutil/pydoc.locate, which fetch any module or callable "
+        "by a name chosen at load time: a way to reach any sink without naming it.",
+    ),
+    Rule(
+        "PW103",
+        "nested-deserialization",
+        Severity.HIGH,
+        502,
+        "Deserializes a second payload",
+        "The pickle hands data to another deserializer (pickle.loads, torch.load, marshal, yaml, ...): "
+        "a payload hidden from a scanner that reads only the outer pickle.",
+    ),
+    Rule(
+        "PW104",
+        "file-access",
+        Severity.HIGH,
+        73,
+        "Reads, writes or deletes files while loading",
+        "The pickle reaches open(), shutil, tempfile, archive extraction or similar file operations.",
+    ),
+    Rule(
+        "PW105",
+        "network-access",
+        Severity.HIGH,
+        200,
+        "Opens network connections while loading",
+        "The pickle reaches sockets, HTTP clients or similar: exfiltration or second-stage download.",
+    ),
+    Rule(
+        "PW106",
+        "callable-indirection",
+        Severity.HIGH,
+        470,
+        "Reaches callables through indirection",
+        "The pickle calls something obtained indirectly: getattr/operator/functools helpers, a value "
+        "returned by another call, or a __setstate__ planted by an earlier BUILD. Legitimate checkpoints "
+        "never do this; attackers do it to hide the final sink.",
+    ),
+    Rule(
+        "PW107",
+        "global-tampering",
+        Severity.HIGH,
+        915,
+        "Modifies an imported class or function",
+        "BUILD or attribute writes target an imported global itself rather than a new instance: "
+        "monkey-patching at load time (e.g. replacing a model's forward or pickle.dump).",
+    ),
+    Rule(
+        "PW108",
+        "extension-registry",
+        Severity.HIGH,
+        470,
+        "Imports through the copyreg extension registry",
+        "EXT1/EXT2/EXT4 import whatever global the loading process registered under a number; the file "
+        "does not say which. No legitimate model uses extension codes.",
+    ),
+    Rule(
+        "PW200",
+        "unknown-global",
+        Severity.LOW,
+        502,
+        "Imports a global picklewarden does not know",
+        "Loading imports this module (so you must trust the package), but nothing in the file calls it. "
+        "Trust it with a policy if it is your own code.",
+    ),
+    Rule(
+        "PW201",
+        "unknown-callable",
+        Severity.MEDIUM,
+        502,
+        "Calls or instantiates an unknown global",
+        "Loading calls or constructs a global that is neither known safe nor known dangerous, typically a "
+        "third-party model class. Review the package it comes from, or trust it with a policy.",
+    ),
+    Rule(
+        "PW300",
+        "malformed-pickle",
+        Severity.MEDIUM,
+        20,
+        "The pickle stream is broken",
+        "The real unpickler fails here. Everything before this point would already have executed, and "
+        "was analysed; a broken tail is a known way to hide a payload from scanners.",
+    ),
+    Rule(
+        "PW301",
+        "limit-exceeded",
+        Severity.MEDIUM,
+        400,
+        "A resource limit was reached",
+        "The file exceeds a bound (size, opcodes, memo, members...). Analysis stopped there, so the file "
+        "is not known to be safe. Raise the limit only for files you have reason to trust.",
+    ),
+    Rule(
+        "PW302",
+        "trailing-data",
+        Severity.LOW,
+        20,
+        "Data follows the last pickle",
+        "Bytes after the final STOP are not a pickle. Loaders ignore them, but they can smuggle data.",
+    ),
+    Rule(
+        "PW310",
+        "archive-anomaly",
+        Severity.MEDIUM,
+        434,
+        "The archive is malformed in a way torch tolerates",
+        "torch's own ZIP reader accepts archives that other tools reject or read differently (bad CRC, "
+        "flag bits, mismatched names, duplicates, leading junk): a parser differential used to hide "
+        "payloads. picklewarden reads the entries torch reads.",
+    ),
 )
 BY_ID: Final[dict[str, Rule]] = {rule.id: rule for rule in RULES}
 
@@ -88,11 +178,18 @@ _RULE_FOR_CATEGORY: Final[dict[Category, str]] = {
 }
 
 
-def finding(rule_id: str, message: str, *, member: str = "", offset: int | None = None,
-            evidence: str = "", symbol: str = "", severity: Severity | None = None) -> Finding:
+def finding(
+    rule_id: str,
+    message: str,
+    *,
+    member: str = "",
+    offset: int | None = None,
+    evidence: str = "",
+    symbol: str = "",
+    severity: Severity | None = None,
+) -> Finding:
     rule = BY_ID[rule_id]
-    return Finding(rule.id, rule.severity if severity is None else severity, message, member, offset,
-                   evidence, symbol)
+    return Finding(rule.id, rule.severity if severity is None else severity, message, member, offset, evidence, symbol)
 
 
 def error_finding(error: Exception, member: str) -> Finding:
@@ -141,15 +238,25 @@ class ProgramJudge:
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
-                    yield finding("PW107", f"modifies the imported global {resolved.display}", member=member,
-                                  offset=stmt.offset, evidence=self._evidence(stmt.target, stmt),
-                                  symbol=resolved.symbol)
+                    yield finding(
+                        "PW107",
+                        f"modifies the imported global {resolved.display}",
+                        member=member,
+                        offset=stmt.offset,
+                        evidence=self._evidence(stmt.target, stmt),
+                        symbol=resolved.symbol,
+                    )
         for stmt in program.statements:
             if isinstance(stmt, Global) and stmt.id not in called:
                 yield from self._imported_only(stmt, reported_unknown)
         for offset, code in program.extensions:
-            yield finding("PW108", f"uses copyreg extension code {code}: it imports whatever the loading "
-                          "process registered under that number", member=member, offset=offset)
+            yield finding(
+                "PW108",
+                f"uses copyreg extension code {code}: it imports whatever the loading "
+                "process registered under that number",
+                member=member,
+                offset=offset,
+            )
         if program.error is not None:
             yield error_finding(program.error, member)
 
@@ -168,15 +275,33 @@ class ProgramJudge:
             if resolved.symbol in reported:
                 return
             reported.add(resolved.symbol)
-            yield finding("PW201", f"{how} unknown global {resolved.display}{route}", member=member,
-                          offset=call.offset, evidence=evidence, symbol=resolved.symbol)
+            yield finding(
+                "PW201",
+                f"{how} unknown global {resolved.display}{route}",
+                member=member,
+                offset=call.offset,
+                evidence=evidence,
+                symbol=resolved.symbol,
+            )
             return
         rule = _RULE_FOR_CATEGORY[known.category]
-        yield finding(rule, f"{how} {resolved.display}{route}: {known.reason}", member=member,
-                      offset=call.offset, evidence=evidence, symbol=resolved.symbol)
+        yield finding(
+            rule,
+            f"{how} {resolved.display}{route}: {known.reason}",
+            member=member,
+            offset=call.offset,
+            evidence=evidence,
+            symbol=resolved.symbol,
+        )
         if call.how is CallHow.SETSTATE:
-            yield finding("PW106", f"BUILD calls {resolved.display} as a planted __setstate__", member=member,
-                          offset=call.offset, evidence=evidence, symbol=resolved.symbol)
+            yield finding(
+                "PW106",
+                f"BUILD calls {resolved.display} as a planted __setstate__",
+                member=member,
+                offset=call.offset,
+                evidence=evidence,
+                symbol=resolved.symbol,
+            )
 
     def _indirect_call(self, call: CallResult) -> Finding:
         member = self.program.member
@@ -196,8 +321,20 @@ class ProgramJudge:
         if known is None:
             if resolved.symbol not in reported:
                 reported.add(resolved.symbol)
-                yield finding("PW200", f"imports unknown global {resolved.display}", member=member,
-                              offset=node.offset, evidence=self._evidence(node), symbol=resolved.symbol)
+                yield finding(
+                    "PW200",
+                    f"imports unknown global {resolved.display}",
+                    member=member,
+                    offset=node.offset,
+                    evidence=self._evidence(node),
+                    symbol=resolved.symbol,
+                )
             return
-        yield finding(_RULE_FOR_CATEGORY[known.category], f"imports {resolved.display}: {known.reason}",
-                      member=member, offset=node.offset, evidence=self._evidence(node), symbol=resolved.symbol)
+        yield finding(
+            _RULE_FOR_CATEGORY[known.category],
+            f"imports {resolved.display}: {known.reason}",
+            member=member,
+            offset=node.offset,
+            evidence=self._evidence(node),
+            symbol=resolved.symbol,
+        )

@@ -56,8 +56,9 @@ def _run_source(source: PickleSource, limits: Limits, analysis: Analysis) -> Non
     pos = 0
     index = 0
     while pos < len(data):
-        program, _ = run_pickle(data, pos, limits, member=source.member, index=index,
-                                plain=_plain_result, file_like=source.file_like)
+        program, _ = run_pickle(
+            data, pos, limits, member=source.member, index=index, plain=_plain_result, file_like=source.file_like
+        )
         analysis.programs.append(program)
         if not program.complete or program.end is None:
             return
@@ -70,12 +71,24 @@ def _run_source(source: PickleSource, limits: Limits, analysis: Analysis) -> Non
         if analysis.format == "torch-legacy" and index >= _LEGACY_PICKLES:
             return  # the rest is raw storage data, which torch reads as bytes
         if index >= limits.max_pickles_per_stream:
-            analysis.findings.append(finding("PW301", f"more than {limits.max_pickles_per_stream} pickles in "
-                                             "one stream", member=source.member, offset=pos))
+            analysis.findings.append(
+                finding(
+                    "PW301",
+                    f"more than {limits.max_pickles_per_stream} pickles in one stream",
+                    member=source.member,
+                    offset=pos,
+                )
+            )
             return
         if not _next_is_pickle(data, pos, limits):
-            analysis.findings.append(finding("PW302", f"{len(data) - pos} bytes after the last pickle are "
-                                             "not a pickle", member=source.member, offset=pos))
+            analysis.findings.append(
+                finding(
+                    "PW302",
+                    f"{len(data) - pos} bytes after the last pickle are not a pickle",
+                    member=source.member,
+                    offset=pos,
+                )
+            )
             return
 
 
@@ -88,8 +101,9 @@ def _next_is_pickle(data: bytes, pos: int, limits: Limits) -> bool:
 def analyse_opened(opened: Opened, path: str, limits: Limits) -> Analysis:
     analysis = Analysis(path, opened.format, errors=list(opened.errors))
     for anomaly in opened.anomalies:
-        analysis.findings.append(finding(anomaly.rule, anomaly.message, member=anomaly.member or "",
-                                         offset=anomaly.offset))
+        analysis.findings.append(
+            finding(anomaly.rule, anomaly.message, member=anomaly.member or "", offset=anomaly.offset)
+        )
     for source in opened.sources:
         _run_source(source, limits, analysis)
     for program in analysis.programs:
@@ -110,8 +124,9 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
             size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
                 analysis = Analysis(path, "unknown")
-                analysis.findings.append(finding("PW301", f"file of {size} bytes exceeds the "
-                                                 f"{limits.max_file_bytes}-byte limit"))
+                analysis.findings.append(
+                    finding("PW301", f"file of {size} bytes exceeds the {limits.max_file_bytes}-byte limit")
+                )
                 analysis.errors.append("file too large to analyse")
                 return analysis
             if size == 0:
@@ -174,8 +189,12 @@ def scan_path(path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = Tr
         return FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
 
 
-def scan(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], limits: Limits = DEFAULT_LIMITS,
-         *, progress: Progress | None = None) -> Report:
+def scan(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    progress: Progress | None = None,
+) -> Report:
     """Scan files and directories (recursively). ``progress`` is called once per file as it finishes."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from picklewarden.containers.base import Anomaly, Opened, PickleSource, Stacking
-from picklewarden.containers.sniff import looks_like_pickle
+from picklewarden.containers.sniff import ZIP_LOCAL, looks_like_pickle
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
@@ -14,22 +14,31 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
     """The container format of a file from its first bytes, or None when it is not one we read."""
     from picklewarden.containers import torchzip
 
-    if torchzip.looks_like_zip(head):
+    if head[:4] == ZIP_LOCAL:
         return "zip"
     if looks_like_pickle(head, limits):
         return "pickle"
+    if torchzip.looks_like_zip(head):
+        return "zip"
     return None
 
 
 def open_bytes(data: bytes, limits: Limits) -> Opened:
-    """Find the pickle streams in a whole file's bytes (or an mmap of them)."""
+    """Find the pickle streams in a whole file's bytes (or an mmap of them).
+
+    The order follows ``torch.load``: a file is a ZIP archive only when it starts with a local header;
+    anything else is read as pickles (legacy format), so a pickle glued in front of an archive is what
+    torch executes. A ZIP with junk in front is still opened (other loaders accept it), as an anomaly.
+    """
     from picklewarden.containers import torchzip
 
     head = bytes(data[:_HEAD])
-    if torchzip.looks_like_zip(head) or torchzip.looks_like_zip(data):
+    if head[:4] == ZIP_LOCAL:
         return _open_zip(data, limits)
     if looks_like_pickle(head, limits):
         return Opened("pickle", [PickleSource("", bytes(data), Stacking.ALL, file_like=True)])
+    if torchzip.looks_like_zip(data):
+        return _open_zip(data, limits)
     opened = Opened("unknown")
     opened.errors.append("unsupported format: not a pickle, PyTorch or ZIP file")
     return opened
@@ -65,5 +74,9 @@ def _open_zip(data: bytes, limits: Limits) -> Opened:
 
 def _anomaly(problem: object) -> Anomaly:
     code = getattr(problem, "code", "zip")
-    return Anomaly("PW310", getattr(problem, "member", None), getattr(problem, "offset", None),
-                   f"{code}: {getattr(problem, 'message', '')}")
+    return Anomaly(
+        "PW310",
+        getattr(problem, "member", None),
+        getattr(problem, "offset", None),
+        f"{code}: {getattr(problem, 'message', '')}",
+    )

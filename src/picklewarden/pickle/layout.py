@@ -30,7 +30,8 @@ _NONE, _FIXED, _LINE, _TWO_LINES, _COUNTED = (int(k) for k in ArgKind)
 _PUT_TEXT = op.BY_NAME["PUT"].code
 _BINPUT = op.BY_NAME["BINPUT"].code
 _LONG_BINPUT = op.BY_NAME["LONG_BINPUT"].code
-_EXT_WIDTH = {op.BY_NAME["EXT1"].code: 1, op.BY_NAME["EXT2"].code: 2, op.BY_NAME["EXT4"].code: 4}
+# EXT1/EXT2 codes are unsigned, EXT4's is a signed int4 (as pickletools and _pickle.c read them).
+_EXT_SIGNED = {op.BY_NAME["EXT1"].code: False, op.BY_NAME["EXT2"].code: False, op.BY_NAME["EXT4"].code: True}
 
 
 @dataclass(slots=True)
@@ -149,8 +150,8 @@ def scan_layout(data: bytes, start: int, limits: Limits, *, keep: bool = False) 
                 index = int.from_bytes(data[arg_start:nxt], "little")
             if index > max_memo:
                 return fail(pos, LimitExceeded("memo index", max_memo, index, pos))
-        elif code in _EXT_WIDTH:
-            lay.extensions.append((pos, int.from_bytes(data[arg_start:nxt], "little", signed=True)))
+        elif code in _EXT_SIGNED:
+            lay.extensions.append((pos, int.from_bytes(data[arg_start:nxt], "little", signed=_EXT_SIGNED[code])))
         if keep:
             assert lay.instructions is not None
             lay.instructions.append(Instruction(pos, code, bytes(data[arg_start:nxt])))

@@ -143,8 +143,11 @@ class _Recorder:
     def _record(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
         statements = self.program.statements
         if len(statements) >= self.limits.max_program_statements:
-            self._abort(LimitExceeded("program statements", self.limits.max_program_statements,
-                                      len(statements) + 1, stmt.offset))
+            self._abort(
+                LimitExceeded(
+                    "program statements", self.limits.max_program_statements, len(statements) + 1, stmt.offset
+                )
+            )
         statements.append(stmt)
         if stmt.offset is not None:
             self.last_offset = stmt.offset
@@ -156,10 +159,9 @@ class _Recorder:
         self.next_id += 1
         return self.next_id - 1
 
-    def _offset(self, offsets: list[Any], index: int) -> int | None:
-        if index < len(offsets):
-            entry = offsets[index]
-            return self.base + (entry[0] if isinstance(entry, tuple) else entry)
+    def _offset(self, offsets: list[int], index: int) -> int | None:
+        if 0 <= index < len(offsets):
+            return self.base + offsets[index]
         return None
 
     def _standin(self, node: Node, as_type: bool) -> Any:
@@ -272,8 +274,7 @@ def run_pickle(
     Offsets in the program are ``base`` + offset within ``data``.
     """
     layout = scan_layout(data, start, limits)
-    program = Program(member=member, start=base + start, index=index, protocol=layout.protocol,
-                      opcodes=layout.opcodes)
+    program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
     recorder = _Recorder(program, layout, base, limits, plain)
     view = data if layout.cut == len(data) else data[: layout.cut]

@@ -47,8 +47,11 @@ _F, _N, _X = Category.FILE, Category.NETWORK, Category.INDIRECTION
 DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
     name: Knowledge(category, reason)
     for names, category, reason in (
-        ("os posix nt _posixsubprocess subprocess pty multiprocessing _multiprocessing", _P,
-         "runs or controls processes"),
+        (
+            "os posix nt _posixsubprocess subprocess pty multiprocessing _multiprocessing",
+            _P,
+            "runs or controls processes",
+        ),
         ("asyncio", _P, "asyncio's subprocess and event-loop internals start processes and run callbacks"),
         ("webbrowser", _P, "starts a browser process with an attacker-chosen command"),
         ("ctypes _ctypes", _P, "calls arbitrary native code"),
@@ -56,19 +59,36 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
         ("pip ensurepip venv", _P, "runs package installers and interpreters"),
         ("_osx_support _aix_support", _P, "private helpers that run shell commands"),
         ("sys", _C, "interpreter internals: tracing hooks, module table, exit"),
-        ("runpy code codeop timeit cProfile profile trace pdb bdb doctest idlelib site", _C,
-         "compiles or runs Python source"),
+        (
+            "runpy code codeop timeit cProfile profile trace pdb bdb doctest idlelib site",
+            _C,
+            "compiles or runs Python source",
+        ),
         ("types", _C, "builds functions and code objects from data"),
         ("_thread threading", _C, "starts threads that call attacker-chosen callables"),
         ("importlib pkgutil zipimport imp", _I, "imports modules by name"),
-        ("pickle _pickle cPickle pickletools shelve marshal dill cloudpickle joblib jsonpickle yaml", _D,
-         "deserializes a nested payload or code"),
-        ("shutil tempfile io _io tarfile zipfile glob fileinput filecmp mmap", _F,
-         "reads, writes, moves or deletes files"),
-        ("socket _socket ssl http urllib urllib3 requests aiohttp httpx smtplib ftplib poplib imaplib "
-         "nntplib telnetlib xmlrpc socketserver", _N, "opens network connections"),
-        ("operator _operator functools _functools itertools contextlib weakref _weakref atexit sched "
-         "copy inspect gc", _X, "calls or looks up other callables on the pickle's behalf"),
+        (
+            "pickle _pickle cPickle pickletools shelve marshal dill cloudpickle joblib jsonpickle yaml",
+            _D,
+            "deserializes a nested payload or code",
+        ),
+        (
+            "shutil tempfile io _io tarfile zipfile glob fileinput filecmp mmap",
+            _F,
+            "reads, writes, moves or deletes files",
+        ),
+        (
+            "socket _socket ssl http urllib urllib3 requests aiohttp httpx smtplib ftplib poplib imaplib "
+            "nntplib telnetlib xmlrpc socketserver",
+            _N,
+            "opens network connections",
+        ),
+        (
+            "operator _operator functools _functools itertools contextlib weakref _weakref atexit sched "
+            "copy inspect gc",
+            _X,
+            "calls or looks up other callables on the pickle's behalf",
+        ),
         ("numpy.testing numpy.f2py numpy.distutils", _C, "numpy helpers that run code or compilers"),
         ("torch.hub", _N, "downloads and runs code from a hub"),
         ("torch.utils.cpp_extension", _C, "compiles and loads native extensions"),
@@ -85,30 +105,57 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **_names("builtins", "open", _F, "opens a file"),
     **_names("builtins", "input help", _C, "interacts with the terminal (pydoc pager, stdin)"),
     **_names("builtins", "exit quit", _P, "terminates the loading process"),
-    **_names("builtins", "getattr setattr delattr vars globals locals dir type super", _X,
-             "reaches attributes and callables by computed names"),
-    **_names("builtins", "memoryview classmethod staticmethod property", _X,
-             "wraps callables or raw memory"),
+    **_names(
+        "builtins",
+        "getattr setattr delattr vars globals locals dir type super",
+        _X,
+        "reaches attributes and callables by computed names",
+    ),
+    **_names("builtins", "memoryview classmethod staticmethod property", _X, "wraps callables or raw memory"),
     **_names("uuid", "_get_command_stdout", _P, "runs a shell command"),
     **_names("imaplib", "IMAP4_stream", _P, "runs a command as its transport"),
     **_names("pydoc", "pipepager pager tempfilepager locate", _P, "runs a pager command or imports by name"),
     **_names("codecs", "open", _F, "opens a file"),
     **_names("logging", "FileHandler", _F, "opens a log file for writing"),
     **_names("logging.config", "dictConfig fileConfig listen", _C, "configuration may import and call"),
-    **_names("pathlib", "Path.write_text Path.write_bytes Path.open Path.unlink Path.rmdir Path.rename "
-             "Path.replace Path.touch Path.mkdir Path.symlink_to Path.hardlink_to Path.chmod "
-             "PosixPath.write_text PosixPath.write_bytes PosixPath.open PosixPath.unlink PosixPath.touch "
-             "Path.read_text Path.read_bytes PosixPath.read_text PosixPath.read_bytes", _F, "touches files"),
-    **_names("numpy", "load loadtxt genfromtxt fromfile memmap save savez savetxt", _F,
-             "reads or writes files (numpy.load may unpickle)"),
+    **_names(
+        "pathlib",
+        "Path.write_text Path.write_bytes Path.open Path.unlink Path.rmdir Path.rename "
+        "Path.replace Path.touch Path.mkdir Path.symlink_to Path.hardlink_to Path.chmod "
+        "PosixPath.write_text PosixPath.write_bytes PosixPath.open PosixPath.unlink PosixPath.touch "
+        "Path.read_text Path.read_bytes PosixPath.read_text PosixPath.read_bytes",
+        _F,
+        "touches files",
+    ),
+    **_names(
+        "numpy",
+        "load loadtxt genfromtxt fromfile memmap save savez savetxt",
+        _F,
+        "reads or writes files (numpy.load may unpickle)",
+    ),
     **_names("numpy.testing._private.utils", "runstring", _C, "execs a string"),
     **_names("torch", "load", _D, "torch.load deserializes a nested payload with the full unpickler"),
-    **_names("torch.serialization", "load _load _legacy_load", _D,
-             "torch.load deserializes a nested payload with the full unpickler"),
+    **_names(
+        "torch.serialization",
+        "load _load _legacy_load",
+        _D,
+        "torch.load deserializes a nested payload with the full unpickler",
+    ),
     **_names("torch.storage", "_load_from_bytes", _D, "calls torch.load on bytes from the pickle"),
-    **_names("torch.fx.graph_module", "_forward_from_src reduce_graph_module reduce_package_graph_module "
-             "reduce_deploy_graph_module _exec_with_source", _C, "executes Python source from the pickle"),
+    **_names(
+        "torch.fx.graph_module",
+        "_forward_from_src reduce_graph_module reduce_package_graph_module "
+        "reduce_deploy_graph_module _exec_with_source",
+        _C,
+        "executes Python source from the pickle",
+    ),
     **_names("numpy.lib.npyio", "load", _D, "numpy.load may unpickle"),
+    **_names(
+        "copyreg",
+        "add_extension remove_extension pickle constructor",
+        _X,
+        "changes how later pickles resolve globals or reduce objects",
+    ),
     **_names("string", "Formatter", _X, "format fields reach attributes of arguments"),
     **_names("_codecs", "open", _F, "opens a file"),
 }
@@ -116,16 +163,20 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
 # Canonical names the everyday checkpoint uses (THREATS.md section 6), on top of the generated data.
 SAFE: Final[dict[tuple[str, str], str]] = {
     **{("collections", n): "standard container" for n in "OrderedDict defaultdict Counter deque".split()},
-    **{("builtins", n): "built-in value type" for n in
-       "set frozenset dict list tuple bytearray bytes str int float complex bool slice range object "
-       "NoneType Ellipsis NotImplemented".split()},
+    **{
+        ("builtins", n): "built-in value type"
+        for n in "set frozenset dict list tuple bytearray bytes str int float complex bool slice range object "
+        "NoneType Ellipsis NotImplemented".split()
+    },
     ("copyreg", "_reconstructor"): "rebuilds an object from its base class; the classes are judged separately",
     ("copyreg", "__newobj__"): "calls cls.__new__; the class is judged separately",
     ("_codecs", "encode"): "how protocol-2 pickles encode bytes",
     ("argparse", "Namespace"): "training arguments stored in checkpoints",
     **{("datetime", n): "date and time value" for n in "datetime date time timedelta timezone".split()},
-    **{("pathlib", n): "path value (no file access)" for n in
-       "Path PosixPath WindowsPath PurePath PurePosixPath PureWindowsPath".split()},
+    **{
+        ("pathlib", n): "path value (no file access)"
+        for n in "Path PosixPath WindowsPath PurePath PurePosixPath PureWindowsPath".split()
+    },
     ("decimal", "Decimal"): "number value",
     ("fractions", "Fraction"): "number value",
     ("uuid", "UUID"): "identifier value",
@@ -133,9 +184,16 @@ SAFE: Final[dict[tuple[str, str], str]] = {
     ("re", "_compile"): "compiles a regular expression (no code execution)",
     ("numpy", "ndarray"): "numpy array",
     ("numpy", "dtype"): "numpy dtype",
-    **{(m, n): "numpy array/scalar reconstructor" for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-       for n in ("_reconstruct", "scalar")},
+    **{
+        (m, n): "numpy array/scalar reconstructor"
+        for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for n in ("_reconstruct", "scalar")
+    },
     ("torch._utils", "_rebuild_tensor_v2"): "rebuilds a tensor from a storage",
+    **{
+        (m, "_frombuffer"): "numpy array from raw bytes (protocol-5 pickles)"
+        for m in ("numpy.core.numeric", "numpy._core.numeric")
+    },
 }
 
 # Attribute names that walk from any object to globals, builtins or arbitrary classes.
@@ -166,7 +224,6 @@ def generated() -> Generated:
     raw = json.loads(text)
     safe = {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])}
     sinks = {
-        (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"])
-        for e in raw.get("sinks", [])
+        (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])
     }
     return Generated(raw.get("springboards", {}), safe, sinks)

@@ -67,14 +67,16 @@ def resolve(module: str, name: str, protocol: int) -> Resolved:
     for part in parts[:-1]:
         if part in INTROSPECTION_ATTRIBUTES and introspection is None:
             introspection = part
-        if not path:
-            target = springboards.get(module, {}).get(part)
-            if target is None and _is_top_level_danger(part):
-                target = part
-            if target is not None:
-                module = target
-                hops.append(target)
-                continue
+        # Springboard data covers module attributes; a component naming a dangerous module is taken to be
+        # that module wherever it appears (``anything.os.system`` reaches os.system if it resolves at all).
+        target = None if path else springboards.get(module, {}).get(part)
+        if target is None and _is_top_level_danger(part):
+            target = part
+        if target is not None:
+            module = target
+            hops.append(target)
+            path = []
+            continue
         path.append(part)
     if parts[-1] in INTROSPECTION_ATTRIBUTES and introspection is None:
         introspection = parts[-1]
