@@ -51,6 +51,16 @@ class Verdict(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class Indicator:
+    """One indicator of compromise pulled from a call's arguments."""
+
+    kind: str
+    """``command``, ``url``, ``ip``, ``path``, ``base64``, ``hex``, ``zlib``, ``marshal`` or ``pickle``."""
+    value: str
+    """The indicator (decoded payloads are shown decoded, truncated to a readable length)."""
+
+
+@dataclass(frozen=True)
 class Finding:
     """One reason a file is not safe."""
 
@@ -67,6 +77,8 @@ class Finding:
     """The decompiled line(s) that show it."""
     symbol: str = ""
     """The canonical ``module.qualname`` involved, when one is."""
+    indicators: tuple[Indicator, ...] = ()
+    """What a responder needs from the call's arguments: commands, URLs, IPs, paths, decoded payloads."""
 
     def sort_key(self) -> tuple[int, str, int, str]:
         return (-self.severity, self.member, -1 if self.offset is None else self.offset, self.rule)

@@ -11,10 +11,12 @@ from typing import Final
 
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.limits import Limits
-from picklewarden.model import Finding, Severity
+from picklewarden.indicators import extract
+from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Program
 from picklewarden.policy.knowledge import Category, Knowledge
+from picklewarden.policy.launder import Launderer
 from picklewarden.policy.resolve import Resolved, classify, resolve
 
 
@@ -187,9 +189,11 @@ def finding(
     evidence: str = "",
     symbol: str = "",
     severity: Severity | None = None,
+    indicators: tuple[Indicator, ...] = (),
 ) -> Finding:
     rule = BY_ID[rule_id]
-    return Finding(rule.id, rule.severity if severity is None else severity, message, member, offset, evidence, symbol)
+    level = rule.severity if severity is None else severity
+    return Finding(rule.id, level, message, member, offset, evidence, symbol, indicators)
 
 
 def error_finding(error: Exception, member: str) -> Finding:
@@ -202,12 +206,13 @@ def error_finding(error: Exception, member: str) -> Finding:
 
 
 class ProgramJudge:
-    """Judges one program. Resolution results are cached per written name and protocol."""
+    """Judges one program. Resolution results are cached per Global node."""
 
     def __init__(self, program: Program, limits: Limits) -> None:
         self.program = program
         self.decompiler = Decompiler(program, limits)
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
+        self.launderer = Launderer(lambda node: self.knowledge(node)[0])
 
     def knowledge(self, node: Global) -> tuple[Resolved, Knowledge | None]:
         cached = self._resolved.get(node.id)
@@ -216,12 +221,6 @@ class ProgramJudge:
             cached = (resolved, classify(resolved))
             self._resolved[node.id] = cached
         return cached
-
-    def is_safe(self, node: Node) -> bool:
-        if not isinstance(node, Global):
-            return False
-        known = self.knowledge(node)[1]
-        return known is not None and known.category is Category.SAFE
 
     def findings(self) -> Iterator[Finding]:
         program, member = self.program, self.program.member
@@ -234,7 +233,7 @@ class ProgramJudge:
                     called.add(callee.id)
                     yield from self._call_of_global(stmt, callee, reported_unknown)
                 else:
-                    yield self._indirect_call(stmt)
+                    yield from self._indirect_call(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -256,6 +255,7 @@ class ProgramJudge:
                 "process registered under that number",
                 member=member,
                 offset=offset,
+                evidence=f"_ext = copyreg_extension({code})",
             )
         if program.error is not None:
             yield error_finding(program.error, member)
@@ -282,16 +282,17 @@ class ProgramJudge:
                 offset=call.offset,
                 evidence=evidence,
                 symbol=resolved.symbol,
+                indicators=extract(call.args, command=False),
             )
             return
-        rule = _RULE_FOR_CATEGORY[known.category]
         yield finding(
-            rule,
+            _RULE_FOR_CATEGORY[known.category],
             f"{how} {resolved.display}{route}: {known.reason}",
             member=member,
             offset=call.offset,
             evidence=evidence,
             symbol=resolved.symbol,
+            indicators=extract(call.args, command=known.category is Category.PROCESS),
         )
         if call.how is CallHow.SETSTATE:
             yield finding(
@@ -303,7 +304,7 @@ class ProgramJudge:
                 symbol=resolved.symbol,
             )
 
-    def _indirect_call(self, call: CallResult) -> Finding:
+    def _indirect_call(self, call: CallResult) -> Iterator[Finding]:
         member = self.program.member
         if call.how is CallHow.SETSTATE:
             what = "a __setstate__ planted by an earlier BUILD"
@@ -311,7 +312,29 @@ class ProgramJudge:
             what = "a value returned by another call"
         else:
             what = "a persistent-id object"
-        return finding("PW106", f"calls {what}", member=member, offset=call.offset, evidence=self._evidence(call))
+        evidence = self._evidence(call)
+        target = self.launderer.called(call)
+        known = classify(target) if target is not None else None
+        if target is not None and known is not None and known.category is not Category.SAFE:
+            yield finding(
+                _RULE_FOR_CATEGORY[known.category],
+                f"calls {target.display} reached through {what}: {known.reason}",
+                member=member,
+                offset=call.offset,
+                evidence=evidence,
+                symbol=target.symbol,
+                indicators=extract(call.args, command=known.category is Category.PROCESS),
+            )
+        reached = f" (resolves to {target.symbol})" if target is not None else ""
+        yield finding(
+            "PW106",
+            f"calls {what}{reached}",
+            member=member,
+            offset=call.offset,
+            evidence=evidence,
+            symbol=target.symbol if target is not None else "",
+            indicators=extract(call.args, command=False),
+        )
 
     def _imported_only(self, node: Global, reported: set[str]) -> Iterator[Finding]:
         resolved, known = self.knowledge(node)

@@ -106,6 +106,14 @@ def analyse_opened(opened: Opened, path: str, limits: Limits) -> Analysis:
         )
     for source in opened.sources:
         _run_source(source, limits, analysis)
+    if analysis.format == "pickle?":
+        first = analysis.programs[0] if analysis.programs else None
+        if first is None or (not first.complete and not first.statements):
+            analysis.format = "unknown"
+            analysis.errors.append("unsupported format: not a pickle, PyTorch or ZIP file")
+            analysis.programs.clear()
+        else:
+            analysis.format = "pickle"
     for program in analysis.programs:
         judge = ProgramJudge(program, limits)
         analysis.judges.append(judge)

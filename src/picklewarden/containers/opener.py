@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from picklewarden.containers.base import Anomaly, Opened, PickleSource, Stacking
-from picklewarden.containers.sniff import ZIP_LOCAL, looks_like_pickle
+from picklewarden.containers.sniff import ZIP_LOCAL, looks_like_pickle, starts_like_pickle
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
@@ -39,6 +39,10 @@ def open_bytes(data: bytes, limits: Limits) -> Opened:
         return Opened("pickle", [PickleSource("", bytes(data), Stacking.ALL, file_like=True)])
     if torchzip.looks_like_zip(data):
         return _open_zip(data, limits)
+    if starts_like_pickle(head):
+        # pickle.load does not sniff: it executes from the first byte. Read it the same way; the scanner
+        # turns a stream that yields nothing into an error rather than a verdict.
+        return Opened("pickle?", [PickleSource("", bytes(data), Stacking.ALL, file_like=True)])
     opened = Opened("unknown")
     opened.errors.append("unsupported format: not a pickle, PyTorch or ZIP file")
     return opened

@@ -35,6 +35,8 @@ from picklewarden.pickle.program import (
     Program,
 )
 
+_INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
+
 PlainResult = Callable[[CallResult], bool]
 """Decides whether a call's result may be a plain (non-type) stand-in; see :func:`run_pickle`."""
 
@@ -269,6 +271,8 @@ def run_pickle(
     ``plain(call)`` says whether a call's result may be a cheap non-type stand-in: answer True only
     for callables known never to return a class (a tensor rebuild, a container). Others return a type
     stand-in, so that NEWOBJ on the result proceeds as it would on a victim's real class.
+    The layout pass runs first; where it finds the stream broken or over a limit, the machine is made to
+    fail at that same opcode, having executed exactly the prefix a real unpickler would have.
     ``file_like`` feeds the machine through a buffered file object (as ``pickle.load(open(...))`` and
     torch's legacy loader do) rather than a plain ``BytesIO`` (as torch's zip loader does).
     Offsets in the program are ``base`` + offset within ``data``.
@@ -277,7 +281,13 @@ def run_pickle(
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
     recorder = _Recorder(program, layout, base, limits, plain)
-    view = data if layout.cut == len(data) else data[: layout.cut]
+    view: bytes | bytearray = data
+    if layout.cut < len(data):
+        # Stop the machine exactly where the layout pass stopped, by planting an invalid opcode there.
+        # Truncating instead would also cut any FRAME that spans this point, and C reads a frame whole:
+        # it would then fail at the FRAME and skip a payload a real unpickler executes.
+        view = bytearray(data)
+        view[layout.cut] = _INVALID_OPCODE
     raw = io.BytesIO(view)
     raw.seek(start)
     stream: Any = io.BufferedReader(raw) if file_like else raw

@@ -200,7 +200,7 @@ SAFE: Final[dict[tuple[str, str], str]] = {
 INTROSPECTION_ATTRIBUTES: Final[frozenset[str]] = frozenset(
     "__globals__ __builtins__ __dict__ __subclasses__ __getattribute__ __getattr__ __class__ __base__ "
     "__bases__ __mro__ __code__ __closure__ __func__ __self__ __module__ __init__ __call__ __reduce__ "
-    "__reduce_ex__ __import__ __loader__ __spec__ __get__ __set__ __init_subclass__ __new__ "
+    "__reduce_ex__ __loader__ __spec__ __get__ __set__ __init_subclass__ __new__ "
     "__getitem__ __setstate__ __class_getitem__ f_globals f_locals f_back gi_frame tb_frame".split()
 )
 

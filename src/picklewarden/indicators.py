@@ -1,0 +1,121 @@
+"""Indicators for responders: commands, URLs, IPs, paths and decoded inner payloads in call arguments.
+
+Decoding is bounded and never executes anything: base64/hex/zlib are decoded with size caps, and
+marshalled code and inner pickles are only recognised by their headers (never loaded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from picklewarden.model import Indicator
+from picklewarden.pickle.machine import node_of
+
+_URL = re.compile(r"\b(?:https?|ftp|wss?|s3|gs|file)://[^\s'\"<>]{1,500}", re.IGNORECASE)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_PATH = re.compile(r"(?:(?<=\s)|^|(?<=[>'\"=]))(/(?:[\w.~+-]+/?)+|~/[\w./+-]*|[A-Za-z]:\\[\w\\. -]+)")
+_B64 = re.compile(r"^[A-Za-z0-9+/\s]{16,}={0,2}$")
+_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,}$")
+_MAX_TEXT = 200
+_MAX_DECODED = 1 << 20
+_MAX_STRINGS = 64
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
+
+
+def strings_in(value: Any, depth: int = 0) -> Iterator[str | bytes]:
+    """str/bytes found in an argument structure (not inside other calls' arguments)."""
+    if depth > 8 or node_of(value) is not None:
+        return
+    if isinstance(value, (str, bytes, bytearray)):
+        yield bytes(value) if isinstance(value, bytearray) else value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in list(value)[:_MAX_STRINGS]:
+            yield from strings_in(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in list(value.items())[:_MAX_STRINGS]:
+            yield from strings_in(key, depth + 1)
+            yield from strings_in(item, depth + 1)
+
+
+def _decoded_layers(raw: bytes) -> Iterator[Indicator]:
+    """Recognise wrapped payloads one layer at a time (bounded)."""
+    data = raw
+    for _ in range(4):
+        if data[:1] == b"\x80" and len(data) > 1 and data[1] <= 5 or data[:2] in (b"cos", b"cposix", b"(d"):
+            yield Indicator("pickle", f"inner pickle of {len(data)} bytes")
+            return
+        if data[:1] in (b"\xe3", b"c") and len(data) > 16 and b"\x00" in data[:8]:
+            yield Indicator("marshal", f"marshalled code object of {len(data)} bytes")
+            return
+        if data[:1] == b"\x78" and len(data) > 2:
+            try:
+                inflater = zlib.decompressobj()
+                out = inflater.decompress(data, _MAX_DECODED)
+            except zlib.error:
+                return
+            yield Indicator("zlib", _printable(out))
+            data = out
+            continue
+        text = data.decode("latin-1").strip()
+        if _HEX.match(text):
+            data = binascii.unhexlify(text)
+            yield Indicator("hex", _printable(data))
+            continue
+        if _B64.match(text) and len(text) % 4 == 0:
+            try:
+                out = base64.b64decode(text, validate=False)
+            except binascii.Error:
+                return
+            yield Indicator("base64", _printable(out))
+            data = out
+            continue
+        return
+
+
+def _printable(data: bytes) -> str:
+    text = data[:_MAX_TEXT].decode("utf-8", "replace").replace("\ufffd", ".")
+    text = "".join(ch if ch.isprintable() or ch in "\n\t" else "." for ch in text)
+    return text + ("..." if len(data) > _MAX_TEXT else "")
+
+
+def extract(args: tuple[Any, ...], *, command: bool) -> tuple[Indicator, ...]:
+    """Indicators in one call's arguments. ``command``: the callee runs its string argument as a command."""
+    found: dict[tuple[str, str], Indicator] = {}
+
+    def add(indicator: Indicator) -> None:
+        found.setdefault((indicator.kind, indicator.value), indicator)
+
+    first = args[0] if args else None
+    if command and isinstance(first, (list, tuple)) and all(isinstance(a, str) for a in first):
+        add(Indicator("command", _short(" ".join(first))))  # argv form: subprocess.call(["sh", "-c", ...])
+    elif command and isinstance(first, (str, bytes)) and first.strip():
+        add(Indicator("command", _short(first.decode("latin-1") if isinstance(first, bytes) else first)))
+    for i, item in enumerate(strings_in(args)):
+        if i >= _MAX_STRINGS:
+            break
+        text = item.decode("latin-1") if isinstance(item, bytes) else item
+        for match in _URL.finditer(text):
+            add(Indicator("url", _short(match.group(0))))
+        for match in _IPV4.finditer(text):
+            try:
+                ipaddress.IPv4Address(match.group(0))
+            except ValueError:
+                continue
+            add(Indicator("ip", match.group(0)))
+        for match in _PATH.finditer(text):
+            if len(match.group(1)) > 1:
+                add(Indicator("path", _short(match.group(1))))
+        raw = item if isinstance(item, bytes) else item.encode("latin-1", "replace")
+        if len(raw) >= 16:
+            for indicator in _decoded_layers(raw[: _MAX_DECODED * 2]):
+                add(indicator)
+    return tuple(found.values())

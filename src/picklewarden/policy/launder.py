@@ -1,0 +1,111 @@
+"""Follow callables laundered through import helpers, getattr, operator and functools to the real target.
+
+A pickle need not name ``os.system``: ``getattr(importlib.import_module('os'), 'system')`` reaches it, as do
+``operator.attrgetter``, ``operator.methodcaller``, ``functools.partial``, ``pkgutil.resolve_name`` and
+``pydoc.locate``. This module evaluates such chains symbolically, over the recorded program, to the
+``(module, qualname)`` the loader would finally call. The laundering helpers are dangerous by themselves
+already; resolving the chain tells the responder what the payload does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from picklewarden.pickle.machine import node_of
+from picklewarden.pickle.program import CallResult, Global, Node
+from picklewarden.policy.resolve import Resolved, resolve
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRef:
+    """A module object obtained at load time (``import_module('os')``)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Getter:
+    """``operator.attrgetter(path)``: calling it on an object walks ``path``."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class MethodCaller:
+    """``operator.methodcaller(name, ...)``: calling it on an object calls ``object.name(...)``."""
+
+    name: str
+
+
+Ref = Resolved | ModuleRef | Getter | MethodCaller
+_MAX_DEPTH = 16
+
+
+def _attr(base: Ref | None, path: str) -> Ref | None:
+    if isinstance(base, ModuleRef):
+        return resolve(base.name, path, 4)
+    if isinstance(base, Resolved):
+        return resolve(base.module, f"{base.qualname}.{path}", 4)
+    return None
+
+
+def _from_dotted(text: str) -> Ref | None:
+    module, sep, qual = text.partition(":")
+    if sep:
+        return resolve(module, qual, 4) if qual else ModuleRef(module)
+    head, _, tail = text.rpartition(".")
+    return resolve(head, tail, 4) if head else ModuleRef(text)
+
+
+class Launderer:
+    """Evaluates values of one program to references; ``global_ref`` resolves a Global node."""
+
+    def __init__(self, global_ref: Callable[[Global], Resolved]) -> None:
+        self._global_ref = global_ref
+        self._memo: dict[int, Ref | None] = {}
+
+    def ref(self, value: Any, depth: int = 0) -> Ref | None:
+        node = value if isinstance(value, Node) else node_of(value)
+        if node is None or depth > _MAX_DEPTH:
+            return None
+        if node.id not in self._memo:
+            self._memo[node.id] = None  # cycles resolve to nothing
+            self._memo[node.id] = self._evaluate(node, depth)
+        return self._memo[node.id]
+
+    def _evaluate(self, node: Node, depth: int) -> Ref | None:
+        if isinstance(node, Global):
+            return self._global_ref(node)
+        if not isinstance(node, CallResult):
+            return None
+        callee = self.ref(node.callee, depth + 1)
+        args = node.args
+        first = args[0] if args else None
+        if isinstance(callee, Getter) and args:
+            return _attr(self.ref(first, depth + 1), callee.path)
+        if not isinstance(callee, Resolved):
+            return None
+        match (callee.module, callee.qualname):
+            case ("importlib", "import_module") | ("builtins", "__import__") | ("importlib", "__import__"):
+                return ModuleRef(first) if isinstance(first, str) else None
+            case ("builtins", "getattr") if len(args) >= 2 and isinstance(args[1], str):
+                return _attr(self.ref(first, depth + 1), args[1])
+            case ("operator", "attrgetter") | ("_operator", "attrgetter") if isinstance(first, str):
+                return Getter(first)
+            case ("operator", "methodcaller") | ("_operator", "methodcaller") if isinstance(first, str):
+                return MethodCaller(first)
+            case ("functools", "partial") | ("_functools", "partial") if args:
+                return self.ref(first, depth + 1)
+            case ("pkgutil", "resolve_name") | ("pydoc", "locate") if isinstance(first, str):
+                return _from_dotted(first)
+        return None
+
+    def called(self, call: CallResult) -> Resolved | None:
+        """What calling ``call.callee`` finally invokes, when the chain resolves to a global."""
+        callee = self.ref(call.callee)
+        if isinstance(callee, MethodCaller) and call.args:
+            target = _attr(self.ref(call.args[0]), callee.name)
+            return target if isinstance(target, Resolved) else None
+        return callee if isinstance(callee, Resolved) else None
