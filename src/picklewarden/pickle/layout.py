@@ -14,6 +14,7 @@ prefetch hint (its bytes must exist; arguments may cross its end), and PROTO abo
 from __future__ import annotations
 
 import pickle as _stdlib_pickle
+import time
 from dataclasses import dataclass, field
 
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
@@ -83,6 +84,8 @@ def scan_layout(data: bytes, start: int, limits: Limits, *, keep: bool = False) 
     proto = 0
     count = 0
     pos = start
+    started = time.monotonic()
+    deadline = started + limits.max_seconds
 
     def fail(at: int, error: ScanError) -> Layout:
         lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, count, proto
@@ -98,6 +101,9 @@ def scan_layout(data: bytes, start: int, limits: Limits, *, keep: bool = False) 
         count += 1
         if count > max_opcodes:
             return fail(pos, LimitExceeded("opcodes", max_opcodes, count, pos))
+        if not count & 0xFFFF and time.monotonic() > deadline:
+            elapsed = int(time.monotonic() - started)
+            return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos))
         kind, width, signed = entry
         arg_start = pos + 1
         if kind == _NONE:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import pickle as _stdlib_pickle
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -135,6 +136,7 @@ class _Recorder:
         self.base = base
         self.limits = limits
         self.plain = plain
+        self.deadline = time.monotonic() + limits.max_seconds
         self.next_id = 0
         self.n_imports = self.n_calls = self.n_builds = self.n_persistent = 0
         self.last_offset: int | None = None
@@ -144,6 +146,9 @@ class _Recorder:
     # -- helpers -------------------------------------------------------------------------------------
     def _record(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
         statements = self.program.statements
+        if not len(statements) & 0xFFF and time.monotonic() > self.deadline:
+            elapsed = int(time.monotonic() - self.deadline + self.limits.max_seconds)
+            self._abort(LimitExceeded("seconds", self.limits.max_seconds, elapsed, stmt.offset))
         if len(statements) >= self.limits.max_program_statements:
             self._abort(
                 LimitExceeded(

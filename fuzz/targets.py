@@ -1,0 +1,54 @@
+"""Fuzz targets shared by the atheris harness (fuzz/run.py) and the hypothesis fallback in the tests.
+
+Each target takes raw bytes and may raise only the documented ScanError family (the whole-file
+``scan_bytes`` target may raise nothing at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from picklewarden import DEFAULT_LIMITS, ScanError, scan_bytes
+from picklewarden.containers import torchzip
+from picklewarden.pickle.layout import scan_layout
+from picklewarden.pickle.machine import run_pickle
+from picklewarden.rules import ProgramJudge
+
+# Small bounds keep each input fast; the bounds themselves are part of what is exercised.
+LIMITS = DEFAULT_LIMITS.replace(max_opcodes=200_000, max_memo_index=100_000, max_program_statements=50_000,
+                                max_members=1_000, max_pickle_bytes=1 << 22)
+
+
+def layout(data: bytes) -> None:
+    scan_layout(data, 0, LIMITS, keep=True)
+
+
+def machine(data: bytes) -> None:
+    program, _ = run_pickle(data, 0, LIMITS)
+    judge = ProgramJudge(program, LIMITS)
+    list(judge.findings())
+    judge.decompiler.lines()
+
+
+def zip_reader(data: bytes) -> None:
+    try:
+        archive = torchzip.open_torch_zip(data, LIMITS)
+    except ScanError:
+        return
+    for entry in list(archive.entries.values())[:8]:
+        try:
+            torchzip.read_entry(data, entry, LIMITS)
+        except ScanError:
+            pass
+
+
+def whole_file(data: bytes) -> None:
+    scan_bytes(data, limits=LIMITS)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "layout": layout,
+    "machine": machine,
+    "zip": zip_reader,
+    "scan": whole_file,
+}

@@ -1,0 +1,78 @@
+"""Hypothesis fallback for the fuzz targets (fuzz/targets.py): runs in CI, bounded.
+
+Random bytes and mutations of real samples must never make a target raise anything but ScanError, and
+``scan_bytes`` must never raise at all (a bad file is an error verdict, never a crash).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from picklewarden import ScanError, Verdict, scan_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
+from targets import LIMITS, TARGETS  # noqa: E402
+
+from tests.corpus import ALL, write  # noqa: E402
+
+
+def _seed_bytes() -> list[bytes]:
+    import tempfile
+
+    seeds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sample in ALL:
+            if sample.needs_torch:
+                continue
+            seeds.append(write(sample, Path(tmp), Path(tmp) / "canary").read_bytes())
+    return seeds
+
+
+SEEDS = _seed_bytes()
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        pos = draw(st.integers(min_value=0, max_value=max(len(data) - 1, 0)))
+        action = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "dup"]))
+        if action == "flip" and data:
+            data[pos] = draw(st.integers(min_value=0, max_value=255))
+        elif action == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=9))
+        elif action == "delete":
+            del data[pos : pos + draw(st.integers(min_value=1, max_value=8))]
+        elif action == "truncate":
+            del data[pos:]
+        else:
+            data[pos:pos] = data[pos : pos + 16]
+    return bytes(data)
+
+
+inputs = st.binary(max_size=512) | mutated()
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=inputs)
+def test_targets_raise_only_scan_errors(name: str, data: bytes) -> None:
+    target: Callable[[bytes], None] = TARGETS[name]
+    try:
+        target(data)
+    except ScanError:
+        assert name != "scan", "scan_bytes must turn every problem into a verdict"
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=mutated())
+def test_a_mutated_file_is_never_safe_unless_it_still_parses(data: bytes) -> None:
+    report = scan_bytes(data, limits=LIMITS)
+    if report.verdict is Verdict.SAFE:
+        assert report.errors == () and report.pickles >= 1
