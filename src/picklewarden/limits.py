@@ -32,6 +32,8 @@ class Limits:
     """Characters of decompiled evidence kept per finding."""
     max_program_statements: int = 5_000_000
     """Statements recorded per pickle before recording stops (a limit finding is raised)."""
+    max_seconds: int = 300
+    """Wall time per pickle stream; checked between opcodes and between recorded statements."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
