@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
@@ -261,7 +262,7 @@ def _always_type(node: CallResult) -> bool:
 
 
 def run_pickle(
-    data: bytes,
+    data: Buffer,
     start: int,
     limits: Limits,
     *,
@@ -286,15 +287,12 @@ def run_pickle(
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
     recorder = _Recorder(program, layout, base, limits, plain)
-    view: bytes | bytearray = data
-    if layout.cut < len(data):
-        # Stop the machine exactly where the layout pass stopped, by planting an invalid opcode there.
-        # Truncating instead would also cut any FRAME that spans this point, and C reads a frame whole:
-        # it would then fail at the FRAME and skip a payload a real unpickler executes.
-        view = bytearray(data)
-        view[layout.cut] = _INVALID_OPCODE
-    raw = io.BytesIO(view)
-    raw.seek(start)
+    # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
+    # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
+    # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
+    # unpickler executes.
+    patch = layout.cut if layout.cut < len(data) else None
+    raw = _ViewReader(data, start, patch)
     stream: Any = io.BufferedReader(raw) if file_like else raw
     unpickler = _InertUnpickler(stream, recorder)
     try:
@@ -310,7 +308,47 @@ def run_pickle(
             # The layout pass and the machine disagree on where the pickle ends: trust the machine,
             # but say so, since offsets after this point may be wrong.
             program.error = MalformedPickle(base + layout.end, "offset decoder disagrees with the unpickler")
+    finally:
+        raw.release()
     return program, layout
+
+
+class _ViewReader(io.RawIOBase):
+    """A read-only file over bytes or an mmap, without copying them, with one byte optionally replaced."""
+
+    def __init__(self, data: Buffer, start: int, patch: int | None) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = start
+        self._patch = patch
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Buffer) -> int:
+        target = memoryview(buffer).cast("B")
+        count = max(0, min(len(target), len(self._view) - self._pos))
+        target[:count] = self._view[self._pos : self._pos + count]
+        if self._patch is not None and self._pos <= self._patch < self._pos + count:
+            target[self._patch - self._pos] = _INVALID_OPCODE
+        self._pos += count
+        return count
+
+    def release(self) -> None:
+        """Drop the buffer export (an mmap cannot close while a view of it exists)."""
+        self._view.release()
+        self.close()
 
 
 def _machine_error(layout: Layout, recorder: _Recorder, exc: Exception) -> ScanError:
