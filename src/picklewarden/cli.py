@@ -1,96 +1,354 @@
-"""Command line: argv -> options -> library call -> render -> exit code. Only this module prints."""
+"""Command line: argv -> options -> library call -> render -> exit code. Only this module prints.
+
+Exit codes (the contract in README): 0 nothing reached ``--fail-on`` and every file was analysed; 1 some file
+reached it; 2 usage or policy error, or a file could not be analysed and nothing reached the threshold.
+Heavy imports (rich, the scanner) happen inside the commands so ``picklewarden --version`` stays instant.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from picklewarden import __version__
-from picklewarden.model import Verdict
+from picklewarden.report import OutputFormat
 
-_FAIL_ON = {"suspicious": Verdict.SUSPICIOUS, "malicious": Verdict.MALICIOUS}
+if TYPE_CHECKING:
+    from picklewarden.model import FileReport
+    from picklewarden.policy.config import Policy
+
+_FAIL_ON_CHOICES = ("suspicious", "malicious")
+_COLOR_CHOICES = ("auto", "always", "never")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _ConfigError(click.ClickException):
+    """A policy file is invalid: exit 2, like any other usage error."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"picklewarden: error: {self.format_message()}", err=True)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"picklewarden: warning: {message}", err=True)
+
+
+def _use_color(choice: str, stream: Any) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _policy(policy_file: str | None, no_policy: bool, fail_on: str | None) -> Policy:
+    """The effective policy: ``--policy FILE`` or the discovered file (unless ``--no-policy``), then flags."""
+    from picklewarden.policy.config import DEFAULT_POLICY, FAIL_ON, PolicyError, resolve_policy
+
+    if no_policy and policy_file is not None:
+        raise click.UsageError("--policy and --no-policy contradict each other")
+    try:
+        policy = DEFAULT_POLICY if no_policy else resolve_policy(policy_file)
+    except PolicyError as exc:
+        raise _ConfigError(str(exc)) from exc
+    return policy.with_fail_on(None if fail_on is None else FAIL_ON[fail_on])
+
+
+def _announce(policy: Policy) -> None:
+    """Policy warnings go to stderr on every run: a dangerous override must never be silent."""
+    for warning in policy.warnings:
+        _warn(f"policy {policy.source}: {warning}")
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[FileReport], None] | None]:
+    """A progress display on stderr (only when it is a terminal), or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+    from picklewarden.report.text import clean
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("scanned {task.completed} file(s)"),
+        BarColumn(),
+        TextColumn("{task.description}", markup=False),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def advance(report: FileReport) -> None:
+            bar.update(task, advance=1, description=clean(report.path)[-60:])
+
+        yield advance
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise _ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="picklewarden")
 def cli() -> None:
     """Find malicious code in pickles and PyTorch model files without executing them."""
 
 
+_policy_options = [
+    click.option(
+        "--policy",
+        "policy_file",
+        type=click.Path(dir_okay=False),
+        help="Policy file (picklewarden.toml or pyproject.toml). Default: found by walking up from the "
+        "working directory.",
+    ),
+    click.option("--no-policy", is_flag=True, help="Ignore any policy file: built-in defaults only."),
+]
+
+
+def _with_policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_policy_options):
+        func = option(func)
+    return func
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.argument("paths", nargs=-1)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in OutputFormat]),
+    default=OutputFormat.TEXT.value,
+    show_default=True,
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report here.")
 @click.option(
+    "--sarif-output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write a SARIF report to this file (e.g. text in the CI log, SARIF for the dashboard).",
+)
+@click.option(
     "--fail-on",
-    type=click.Choice(sorted(_FAIL_ON)),
-    default="suspicious",
-    show_default=True,
-    help="Lowest verdict that makes the exit code 1.",
+    type=click.Choice(_FAIL_ON_CHOICES),
+    default=None,
+    help="Lowest verdict that makes the exit code 1 (default: the policy's fail_on, else suspicious).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Text output: list only files that are not safe.")
-def scan(paths: tuple[str, ...], fmt: str, output: str | None, fail_on: str, quiet: bool) -> None:
+@click.option(
+    "--skip-non-models",
+    is_flag=True,
+    help="Skip named files that are not pickles or model files (as in directories) instead of failing on them.",
+)
+@_with_policy_options
+@click.option("--show-policy", is_flag=True, help="Print the effective policy and exit (paths not needed).")
+@click.option("--color", type=click.Choice(_COLOR_CHOICES), default="auto", show_default=True)
+def scan(
+    paths: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    sarif_output: str | None,
+    fail_on: str | None,
+    quiet: bool,
+    skip_non_models: bool,
+    policy_file: str | None,
+    no_policy: bool,
+    show_policy: bool,
+    color: str,
+) -> None:
     """Scan files and directories. Exit 0 clean, 1 threshold reached, 2 incomplete or usage error."""
-    from picklewarden.report import json as json_report
-    from picklewarden.report import text as text_report
+    policy = _policy(policy_file, no_policy, fail_on)
+    if show_policy:
+        from picklewarden.policy.config import to_toml
+
+        _announce(policy)
+        click.echo(to_toml(policy), nl=False)
+        _exit(0)
+    if not paths:
+        raise click.UsageError("give at least one file or directory to scan")
+    _announce(policy)
+
     from picklewarden.scanner import scan as run_scan
 
-    report = run_scan(paths)
-    rendered = json_report.render(report) if fmt == "json" else text_report.render(report, quiet=quiet)
+    many = len(paths) > 1 or any(os.path.isdir(p) for p in paths)
+    with _progress(many and not quiet and sys.stderr.isatty()) as progress:
+        report = run_scan(paths, progress=progress, policy=policy, skip_non_models=skip_non_models)
+
+    notices = [f"policy {policy.source}: {w}" for w in policy.warnings]
+    if sarif_output:
+        from picklewarden.report import sarif
+
+        _write(sarif_output, sarif.render(report, notices=notices))
+    colored = output is None and _use_color(color, sys.stdout)
+    match OutputFormat(fmt):
+        case OutputFormat.TEXT:
+            from picklewarden.report import text
+
+            width = _terminal_width() if colored else None
+            rendered = text.render(report, quiet=quiet, color=colored, width=width)
+        case OutputFormat.JSON:
+            from picklewarden.report import json as json_report
+
+            rendered = json_report.render(report)
+        case OutputFormat.SARIF:
+            from picklewarden.report import sarif
+
+            rendered = sarif.render(report, notices=notices)
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            handle.write(rendered)
+        _write(output, rendered)
     else:
-        click.echo(rendered, nl=False)
-    sys.exit(report.exit_code(_FAIL_ON[fail_on]))
+        click.echo(rendered, nl=False, color=colored)
+    _exit(report.exit_code(policy.effective_fail_on))
 
 
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def show(path: str) -> None:
-    """Print the decompiled program of every pickle in a file, with offsets; flagged lines marked '!!'."""
+@click.option("--globals", "show_globals", is_flag=True, help="List every global the file imports, classified.")
+@_with_policy_options
+@click.option("--color", type=click.Choice(_COLOR_CHOICES), default="auto", show_default=True)
+def show(path: str, show_globals: bool, policy_file: str | None, no_policy: bool, color: str) -> None:
+    """Print the decompiled program of every pickle in a file, with byte offsets.
+
+    Lines a rule flags are marked '!!' (malicious) or '! ' (suspicious) and end with the rule ids.
+    With --globals, print the import manifest instead: what loading the file imports, and what is known
+    about each global.
+    """
+    from picklewarden.report import program as program_report
     from picklewarden.scanner import analyse_path
 
+    policy = _policy(policy_file, no_policy, None)
+    _announce(policy)
     analysis = analyse_path(path)
-    flagged = {(f.member, f.offset) for f in analysis.findings if f.offset is not None}
-    click.echo(f"# {path}: {analysis.format}, {len(analysis.programs)} pickle(s)")
-    for judge in analysis.judges:
-        program = judge.program
-        member = program.member or "<stream>"
-        state = "complete" if program.complete else f"incomplete: {program.error}"
-        click.echo(
-            f"\n# --- {member} pickle #{program.index} at offset {program.start} "
-            f"(protocol {program.protocol}, {program.opcodes} opcodes, {state})"
-        )
-        for offset, line in judge.decompiler.lines():
-            mark = "!!" if (program.member, offset) in flagged else "  "
-            where = f"{offset:>8}" if offset is not None else " " * 8
-            click.echo(f"{mark}{where}  {line}")
-    for error in analysis.errors:
-        click.echo(f"# error: {error}")
+    colored = _use_color(color, sys.stdout)
+    width = _terminal_width() if colored else None
+    if show_globals:
+        entries = program_report.manifest(analysis, policy)
+        rendered = program_report.render_manifest(path, entries, color=colored, width=width)
+    else:
+        rendered = program_report.render_program(analysis, policy, color=colored, width=width)
+    click.echo(rendered, nl=False, color=colored)
 
 
 @cli.command()
 def rules() -> None:
-    """List every rule with its severity and CWE."""
+    """List every rule with its severity, CWE and help."""
     from picklewarden.rules import RULES
 
     for rule in RULES:
         click.echo(f"{rule.id}  {rule.severity.label:<8}  CWE-{rule.cwe:<4} {rule.name}: {rule.summary}")
+        click.echo(click.wrap_text(rule.help, width=100, initial_indent="    ", subsequent_indent="    "))
 
 
 @cli.command()
 @click.argument("rule_id")
 def explain(rule_id: str) -> None:
     """Show the help of one rule."""
+    from picklewarden.policy.config import SINK_RULES
     from picklewarden.rules import BY_ID
 
     rule = BY_ID.get(rule_id.upper())
     if rule is None:
         raise click.UsageError(f"unknown rule {rule_id!r}; see `picklewarden rules`")
-    click.echo(f"{rule.id} {rule.name} ({rule.severity.label}, CWE-{rule.cwe})\n{rule.summary}.\n\n{rule.help}")
+    click.echo(f"{rule.id} {rule.name} ({rule.severity.label}, CWE-{rule.cwe})\n{rule.summary}.\n")
+    click.echo(click.wrap_text(rule.help, width=100))
+    click.echo(f"\nCWE-{rule.cwe}: https://cwe.mitre.org/data/definitions/{rule.cwe}.html")
+    if rule.id in SINK_RULES:
+        click.echo(
+            "Policy: a known-dangerous rule. `trust` never removes it; lowering its severity or accepting a "
+            "global it reports needs [override] allow_dangerous, which is reported on every run."
+        )
+    else:
+        click.echo(f'Policy: change its severity with `[severity] {rule.id} = "..."` in picklewarden.toml.')
+
+
+@cli.command()
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Convert even a file the scan finds malicious (nothing in it runs).")
+@_with_policy_options
+def convert(src: str, dst: str, force: bool, policy_file: str | None, no_policy: bool) -> None:
+    """Write the tensors of a PyTorch file to safetensors without running it (SRC is scanned first).
+
+    Exit 0 written, 1 refused (the scan found SRC malicious; see --force), 2 cannot convert.
+    """
+    function = _convert_function()
+    policy = _policy(policy_file, no_policy, None)
+    _announce(policy)
+    from picklewarden.errors import ScanError
+
+    refused: tuple[type[Exception], ...] = ()
+    failed: tuple[type[Exception], ...] = (ScanError, OSError, ImportError, ValueError)
+    with contextlib.suppress(ImportError):
+        from picklewarden.extract.errors import ConvertError, UnsafeModelError
+
+        refused, failed = (UnsafeModelError,), (*failed, ConvertError)
+    try:
+        result = function(src, dst, force=force, policy=policy)
+    except refused as exc:
+        click.echo(f"picklewarden: refused: {exc}", err=True)
+        _exit(1)
+    except failed as exc:
+        click.echo(f"picklewarden: cannot convert: {exc}", err=True)
+        _exit(2)
+    click.echo(_convert_summary(dst, result))
+
+
+def _convert_summary(dst: str, result: Any) -> str:
+    """What ``convert`` wrote and left out, read defensively (the result type belongs to the converter)."""
+    from picklewarden.report.text import clean
+
+    tensors = getattr(result, "tensors", ())
+    lines = [f"wrote {clean(dst)}: {len(tensors)} tensor(s), {getattr(result, 'nbytes', 0)} bytes of tensor data"]
+    if getattr(result, "forced", False):
+        lines.append("  WARNING: the scan found the source malicious; converted anyway (--force), nothing ran")
+    for skipped in getattr(result, "skipped", ()):
+        lines.append(f"  skipped {clean(str(skipped.name))}: {clean(str(skipped.reason))}")
+    unknown = getattr(result, "unknown_globals", ())
+    if unknown:
+        lines.append(f"  the original needs globals picklewarden does not know: {', '.join(map(clean, unknown))}")
+    return "\n".join(lines)
+
+
+def _convert_function() -> Callable[..., Any]:
+    """``picklewarden.convert`` (a function, or a module holding one), or a clear error if not installed."""
+    import picklewarden
+
+    target: Any = getattr(picklewarden, "convert", None)
+    if target is None:
+        try:
+            import importlib
+
+            target = importlib.import_module("picklewarden.convert")
+        except ImportError:
+            target = None
+    if target is not None and not callable(target):
+        target = getattr(target, "convert", None)
+    if target is None:
+        click.echo("picklewarden: error: conversion is not available in this installation", err=True)
+        _exit(2)
+    return target  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import assert_never
+
+from picklewarden._compat import assert_never
 
 
 class Severity(enum.IntEnum):
@@ -79,6 +80,8 @@ class Finding:
     """The canonical ``module.qualname`` involved, when one is."""
     indicators: tuple[Indicator, ...] = ()
     """What a responder needs from the call's arguments: commands, URLs, IPs, paths, decoded payloads."""
+    policy: str = ""
+    """Empty unless a policy changed this finding; then what it changed and which file said so."""
 
     def sort_key(self) -> tuple[int, str, int, str]:
         return (-self.severity, self.member, -1 if self.offset is None else self.offset, self.rule)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from picklewarden.containers.base import Opened, PickleSource, Stacking
 from picklewarden.containers.opener import open_bytes, sniff_format
@@ -17,6 +18,9 @@ from picklewarden.pickle.program import CallResult, Global, Program
 from picklewarden.policy.knowledge import Category
 from picklewarden.policy.resolve import classify, resolve
 from picklewarden.rules import ProgramJudge, finding
+
+if TYPE_CHECKING:
+    from picklewarden.policy.config import Policy
 
 # torch's legacy (pre-1.6) format starts with a pickled magic number, then protocol version, sys_info,
 # the object and its storage keys: five pickles, followed by raw storage bytes.
@@ -146,9 +150,19 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
         return Analysis(path, "unknown", errors=[f"cannot read: {exc.strerror or exc}"])
 
 
-def scan_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS) -> FileReport:
-    """Scan in-memory bytes (a whole file)."""
-    return analyse_bytes(data, path, limits).report()
+def scan_bytes(
+    data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS, *, policy: Policy | None = None
+) -> FileReport:
+    """Scan in-memory bytes (a whole file). ``policy`` adjusts the findings (see :mod:`picklewarden.policy`)."""
+    return _with_policy(analyse_bytes(data, path, limits).report(), policy)
+
+
+def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
+    if policy is None:
+        return report
+    from picklewarden.policy.apply import apply_file
+
+    return apply_file(policy, report)
 
 
 def _is_model_file(path: Path, limits: Limits) -> bool:
@@ -187,12 +201,20 @@ def iter_targets(paths: Iterable[str]) -> Iterator[tuple[str, bool]]:
             yield path, True
 
 
-def scan_path(path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = True) -> FileReport:
-    """Scan one file. Files found under a directory that are not models are returned as skipped."""
+def scan_path(
+    path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = True, policy: Policy | None = None
+) -> FileReport:
+    """Scan one file. Files found under a directory that are not models, or that ``policy`` ignores, are
+    returned as skipped."""
+    if policy is not None and policy.ignore:
+        from picklewarden.policy.apply import ignored
+
+        if ignored(policy, path) is not None:
+            return FileReport(path, "unknown", skipped=True)
     if not explicit and not _is_model_file(Path(path), limits):
         return FileReport(path, "unknown", skipped=True)
     try:
-        return analyse_path(path, limits).report()
+        return _with_policy(analyse_path(path, limits).report(), policy)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan; never reported clean
         return FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
 
@@ -202,14 +224,22 @@ def scan(
     limits: Limits = DEFAULT_LIMITS,
     *,
     progress: Progress | None = None,
+    policy: Policy | None = None,
+    skip_non_models: bool = False,
 ) -> Report:
-    """Scan files and directories (recursively). ``progress`` is called once per file as it finishes."""
+    """Scan files and directories (recursively). ``progress`` is called once per file as it finishes.
+
+    ``policy`` (see :func:`picklewarden.load_policy`) trusts project globals, changes severities and skips
+    ignored paths; None applies no policy file at all. ``skip_non_models`` treats named files like files
+    found in a directory: those that are not pickles or model files are skipped instead of reported as
+    errors (for hooks that pass every ``*.bin``).
+    """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     reports = []
     for target, explicit in iter_targets(os.fspath(p) for p in paths):
         if not explicit or os.path.exists(target) or os.path.islink(target):
-            report = scan_path(target, limits, explicit=explicit)
+            report = scan_path(target, limits, explicit=explicit and not skip_non_models, policy=policy)
         else:
             report = FileReport(target, "unknown", errors=("no such file or directory",))
         reports.append(report)

@@ -6,5 +6,8 @@ import enum
 
 
 class OutputFormat(enum.Enum):
+    """The closed set of ``scan --format`` choices."""
+
     TEXT = "text"
     JSON = "json"
+    SARIF = "sarif"

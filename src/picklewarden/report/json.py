@@ -1,4 +1,8 @@
-"""JSON output (schema version 1): the CLI contract other tools depend on. Keep field names stable."""
+"""JSON output (schema version 1): the CLI contract other tools depend on.
+
+The shape is documented, and checked in the tests, by ``docs/json-schema-v1.json``. Within a schema version
+fields are only ever added, never renamed or removed; a breaking change bumps ``schema_version``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "offset": f.offset,
         "evidence": f.evidence,
         "symbol": f.symbol,
+        "indicators": [{"kind": i.kind, "value": i.value} for i in f.indicators],
+        "policy": f.policy,
     }
 
 
@@ -33,14 +39,23 @@ def file_dict(report: FileReport) -> dict[str, Any]:
     }
 
 
-def render(report: Report) -> str:
-    from picklewarden import __version__
-
-    body = {
+def document(report: Report, *, version: str | None = None) -> dict[str, Any]:
+    """The JSON document as Python data. ``version`` defaults to the installed picklewarden's."""
+    return {
         "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "picklewarden", "version": __version__},
+        "tool": {"name": "picklewarden", "version": version if version is not None else _installed_version()},
         "files": [file_dict(f) for f in report.scanned],
         "skipped": [f.path for f in report.files if f.skipped],
         "summary": {"files": len(report.scanned), **report.counts, "verdict": report.verdict.label},
     }
-    return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+
+
+def _installed_version() -> str:
+    from picklewarden import __version__
+
+    return __version__
+
+
+def render(report: Report, *, version: str | None = None) -> str:
+    # ASCII-only: names and paths from hostile files may hold lone surrogates that no UTF-8 writer accepts.
+    return json.dumps(document(report, version=version), indent=2, ensure_ascii=True) + "\n"
