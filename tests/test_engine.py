@@ -124,3 +124,28 @@ def test_deep_nesting_is_read_without_recursion() -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="max_opcodes"):
         DEFAULT_LIMITS.replace(max_opcodes=0)
+
+
+def test_billion_laughs_through_the_memo_stays_bounded() -> None:
+    """Each level is a list of ten references to the previous one: 10**40 leaves, a few hundred bytes."""
+    data = bytearray(b"\x80\x02X\x03\x00\x00\x00lolq\x00")
+    for level in range(1, 41):
+        data += b"(" + b"h" + bytes([level - 1]) + (b"h" + bytes([level - 1])) * 9 + b"lq" + bytes([level])
+    data += b"cbuiltins\nprint\n(h\x28tR."  # a call whose argument is the whole structure
+    from picklewarden.scanner import analyse_bytes
+
+    analysis = analyse_bytes(bytes(data))
+    report = analysis.report()
+    assert report.verdict is Verdict.SUSPICIOUS  # an unknown callable is called, nothing worse
+    assert any(f.rule == "PW201" and len(f.evidence) <= DEFAULT_LIMITS.max_render_chars + 4 for f in report.findings)
+    assert len("\n".join(line for _, line in analysis.judges[0].decompiler.lines())) < 100_000
+
+
+def test_time_limit_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    import picklewarden.pickle.layout as layout_module
+
+    ticks = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(layout_module.time, "monotonic", lambda: float(next(ticks)))
+    report = scan_bytes(b"\x80\x04" + b"N0" * 70_000 + b"N.")
+    assert any(f.rule == "PW301" and "seconds" in f.message for f in report.findings)
+    assert report.verdict is not Verdict.SAFE

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import itertools
 import re
 import zlib
 from collections.abc import Iterator
@@ -25,25 +26,35 @@ _HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,}$")
 _MAX_TEXT = 200
 _MAX_DECODED = 1 << 20
 _MAX_STRINGS = 64
+_MAX_VISITS = 4096
 
 
 def _short(text: str) -> str:
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
 
 
-def strings_in(value: Any, depth: int = 0) -> Iterator[str | bytes]:
-    """str/bytes found in an argument structure (not inside other calls' arguments)."""
-    if depth > 8 or node_of(value) is not None:
-        return
-    if isinstance(value, (str, bytes, bytearray)):
-        yield bytes(value) if isinstance(value, bytearray) else value
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in list(value)[:_MAX_STRINGS]:
-            yield from strings_in(item, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in list(value.items())[:_MAX_STRINGS]:
-            yield from strings_in(key, depth + 1)
-            yield from strings_in(item, depth + 1)
+def strings_in(value: Any) -> Iterator[str | bytes]:
+    """str/bytes found in an argument structure (not inside other calls' arguments).
+
+    Iterative with a visit budget: shared references make a memo "billion laughs" structure tiny in
+    memory but astronomically large to walk.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    budget = _MAX_VISITS
+    while stack and budget > 0:
+        item, depth = stack.pop()
+        budget -= 1
+        if depth > 8 or node_of(item) is not None:
+            continue
+        if isinstance(item, (str, bytes, bytearray)):
+            yield bytes(item) if isinstance(item, bytearray) else item
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = list(itertools.islice(item, _MAX_STRINGS))
+            stack.extend((child, depth + 1) for child in reversed(children))
+        elif isinstance(item, dict):
+            for key, child in reversed(list(itertools.islice(item.items(), _MAX_STRINGS))):
+                stack.append((child, depth + 1))
+                stack.append((key, depth + 1))
 
 
 def _decoded_layers(raw: bytes) -> Iterator[Indicator]:

@@ -27,6 +27,7 @@ from picklewarden.pickle.program import (
 )
 
 _MAX_ITEMS = 32
+_RENDER_BUDGET = 2_000
 _MAX_CONSTANT = 240
 
 
@@ -45,6 +46,7 @@ class Decompiler:
         self.program = program
         self.limits = limits
         self._global_names: dict[int, str] = {}
+        self._budget = _RENDER_BUDGET
         self._taken: set[str] = set()
         for stmt in program.statements:
             if isinstance(stmt, Global):
@@ -67,6 +69,7 @@ class Decompiler:
 
     # -- expressions ---------------------------------------------------------------------------------
     def expr(self, value: Any, depth: int = 0, path: frozenset[int] = frozenset()) -> ast.expr:
+        self._budget -= 1
         node = node_of(value) if not isinstance(value, Node) else value
         if node is not None:
             return ast.Name(self.name(node))
@@ -78,7 +81,9 @@ class Decompiler:
             return ast.Constant(value)
         if isinstance(value, bytearray):
             return ast.Call(ast.Name("bytearray"), [self.expr(bytes(value), depth, path)], [])
-        if depth >= self.limits.max_render_depth or id(value) in path:
+        if depth >= self.limits.max_render_depth or id(value) in path or self._budget <= 0:
+            # Depth, cycles and a per-statement node budget: shared memo references can make a tiny
+            # structure astronomically large to print ("billion laughs").
             return ast.Constant(...)
         inner = path | {id(value)}
         if isinstance(value, dict):
@@ -166,6 +171,7 @@ class Decompiler:
                 return ast.Expr(ast.Call(ast.Attribute(target, m.op.value), [self.expr(m.value)], []))
 
     def render(self, stmt: Statement) -> str:
+        self._budget = _RENDER_BUDGET
         text = "\n".join(ast.unparse(s) for s in self.statement(stmt))
         limit = self.limits.max_render_chars
         return text if len(text) <= limit else text[:limit] + " ..."
@@ -177,6 +183,7 @@ class Decompiler:
             for line in self.render(stmt).splitlines():
                 out.append((stmt.offset, line))
         if self.program.complete:
+            self._budget = _RENDER_BUDGET
             result = ast.unparse(ast.Assign([ast.Name("result")], self.expr(self.program.result), lineno=0))
             out.append((self.program.end, result))
         return out
