@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 

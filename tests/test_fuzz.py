@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from picklewarden import ScanError, Verdict, scan_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
-from targets import LIMITS, TARGETS  # noqa: E402
+from targets import LIMITS, TARGETS
 
-from tests.corpus import ALL, write  # noqa: E402
+from tests.corpus import ALL, write
 
 
 def _seed_bytes() -> list[bytes]:

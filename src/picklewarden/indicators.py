@@ -61,7 +61,7 @@ def _decoded_layers(raw: bytes) -> Iterator[Indicator]:
     """Recognise wrapped payloads one layer at a time (bounded)."""
     data = raw
     for _ in range(4):
-        if data[:1] == b"\x80" and len(data) > 1 and data[1] <= 5 or data[:2] in (b"cos", b"cposix", b"(d"):
+        if (data[:1] == b"\x80" and len(data) > 1 and data[1] <= 5) or data[:2] in (b"cos", b"cposix", b"(d"):
             yield Indicator("pickle", f"inner pickle of {len(data)} bytes")
             return
         if data[:1] in (b"\xe3", b"c") and len(data) > 16 and b"\x00" in data[:8]:

@@ -24,7 +24,7 @@ class Limits:
     """Largest memo index a PUT may name (the C unpickler allocates the memo up to twice this index)."""
     max_pickles_per_stream: int = 64
     """Pickles read back to back from one stream (legacy torch files hold five)."""
-    max_members: int = 100_000
+    max_members: int = 2_000_000
     """Entries read from one archive directory."""
     max_render_depth: int = 64
     """Nesting depth rendered in decompiled output and walked in result graphs."""
@@ -32,6 +32,22 @@ class Limits:
     """Characters of decompiled evidence kept per finding."""
     max_program_statements: int = 5_000_000
     """Statements recorded per pickle before recording stops (a limit finding is raised)."""
+    max_nesting_depth: int = 8
+    """Containers followed inside containers (archives, compressed streams, nested payloads) from one file."""
+    max_archive_members: int = 10_000
+    """Members read from one archive bundle (tar, zip, 7z); torch's own archives use ``max_members``."""
+    max_extracted_bytes: int = 2 * 1024**3
+    """Bytes decompressed or extracted for one scanned file in total, across all nesting (held in memory)."""
+    max_compression_ratio: int = 1_000
+    """Output/input ratio of a decompression, enforced once its output exceeds ``ratio_floor_bytes``."""
+    ratio_floor_bytes: int = 16 * 1024**2
+    """Output size below which any compression ratio is accepted (small, highly regular data is normal)."""
+    max_nested_payloads: int = 256
+    """Embedded payloads (pickles in bytes, encoded or compressed) decoded and scanned per pickle."""
+    max_header_bytes: int = 1024**2
+    """Largest text header parsed (numpy ``.npy``); loaders that unpickle accept any size, we refuse more."""
+    max_code_bytes: int = 64 * 1024**2
+    """Largest TorchScript source file reviewed; a larger one is an error (its calls were not seen)."""
     max_seconds: int = 300
     """Wall time per pickle stream; checked between opcodes and between recorded statements."""
 

@@ -102,6 +102,12 @@ class FileReport:
     """Number of pickle streams analysed."""
     skipped: bool = False
     """Not a model file (directory walks only); not analysed and not judged."""
+    location: str = ""
+    """How people name the file when it sits in a Hugging Face cache: ``org/name:path/in/repo``."""
+    revision: str = ""
+    """The Hugging Face cache snapshot (commit) the file belongs to, when ``location`` is set."""
+    notes: tuple[str, ...] = ()
+    """Facts about the file that are not findings: formats found inside it, why it was skipped."""
 
     @property
     def verdict(self) -> Verdict:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from picklewarden.errors import LimitExceeded, MalformedPickle
-from picklewarden.limits import Limits
 from picklewarden.indicators import extract
+from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
-from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Program
+from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Program
 from picklewarden.policy.knowledge import Category, Knowledge
 from picklewarden.policy.launder import Launderer
 from picklewarden.policy.resolve import Resolved, classify, resolve
@@ -164,6 +164,112 @@ RULES: Final[tuple[Rule, ...]] = (
         "torch's own ZIP reader accepts archives that other tools reject or read differently (bad CRC, "
         "flag bits, mismatched names, duplicates, leading junk): a parser differential used to hide "
         "payloads. picklewarden reads the entries torch reads.",
+    ),
+    Rule(
+        "PW303",
+        "extension-mismatch",
+        Severity.LOW,
+        646,
+        "The file's extension does not match its content",
+        "Formats are detected by content; the extension is only a hint. A name promising data that cannot "
+        "run code (.safetensors, .npy, .json, .onnx, images...) on a file whose loaders execute pickles is a "
+        "disguise. Harmless mismatches (a raw pickle named .pt) are reported at info level.",
+    ),
+    Rule(
+        "PW304",
+        "archive-path-traversal",
+        Severity.HIGH,
+        22,
+        "An archive member escapes the extraction directory",
+        "A member name with '..' components or an absolute path, or a link member pointing outside the "
+        "archive, makes extraction write or read files elsewhere on the victim's disk (tarfile/zipfile "
+        "extraction, torch's legacy tar loader).",
+    ),
+    Rule(
+        "PW305",
+        "decompression-bomb",
+        Severity.MEDIUM,
+        409,
+        "A compressed stream expands beyond the allowed ratio",
+        "The data decompresses to far more than its compressed size: a decompression bomb built to exhaust "
+        "memory or disk. Decompression stopped there, so the file is not known to be safe.",
+    ),
+    Rule(
+        "PW306",
+        "storage-inconsistency",
+        Severity.MEDIUM,
+        130,
+        "Tensor storages do not match the archive entries",
+        "Every persistent id in a torch pickle names a data/<key> entry whose size is the declared element "
+        "count times the element size. Missing, short, oversized or unreferenced entries make torch fail, "
+        "read memory it did not fill, or carry data no tensor uses.",
+    ),
+    Rule(
+        "PW307",
+        "pickle-in-storage",
+        Severity.MEDIUM,
+        506,
+        "A tensor storage holds a pickle",
+        "Raw tensor data is never a pickle. A storage entry that decodes as one is a staged payload for "
+        "code elsewhere to unpickle; it is scanned and its findings reported.",
+    ),
+    Rule(
+        "PW308",
+        "embedded-payload",
+        Severity.INFO,
+        506,
+        "Bytes inside the pickle hold another payload",
+        "A bytes or string value (possibly base64, hex or compressed) is itself a pickle, archive or array "
+        "file. It was decoded and scanned; its findings are reported with the path through the nesting.",
+    ),
+    Rule(
+        "PW309",
+        "reader-differential",
+        Severity.MEDIUM,
+        436,
+        "Two loaders read this file differently",
+        "The loader that matters (torch, joblib, numpy) and another common reader see different bytes or "
+        "different pickles: Python's zipfile cannot read what torch reads, a joblib file executes other "
+        "opcodes under pickle.load, a tar header is also a pickle. Scanners that use the other reader miss "
+        "what runs.",
+    ),
+    Rule(
+        "PW311",
+        "torchscript-code",
+        Severity.INFO,
+        94,
+        "TorchScript archive with compiled code",
+        "torch.jit.load compiles the archive's code/ sources and runs any scripted __setstate__ while "
+        "loading. TorchScript cannot import Python modules, but torch operators can touch files; the "
+        "sources are listed so they can be reviewed.",
+    ),
+    Rule(
+        "PW312",
+        "torchscript-file-access",
+        Severity.HIGH,
+        73,
+        "TorchScript code reads or writes files",
+        "The archive's TorchScript calls torch.save or torch.from_file (aten::save, aten::from_file): "
+        "writing or mapping files at a path chosen by the file. In __setstate__ this runs during "
+        "torch.jit.load.",
+    ),
+    Rule(
+        "PW313",
+        "torchscript-native-op",
+        Severity.MEDIUM,
+        829,
+        "TorchScript code calls operators outside core torch",
+        "Custom or distributed operators (torch.ops.<namespace>) run native code from libraries the loading "
+        "process registered, or talk to other processes. What they do is not visible in the file.",
+    ),
+    Rule(
+        "PW314",
+        "array-type-confusion",
+        Severity.MEDIUM,
+        843,
+        "An array's declared type contradicts how it is read",
+        "A pickled numpy dtype whose object flag disagrees with its type code makes numpy treat raw bytes "
+        "as object pointers (memory corruption) or unpickle what looks like numbers.",
     ),
 )
 BY_ID: Final[dict[str, Rule]] = {rule.id: rule for rule in RULES}

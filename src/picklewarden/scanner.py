@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from picklewarden.containers.base import Opened, PickleSource, Stacking
-from picklewarden.containers.opener import open_bytes, sniff_format
+from picklewarden import walk
+from picklewarden.containers import joblib_files, nested
+from picklewarden.containers.base import (
+    Anomaly,
+    Child,
+    Context,
+    OffsetMap,
+    Opened,
+    PickleSource,
+    Stacking,
+    covers,
+    join_member,
+)
+from picklewarden.containers.hints import extension_anomaly
+from picklewarden.containers.joblib_files import JoblibView
+from picklewarden.containers.opener import UNSUPPORTED, open_bytes, sniff_format
+from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.limits import DEFAULT_LIMITS, Limits
-from picklewarden.model import FileReport, Finding, Report
+from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import run_pickle
 from picklewarden.pickle.program import CallResult, Global, Program
 from picklewarden.policy.knowledge import Category
@@ -40,10 +55,13 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     judges: list[ProgramJudge] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def report(self) -> FileReport:
         findings = tuple(sorted(self.findings, key=Finding.sort_key))
-        return FileReport(self.path, self.format, findings, tuple(self.errors), len(self.programs))
+        return FileReport(
+            self.path, self.format, findings, tuple(self.errors), len(self.programs), notes=tuple(self.notes)
+        )
 
 
 def _plain_result(call: CallResult) -> bool:
@@ -55,45 +73,77 @@ def _plain_result(call: CallResult) -> bool:
     return known is not None and known.category is Category.SAFE
 
 
-def _run_source(source: PickleSource, limits: Limits, analysis: Analysis) -> None:
+# Findings about merely importing or calling a global, which a container's loader may vouch for (its own
+# machinery: joblib's array wrapper, TorchScript's __torch__ classes). Tampering and indirection stay.
+_VOUCHABLE = frozenset({"PW100", "PW101", "PW102", "PW103", "PW104", "PW105", "PW200", "PW201"})
+
+
+@dataclass
+class _Run:
+    """What running one source produced."""
+
+    programs: list[Program] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    legacy: bool = False
+
+
+def _anomaly_finding(anomaly: Anomaly, prefix: str) -> Finding:
+    return finding(
+        anomaly.rule,
+        anomaly.message,
+        member=join_member(prefix, anomaly.member or ""),
+        offset=anomaly.offset,
+        severity=anomaly.severity,
+    )
+
+
+def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
+    """Run every pickle a loader reads from ``source`` (its programs are named ``member``)."""
+    run = _Run()
     data = source.data
-    pos = 0
+    pos = source.start
     index = 0
+    most = limits.max_members if source.walker is not None else limits.max_pickles_per_stream
     while pos < len(data):
         program, _ = run_pickle(
-            data, pos, limits, member=source.member, index=index, plain=_plain_result, file_like=source.file_like
+            data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
         )
-        analysis.programs.append(program)
+        run.programs.append(program)
         if not program.complete or program.end is None:
-            return
+            return run
         index += 1
-        pos = program.end
-        if source.stacking is Stacking.ONE or pos >= len(data):
-            return
-        if index == 1 and type(program.result) is int and program.result == LEGACY_MAGIC:
-            analysis.format = "torch-legacy"
-        if analysis.format == "torch-legacy" and index >= _LEGACY_PICKLES:
-            return  # the rest is raw storage data, which torch reads as bytes
-        if index >= limits.max_pickles_per_stream:
-            analysis.findings.append(
-                finding(
-                    "PW301",
-                    f"more than {limits.max_pickles_per_stream} pickles in one stream",
-                    member=source.member,
-                    offset=pos,
+        if source.walker is not None:
+            step = source.walker(program, index - 1)
+            if step.anomaly is not None:
+                run.findings.append(_anomaly_finding(replace(step.anomaly, member=None), member))
+            if step.error is not None:
+                run.errors.append(_where(member, step.error))
+            if step.next is None:
+                return run
+            pos = step.next
+        else:
+            pos = program.end
+            if source.stacking is Stacking.ONE or pos >= len(data):
+                return run
+            if index == 1 and type(program.result) is int and program.result == LEGACY_MAGIC:
+                run.legacy = True
+            if run.legacy and index >= _LEGACY_PICKLES:
+                return run  # the rest is raw storage data, which torch reads as bytes
+            if not _next_is_pickle(data, pos, limits):
+                run.findings.append(
+                    finding(
+                        "PW302",
+                        f"{len(data) - pos} bytes after the last pickle are not a pickle",
+                        member=member,
+                        offset=pos,
+                    )
                 )
-            )
-            return
-        if not _next_is_pickle(data, pos, limits):
-            analysis.findings.append(
-                finding(
-                    "PW302",
-                    f"{len(data) - pos} bytes after the last pickle are not a pickle",
-                    member=source.member,
-                    offset=pos,
-                )
-            )
-            return
+                return run
+        if index >= most:
+            run.findings.append(finding("PW301", f"more than {most} pickles in one stream", member=member, offset=pos))
+            return run
+    return run
 
 
 def _next_is_pickle(data: bytes, pos: int, limits: Limits) -> bool:
@@ -102,31 +152,200 @@ def _next_is_pickle(data: bytes, pos: int, limits: Limits) -> bool:
     return looks_like_pickle(data[pos : pos + 64 * 1024], limits)
 
 
-def analyse_opened(opened: Opened, path: str, limits: Limits) -> Analysis:
-    analysis = Analysis(path, opened.format, errors=list(opened.errors))
-    for anomaly in opened.anomalies:
-        analysis.findings.append(
-            finding(anomaly.rule, anomaly.message, member=anomaly.member or "", offset=anomaly.offset)
-        )
-    for source in opened.sources:
-        _run_source(source, limits, analysis)
-    if analysis.format == "pickle?":
-        first = analysis.programs[0] if analysis.programs else None
-        if first is None or (not first.complete and not first.statements):
-            analysis.format = "unknown"
-            analysis.errors.append("unsupported format: not a pickle, PyTorch or ZIP file")
-            analysis.programs.clear()
-        else:
-            analysis.format = "pickle"
-    for program in analysis.programs:
-        judge = ProgramJudge(program, limits)
-        analysis.judges.append(judge)
-        analysis.findings.extend(judge.findings())
+def _where(member: str, message: str) -> str:
+    return f"{member}: {message}" if member and not message.startswith(member) else message
+
+
+class _Analyser:
+    """Analyses one container and everything inside it, adding programs, errors and notes to ``analysis``."""
+
+    def __init__(self, analysis: Analysis, limits: Limits) -> None:
+        self.analysis = analysis
+        self.limits = limits
+
+    def judge(self, program: Program, source: PickleSource) -> tuple[ProgramJudge, list[Finding]]:
+        judge = ProgramJudge(program, self.limits)
+        self.analysis.programs.append(program)
+        self.analysis.judges.append(judge)
+        found = []
+        for item in judge.findings():
+            if source.vouched and item.rule in _VOUCHABLE and any(covers(v, item.symbol) for v in source.vouched):
+                continue
+            found.append(item)
+        return judge, found
+
+    def container(self, opened: Opened, data: bytes, ctx: Context, prefix: str) -> tuple[str, list[Finding]]:
+        """(format, findings) of ``opened`` and everything nested in it."""
+        fmt = opened.format
+        found = [_anomaly_finding(a, prefix) for a in opened.anomalies]
+        self.analysis.errors.extend(_where(prefix, e) for e in opened.errors)
+        self.analysis.notes.extend(_where(prefix, n) for n in opened.notes)
+        programs: list[Program] = []
+        for source in opened.sources:
+            member = join_member(prefix, source.member)
+            run = _run_source(source, self.limits, member)
+            if source.optional and not any(p.statements for p in run.programs):
+                continue
+            if fmt == "pickle?":
+                first = run.programs[0] if run.programs else None
+                if first is None or (not first.complete and not first.statements):
+                    if ctx.depth == 0:
+                        self.analysis.errors.append(UNSUPPORTED)
+                    return "unknown", found
+                fmt = "pickle"
+            if run.legacy:
+                fmt = "torch-legacy"
+            view = joblib_files.joblib_view(source, self.limits) if joblib_files.wants_view(run.programs) else None
+            if view is not None and view.error is not None:
+                self.analysis.errors.append(_where(prefix, view.error))
+            if view is not None and view.sources:
+                fmt = "joblib"
+                found.extend(self.pickle_view_threats(run, view))
+                found.extend(_anomaly_finding(a, prefix) for a in view.anomalies)
+                for inner in view.sources:
+                    inner_run = _run_source(inner, self.limits, member)
+                    if inner.origin is not None:
+                        _relocate(inner_run, inner.origin)
+                    found.extend(inner_run.findings)
+                    self.analysis.errors.extend(inner_run.errors)
+                    found.extend(self.programs(inner_run.programs, inner, ctx))
+                    programs.extend(inner_run.programs)
+                continue
+            found.extend(run.findings)
+            self.analysis.errors.extend(run.errors)
+            found.extend(self.programs(run.programs, source, ctx))
+            programs.extend(run.programs)
+        for check in opened.checks:
+            found.extend(_anomaly_finding(a, prefix) for a in check(programs))
+        for child in opened.children:
+            child_fmt, child_found = self.child(child, data, ctx, prefix)
+            found.extend(child_found)
+            if opened.wrapper:
+                fmt = f"{fmt}>{child_fmt}"
+        return fmt, found
+
+    def pickle_view_threats(self, run: _Run, view: JoblibView) -> list[Finding]:
+        """What the stream does when pickle.load (not joblib.load) reads it: joblib's array bytes run as
+        opcodes. Only threats past the point where the two readings part are new."""
+        out: list[Finding] = []
+        vouched = view.sources[0].vouched
+        for program in run.programs:
+            for item in ProgramJudge(program, self.limits).findings():
+                if item.severity < Severity.HIGH or item.offset is None or view.divergence is None:
+                    continue
+                if item.offset < view.divergence or any(covers(v, item.symbol) for v in vouched):
+                    continue
+                out.append(
+                    replace(
+                        item,
+                        rule="PW309",
+                        message=f"under pickle.load (joblib.load skips these bytes as array data): {item.message}",
+                    )
+                )
+        return out
+
+    def programs(self, programs: list[Program], source: PickleSource, ctx: Context) -> list[Finding]:
+        found: list[Finding] = []
+        for program in programs:
+            judge, judged = self.judge(program, source)
+            found.extend(judged)
+            found.extend(self.payloads(program, judge, source, ctx))
+        return found
+
+    def payloads(self, program: Program, judge: ProgramJudge, source: PickleSource, ctx: Context) -> list[Finding]:
+        """Scan what the program's values hide (handed to deserializers, or merely embedded)."""
+        found: list[Finding] = []
+
+        def called(call: CallResult) -> str | None:
+            target = judge.launderer.called(call)
+            return target.symbol if target is not None else None
+
+        for payload in nested.payloads(program, lambda g: judge.knowledge(g)[0].symbol, self.limits, called):
+            inner_ctx = ctx.inside(source.data, program.member + payload.label)
+            if payload.as_pickle and inner_ctx.depth <= self.limits.max_nesting_depth:
+                opened = Opened("pickle", [PickleSource("", payload.data, Stacking.ONE, file_like=False)])
+            else:
+                opened = open_bytes(payload.data, self.limits, inner_ctx)
+            where = f"{program.member}{payload.label}>{opened.format}"
+            how = f"handed to {payload.via}" if payload.handed else "embedded in the pickle"
+            found.append(
+                finding(
+                    "PW308",
+                    f"a value {how} decodes ({payload.label}) to a {opened.format} of {len(payload.data)} bytes; "
+                    "scanned",
+                    member=program.member,
+                    offset=payload.offset,
+                )
+            )
+            _, inner = self.container(opened, payload.data, inner_ctx, where)
+            found.extend(inner if payload.handed else [_dormant(f) for f in inner])
+        return found
+
+    def child(self, child: Child, data: bytes, ctx: Context, prefix: str) -> tuple[str, list[Finding]]:
+        member = join_member(prefix, child.member)
+        inner_ctx = ctx.inside(data, child.member)
+        opened = open_bytes(child.data, self.limits, inner_ctx)
+        fmt, found = self.container(opened, child.data, inner_ctx, member)
+        if child.member:
+            hint = extension_anomaly(child.member, fmt, _runs_pickles(fmt), member)
+            if hint is not None:
+                found.append(_anomaly_finding(replace(hint, member=None), member))
+            if fmt != "unknown" and not any(n.startswith(f"{member}: ") for n in self.analysis.notes):
+                self.analysis.notes.append(f"{member}: {fmt}")
+        return fmt, [_dormant(f) for f in found] if child.dormant else found
+
+
+def _relocate(run: _Run, origin: OffsetMap) -> None:
+    """Put a spliced view's offsets back in the member's coordinates (findings and ``show`` then agree)."""
+    for program in run.programs:
+        for stmt in program.statements:
+            stmt.offset = origin(stmt.offset)
+        program.start = origin(program.start) or 0
+        program.end = origin(program.end)
+        program.extensions = [(origin(at) or 0, code) for at, code in program.extensions]
+        error = program.error
+        if isinstance(error, MalformedPickle):
+            program.error = MalformedPickle(origin(error.offset) or 0, error.reason)
+        elif isinstance(error, LimitExceeded):
+            program.error = LimitExceeded(error.resource, error.limit, error.actual, origin(error.offset))
+    run.findings = [replace(f, offset=origin(f.offset)) for f in run.findings]
+
+
+def _runs_pickles(fmt: str) -> bool:
+    inner = fmt.rsplit(">", 1)[-1]
+    return inner in ("pickle", "torch-zip", "torchscript", "torch-legacy", "torch-legacy-tar", "joblib", "npy-object")
+
+
+_DORMANT = "(dormant: not run while this file loads) "
+
+
+def _dormant(item: Finding) -> Finding:
+    """A finding inside data no loader of this file unpickles: threats keep their weight, the rest is info."""
+    if item.rule == "PW308" or item.message.startswith(_DORMANT):
+        return item
+    level = item.severity if item.severity >= Severity.HIGH else Severity.INFO
+    return replace(item, severity=level, message=f"{_DORMANT}{item.message}")
+
+
+def analyse_opened(
+    opened: Opened, path: str, limits: Limits, *, data: bytes | None = None, context: Context | None = None
+) -> Analysis:
+    """Analyse an opened file. ``data`` (its bytes) and ``context`` (the one it was opened with) let nested
+    containers be followed with the file's shared byte budget."""
+    analysis = Analysis(path, opened.format)
+    ctx = context if context is not None else Context.root(limits, path)
+    fmt, found = _Analyser(analysis, limits).container(opened, data if data is not None else b"", ctx, "")
+    analysis.format = fmt
+    analysis.findings.extend(found)
+    hint = extension_anomaly(path, fmt, bool(analysis.programs) and _runs_pickles(fmt))
+    if hint is not None:
+        analysis.findings.append(_anomaly_finding(hint, ""))
     return analysis
 
 
 def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS) -> Analysis:
-    return analyse_opened(open_bytes(data, limits), path, limits)
+    ctx = Context.root(limits, path)
+    return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
 
 
 def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
@@ -145,7 +364,14 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
                 return Analysis(path, "unknown", errors=["empty file"])
             # mmap: only the pages the readers touch (ZIP directory, pickle members) are read from disk.
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return analyse_opened(open_bytes(mapped, limits), path, limits)  # type: ignore[arg-type]
+                view: bytes = mapped  # type: ignore[assignment]
+                ctx = Context.root(limits, path)
+                try:
+                    return analyse_opened(open_bytes(view, limits, ctx), path, limits, data=view, context=ctx)
+                except Exception as exc:  # noqa: BLE001 - reported below, once the map can be closed
+                    # The traceback pins views of the map; closing it first would mask the real error.
+                    failure = f"internal error while scanning: {type(exc).__name__}: {exc}"
+            return Analysis(path, "unknown", errors=[failure])
     except OSError as exc:
         return Analysis(path, "unknown", errors=[f"cannot read: {exc.strerror or exc}"])
 
@@ -174,49 +400,42 @@ def _is_model_file(path: Path, limits: Limits) -> bool:
     return sniff_format(head, limits) is not None
 
 
-def _walk(root: str) -> Iterator[str]:
-    seen: set[tuple[int, int]] = set()
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        try:
-            stat = os.stat(directory)
-        except OSError:
-            continue
-        key = (stat.st_dev, stat.st_ino)
-        if key in seen:  # symlink loop
-            subdirs[:] = []
-            continue
-        seen.add(key)
-        subdirs.sort()
-        for name in sorted(files):
-            yield os.path.join(directory, name)
-
-
-def iter_targets(paths: Iterable[str]) -> Iterator[tuple[str, bool]]:
-    """(path, explicit) for every file to consider: named files, and files under named directories."""
-    for path in paths:
-        if os.path.isdir(path):
-            for found in _walk(path):
-                yield found, False
-        else:
-            yield path, True
-
-
 def scan_path(
     path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = True, policy: Policy | None = None
 ) -> FileReport:
     """Scan one file. Files found under a directory that are not models, or that ``policy`` ignores, are
     returned as skipped."""
-    if policy is not None and policy.ignore:
-        from picklewarden.policy.apply import ignored
-
-        if ignored(policy, path) is not None:
-            return FileReport(path, "unknown", skipped=True)
+    if _ignored(policy, path):
+        return FileReport(path, "unknown", skipped=True)
     if not explicit and not _is_model_file(Path(path), limits):
         return FileReport(path, "unknown", skipped=True)
     try:
         return _with_policy(analyse_path(path, limits).report(), policy)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan; never reported clean
         return FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
+
+
+def _ignored(policy: Policy | None, path: str) -> bool:
+    if policy is None or not policy.ignore:
+        return False
+    from picklewarden.policy.apply import ignored
+
+    return ignored(policy, path) is not None
+
+
+def iter_targets(paths: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """(path, explicit) for every file to consider: named files, and files under named directories."""
+    for target in walk.iter_targets(paths):
+        if not target.skip:
+            yield target.path, target.explicit
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 def scan(
@@ -226,23 +445,54 @@ def scan(
     progress: Progress | None = None,
     policy: Policy | None = None,
     skip_non_models: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> Report:
     """Scan files and directories (recursively). ``progress`` is called once per file as it finishes.
 
     ``policy`` (see :func:`picklewarden.load_policy`) trusts project globals, changes severities and skips
     ignored paths; None applies no policy file at all. ``skip_non_models`` treats named files like files
     found in a directory: those that are not pickles or model files are skipped instead of reported as
-    errors (for hooks that pass every ``*.bin``).
+    errors (for hooks that pass every ``*.bin``). ``include``/``exclude`` are globs selecting the files
+    found in directories (see :mod:`picklewarden.walk`); symbolic links are followed within the scanned
+    tree (and from a Hugging Face snapshot into its blob store) but never out of it. A file reached
+    twice (a link, a blob shared by cache revisions) is analysed once.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     reports = []
-    for target, explicit in iter_targets(os.fspath(p) for p in paths):
-        if not explicit or os.path.exists(target) or os.path.islink(target):
-            report = scan_path(target, limits, explicit=explicit and not skip_non_models, policy=policy)
-        else:
-            report = FileReport(target, "unknown", errors=("no such file or directory",))
+    done: dict[tuple[int, int], FileReport] = {}
+    for target in walk.iter_targets((os.fspath(p) for p in paths), include, exclude):
+        report = _scan_target(target, limits, policy, skip_non_models, done)
         reports.append(report)
         if progress is not None:
             progress(report)
     return Report(tuple(reports))
+
+
+def _scan_target(
+    target: walk.Target,
+    limits: Limits,
+    policy: Policy | None,
+    skip_non_models: bool,
+    done: dict[tuple[int, int], FileReport],
+) -> FileReport:
+    path = target.path
+    if target.error:
+        report = FileReport(path, "unknown", errors=(target.error,))
+    elif target.skip:
+        report = FileReport(path, "unknown", skipped=True, notes=(target.skip,))
+    elif target.explicit and not os.path.exists(path) and not os.path.islink(path):
+        report = FileReport(path, "unknown", errors=("no such file or directory",))
+    else:
+        key = None if target.explicit else _identity(path)
+        cached = done.get(key) if key is not None else None
+        if cached is not None and not _ignored(policy, path):
+            report = replace(cached, path=path)
+        else:
+            report = scan_path(path, limits, explicit=target.explicit and not skip_non_models, policy=policy)
+            if key is not None and not report.skipped:
+                done[key] = report
+    if target.location:
+        report = replace(report, location=target.location, revision=target.revision)
+    return report

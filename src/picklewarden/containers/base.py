@@ -1,9 +1,28 @@
-"""What a container yields: pickle streams to analyse, plus anomalies seen in the container itself."""
+"""What a container yields: pickle streams to analyse, plus anomalies seen in the container itself.
+
+A container reader never runs a pickle itself. Formats that interleave pickles with raw data (legacy torch
+tar members, joblib) hand the scanner a :data:`Walker` that says, from each finished pickle's result,
+where the next pickle starts; archives and compressed streams hand it :class:`Child` files to open in turn.
+"""
 
 from __future__ import annotations
 
+import bisect
 import enum
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from picklewarden.limits import Limits
+from picklewarden.model import Severity
+
+Data = bytes
+"""A whole file: ``bytes``, an ``mmap``, or any object with ``len()`` and contiguous slices returning bytes
+(remote files fetched by range). Readers only ever take ``len(data)`` and ``data[a:b]``."""
+
+if TYPE_CHECKING:
+    from picklewarden.pickle.program import Program
 
 
 class Stacking(enum.Enum):
@@ -17,12 +36,45 @@ class Stacking(enum.Enum):
 
 @dataclass(frozen=True)
 class Anomaly:
-    """Something odd about the container. ``code`` maps to a rule in :mod:`picklewarden.rules`."""
+    """Something odd about the container. ``rule`` is a rule id in :mod:`picklewarden.rules`."""
 
     rule: str
     member: str | None
     offset: int | None
     message: str
+    severity: Severity | None = None
+    """Overrides the rule's default severity (e.g. ``INFO`` for a harmless variant)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A walker's answer after one pickle: where the loader reads the next one, and what it noticed."""
+
+    next: int | None
+    """Offset of the next pickle in the same stream, or None when the loader reads no more pickles."""
+    anomaly: Anomaly | None = None
+    error: str | None = None
+    """Why the rest of the stream cannot be followed (the scan is then incomplete)."""
+
+
+Walker = Callable[["Program", int], Step]
+"""``walker(program, index) -> Step``: called after pickle number ``index`` of a stream has run."""
+
+
+@dataclass(frozen=True)
+class OffsetMap:
+    """Maps offsets in a spliced stream (raw data cut out) back to offsets in the original member."""
+
+    spliced: tuple[int, ...]
+    """Start of each kept segment in the spliced stream (ascending, first is 0)."""
+    original: tuple[int, ...]
+    """Start of the same segment in the original member."""
+
+    def __call__(self, offset: int | None) -> int | None:
+        if offset is None or not self.spliced:
+            return offset
+        index = max(0, bisect.bisect_right(self.spliced, offset) - 1)
+        return self.original[index] + offset - self.spliced[index]
 
 
 @dataclass(frozen=True)
@@ -33,6 +85,35 @@ class PickleSource:
     stacking: Stacking
     file_like: bool
     """The victim's loader reads it from a file object (True) or a BytesIO of the member (False)."""
+    start: int = 0
+    """Offset of the first pickle within ``data``."""
+    walker: Walker | None = None
+    """Locates the pickles after the first one (overrides ``stacking``)."""
+    vouched: frozenset[str] = frozenset()
+    """Dotted names (a module covers its contents) that this container's loader resolves to its own inert
+    machinery: findings about importing or calling them are dropped. Tampering findings are kept."""
+    origin: OffsetMap | None = None
+    """Set when ``data`` is a spliced view of the member: maps finding offsets back to the member."""
+    label: str = ""
+    """What this view of the member is, when it is not the plain stream (e.g. ``joblib``)."""
+    optional: bool = False
+    """A speculative view (a tar header that may also be a pickle): dropped when it yields no statement."""
+
+
+@dataclass(frozen=True)
+class Child:
+    """A file inside the container (archive member, decompressed stream) to open and analyse in turn."""
+
+    member: str
+    """Its name inside the container ('' when the container is a mere wrapper such as gzip)."""
+    data: bytes
+    dormant: bool = False
+    """No loader of the outer file reads it as a model (e.g. pickle bytes sitting in a tensor storage):
+    findings inside it are reported, but only what is plainly malicious keeps a threatening severity."""
+
+
+ProgramCheck = Callable[[Sequence["Program"]], Iterable[Anomaly]]
+"""A container check that needs the programs its pickles produced (e.g. storage consistency)."""
 
 
 @dataclass
@@ -42,3 +123,69 @@ class Opened:
     anomalies: list[Anomaly] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    checks: list[ProgramCheck] = field(default_factory=list)
+    wrapper: bool = False
+    """A pure wrapper (compression): the format reported is ``<this>><inner format>``."""
+
+
+class Budget:
+    """Bytes that may still be decompressed or extracted for one scanned file, shared by all nesting."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.left = limits.max_extracted_bytes
+
+    def take(self, size: int) -> bool:
+        """Reserve ``size`` bytes; False (and nothing reserved) when that would exceed the budget."""
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a container sits: how deep in other containers, and what budget is left for the file."""
+
+    limits: Limits
+    budget: Budget
+    depth: int = 0
+    ancestry: tuple[bytes, ...] = ()
+    """Digests of the containers enclosing this one (a container inside itself is a cycle)."""
+    name: str = ""
+    """The file or member name, for extension hints only."""
+
+    @classmethod
+    def root(cls, limits: Limits, name: str = "") -> Context:
+        return cls(limits, Budget(limits), name=name)
+
+    def inside(self, data: Data, name: str) -> Context:
+        """The context of a file found inside this one."""
+        return Context(self.limits, self.budget, self.depth + 1, (*self.ancestry, digest(data)), name)
+
+
+_FINGERPRINT_SPAN = 1 << 20
+
+
+def digest(data: Data) -> bytes:
+    """A fingerprint for cycle detection: size, head and tail. Cheap for gigabyte members; a collision only
+    makes a file look like it contains itself, which is reported, never passed as safe."""
+    size = len(data)
+    hasher = hashlib.sha256(size.to_bytes(8, "little"))
+    hasher.update(data[:_FINGERPRINT_SPAN])
+    hasher.update(data[max(0, size - _FINGERPRINT_SPAN) : size])
+    return hasher.digest()
+
+
+def join_member(outer: str, inner: str) -> str:
+    """The member path of ``inner`` (a name inside the container ``outer``): ``outer!inner``."""
+    if not outer:
+        return inner
+    if not inner:
+        return outer
+    return f"{outer}!{inner}"
+
+
+def covers(entry: str, symbol: str) -> bool:
+    """True when the dotted ``entry`` is ``symbol`` or a module/class ``symbol`` lives in (component-wise)."""
+    return bool(symbol) and (symbol == entry or symbol.startswith(entry + "."))

@@ -13,26 +13,87 @@ prefetch hint (its bytes must exist; arguments may cross its end), and PROTO abo
 
 from __future__ import annotations
 
+import mmap
 import pickle as _stdlib_pickle
 import time
 from dataclasses import dataclass, field
 
+from picklewarden._compat import assert_never
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.opcodes import ArgKind
 
-# Per byte: (kind, width, signed) or None for bytes that are not opcodes. A flat tuple keeps the hot loop
-# to one index per opcode.
-_TABLE: tuple[tuple[int, int, bool] | None, ...] = tuple(
-    None if o is None else (int(o.kind), o.width, o.signed_length) for o in op.BY_CODE
-)
-_NONE, _FIXED, _LINE, _TWO_LINES, _COUNTED = (int(k) for k in ArgKind)
+Searchable = bytes | bytearray | mmap.mmap
+"""What the layout pass reads: it needs ``find`` for text arguments, which a memoryview lacks."""
+
 _PUT_TEXT = op.BY_NAME["PUT"].code
 _BINPUT = op.BY_NAME["BINPUT"].code
-_LONG_BINPUT = op.BY_NAME["LONG_BINPUT"].code
 # EXT1/EXT2 codes are unsigned, EXT4's is a signed int4 (as pickletools and _pickle.c read them).
 _EXT_SIGNED = {op.BY_NAME["EXT1"].code: False, op.BY_NAME["EXT2"].code: False, op.BY_NAME["EXT4"].code: True}
+
+# The hot loop runs once per opcode (millions of times for a large state dict), so everything it needs per
+# byte is precomputed into flat tuples indexed by the opcode byte; one index answers "how long is it".
+# _STEP[code] > 0: the opcode and its fixed argument take that many bytes; 0: not an opcode; < 0: one of:
+_LINE, _TWO_LINES, _COUNTED1, _COUNTED4, _COUNTED4S, _COUNTED8 = -1, -2, -3, -4, -5, -6
+
+
+def _step(opcode: op.Opcode | None) -> int:
+    if opcode is None:
+        return 0
+    match opcode.kind:
+        case ArgKind.NONE | ArgKind.FIXED:
+            return 1 + opcode.width
+        case ArgKind.LINE:
+            return _LINE
+        case ArgKind.TWO_LINES:
+            return _TWO_LINES
+        case ArgKind.COUNTED:
+            return {1: _COUNTED1, 4: _COUNTED4S if opcode.signed_length else _COUNTED4, 8: _COUNTED8}[opcode.width]
+        case _:
+            assert_never(opcode.kind)
+
+
+_STEP: tuple[int, ...] = tuple(_step(o) for o in op.BY_CODE)
+# Only 4-byte length prefixes are signed; the loop relies on it.
+assert not any(o.kind is ArgKind.COUNTED and o.signed_length and o.width != 4 for o in op.OPCODES)
+
+# What the layout records for an opcode beyond its length (0: nothing). Only opcodes with an action
+# leave the fast path.
+_A_IMPORT, _A_CALL, _A_IMPORT_CALL, _A_BUILD, _A_PERSISTENT, _A_PROTO, _A_FRAME, _A_PUT, _A_EXT, _A_STOP = range(1, 11)
+
+
+def _action(code: int) -> int:
+    if code in op.IMPORTS:
+        return _A_IMPORT_CALL if code in op.CALLS else _A_IMPORT
+    if code in op.CALLS:
+        return _A_CALL
+    if code in op.PERSISTENT:
+        return _A_PERSISTENT
+    if code in op.MEMO_PUTS and code != _BINPUT:
+        return _A_PUT
+    if code in _EXT_SIGNED:
+        return _A_EXT
+    return {op.BUILD: _A_BUILD, op.PROTO: _A_PROTO, op.FRAME: _A_FRAME, op.STOP: _A_STOP}.get(code, 0)
+
+
+_A_KEEP = -1  # only recorded in ``Layout.instructions``
+
+
+def _actions(keep: bool, small_memo: bool) -> tuple[int, ...]:
+    """Per byte, the action; with ``keep`` every opcode leaves the fast path to be kept, and with a memo
+    limit a one-byte index can exceed, BINPUT leaves it to be checked."""
+    table = [_action(code) for code in range(256)]
+    if small_memo:
+        table[_BINPUT] = _A_PUT
+    if keep:
+        table = [action or (_A_KEEP if opcode else 0) for action, opcode in zip(table, op.BY_CODE, strict=True)]
+    return tuple(table)
+
+
+_ACTIONS = {(keep, small): _actions(keep, small) for keep in (False, True) for small in (False, True)}
+_CHECK_EVERY = 0x10000
+"""Opcodes decoded between two looks at the clock (a monotonic() call per opcode would double the cost)."""
 
 
 @dataclass(slots=True)
@@ -73,96 +134,117 @@ class Layout:
     instructions: list[Instruction] | None = None
 
 
-def scan_layout(data: bytes, start: int, limits: Limits, *, keep: bool = False) -> Layout:
+def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = False) -> Layout:
     """Decode the pickle that begins at ``start`` up to its STOP, a malformation or a limit."""
     n = len(data)
     lay = Layout(start=start, cut=n, instructions=[] if keep else None)
-    table = _TABLE
     imports, calls, builds, persistent = lay.imports, lay.calls, lay.builds, lay.persistent
-    import_codes, call_codes, persistent_codes = op.IMPORTS, op.CALLS, op.PERSISTENT
+    instructions = lay.instructions
+    steps = _STEP
+    actions = _ACTIONS[keep, limits.max_memo_index < 0xFF]
     max_opcodes, max_memo = limits.max_opcodes, limits.max_memo_index
     proto = 0
-    count = 0
+    count = 0  # opcodes decoded before the current chunk; within it, ``done`` counts those before ``pos``
     pos = start
     started = time.monotonic()
     deadline = started + limits.max_seconds
 
-    def fail(at: int, error: ScanError) -> Layout:
-        lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, count, proto
+    def fail(at: int, error: ScanError, decoded: int) -> Layout:
+        lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, decoded, proto
         return lay
 
     while True:
-        if pos >= n:
-            return fail(pos, MalformedPickle(pos, "pickle data ends before STOP"))
-        code = data[pos]
-        entry = table[code]
-        if entry is None:
-            return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{code:02x}"))
-        count += 1
-        if count > max_opcodes:
-            return fail(pos, LimitExceeded("opcodes", max_opcodes, count, pos))
-        if not count & 0xFFFF and time.monotonic() > deadline:
+        if count >= max_opcodes:
+            # One opcode more than allowed: the limit is reported at it, unless it is not an opcode at all.
+            if pos >= n:
+                return fail(pos, MalformedPickle(pos, "pickle data ends before STOP"), count)
+            if not steps[data[pos]]:
+                return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{data[pos]:02x}"), count)
+            return fail(pos, LimitExceeded("opcodes", max_opcodes, count + 1, pos), count + 1)
+        if count and not count % _CHECK_EVERY and time.monotonic() > deadline:
             elapsed = int(time.monotonic() - started)
-            return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos))
-        kind, width, signed = entry
-        arg_start = pos + 1
-        if kind == _NONE:
-            nxt = arg_start
-        elif kind == _FIXED:
-            nxt = arg_start + width
-        elif kind == _COUNTED:
-            body = arg_start + width
-            if body > n:
-                return fail(pos, MalformedPickle(pos, "length field truncated"))
-            length = int.from_bytes(data[arg_start:body], "little", signed=signed)
-            if length < 0:
-                return fail(pos, MalformedPickle(pos, f"negative length {length}"))
-            arg_start = body
-            nxt = body + length
-        else:
-            eol = data.find(b"\n", arg_start)
-            if eol >= 0 and kind == _TWO_LINES:
-                eol = data.find(b"\n", eol + 1)
-            if eol < 0:
-                return fail(pos, MalformedPickle(pos, "text argument has no terminating newline"))
-            nxt = eol + 1
-        if nxt > n:
-            return fail(pos, MalformedPickle(pos, f"argument needs {nxt - n} more bytes than the stream holds"))
-
-        if code in import_codes:
-            imports.append((pos, code, proto))
-        if code in call_codes:
-            calls.append((pos, code))
-        if code == op.BUILD:
-            builds.append(pos)
-        elif code in persistent_codes:
-            persistent.append(pos)
-        elif code == op.PROTO:
-            proto = data[arg_start]
-            if proto > _stdlib_pickle.HIGHEST_PROTOCOL:
-                return fail(pos, MalformedPickle(pos, f"unsupported pickle protocol {proto}"))
-        elif code == op.FRAME:
-            frame_len = int.from_bytes(data[arg_start:nxt], "little")
-            if nxt + frame_len > n:
-                # C reads the whole frame up front and fails when it is not there.
-                return fail(pos, MalformedPickle(pos, f"FRAME of {frame_len} bytes runs past the end"))
-        elif code in op.MEMO_PUTS:
-            if code == _PUT_TEXT:
-                try:
-                    index = int(data[arg_start : nxt - 1])
-                except ValueError:
-                    return fail(pos, MalformedPickle(pos, "PUT index is not an integer"))
+            return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos), count + 1)
+        chunk_end = min(max_opcodes, count + _CHECK_EVERY - count % _CHECK_EVERY)
+        for done in range(count, chunk_end):
+            try:
+                code = data[pos]
+            except IndexError:
+                return fail(pos, MalformedPickle(pos, "pickle data ends before STOP"), done)
+            step = steps[code]
+            if step > 0:
+                nxt = pos + step
+            elif step == 0:
+                return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{code:02x}"), done)
+            elif step <= _COUNTED1:
+                if step == _COUNTED1:
+                    body = pos + 2
+                    if body > n:
+                        return fail(pos, MalformedPickle(pos, "length field truncated"), done + 1)
+                    nxt = body + data[pos + 1]
+                else:
+                    body = pos + (9 if step == _COUNTED8 else 5)
+                    if body > n:
+                        return fail(pos, MalformedPickle(pos, "length field truncated"), done + 1)
+                    length = int.from_bytes(data[pos + 1 : body], "little", signed=step == _COUNTED4S)
+                    if length < 0:
+                        return fail(pos, MalformedPickle(pos, f"negative length {length}"), done + 1)
+                    nxt = body + length
             else:
-                index = int.from_bytes(data[arg_start:nxt], "little")
-            if index > max_memo:
-                return fail(pos, LimitExceeded("memo index", max_memo, index, pos))
-        elif code in _EXT_SIGNED:
-            lay.extensions.append((pos, int.from_bytes(data[arg_start:nxt], "little", signed=_EXT_SIGNED[code])))
-        if keep:
-            assert lay.instructions is not None
-            lay.instructions.append(Instruction(pos, code, bytes(data[arg_start:nxt])))
-        pos = nxt
-        if code == op.STOP:
-            lay.end = lay.cut = pos
-            lay.opcodes, lay.protocol = count, proto
-            return lay
+                eol = data.find(b"\n", pos + 1)
+                if eol >= 0 and step == _TWO_LINES:
+                    eol = data.find(b"\n", eol + 1)
+                if eol < 0:
+                    return fail(pos, MalformedPickle(pos, "text argument has no terminating newline"), done + 1)
+                nxt = eol + 1
+            if nxt > n:
+                return fail(
+                    pos, MalformedPickle(pos, f"argument needs {nxt - n} more bytes than the stream holds"), done + 1
+                )
+            action = actions[code]
+            if action:
+                # The argument's first byte: after the length prefix for counted arguments.
+                arg_start = body if step <= _COUNTED1 else pos + 1
+                if action == _A_CALL:
+                    calls.append((pos, code))
+                elif action == _A_PERSISTENT:
+                    persistent.append(pos)
+                elif action == _A_BUILD:
+                    builds.append(pos)
+                elif action == _A_IMPORT:
+                    imports.append((pos, code, proto))
+                elif action == _A_IMPORT_CALL:
+                    imports.append((pos, code, proto))
+                    calls.append((pos, code))
+                elif action == _A_PUT:
+                    if code == _PUT_TEXT:
+                        try:
+                            index = int(data[arg_start : nxt - 1])
+                        except ValueError:
+                            return fail(pos, MalformedPickle(pos, "PUT index is not an integer"), done + 1)
+                    else:
+                        index = int.from_bytes(data[arg_start:nxt], "little")
+                    if index > max_memo:
+                        return fail(pos, LimitExceeded("memo index", max_memo, index, pos), done + 1)
+                elif action == _A_PROTO:
+                    proto = data[arg_start]
+                    if proto > _stdlib_pickle.HIGHEST_PROTOCOL:
+                        return fail(pos, MalformedPickle(pos, f"unsupported pickle protocol {proto}"), done + 1)
+                elif action == _A_FRAME:
+                    frame_len = int.from_bytes(data[arg_start:nxt], "little")
+                    if nxt + frame_len > n:
+                        # C reads the whole frame up front and fails when it is not there.
+                        return fail(
+                            pos, MalformedPickle(pos, f"FRAME of {frame_len} bytes runs past the end"), done + 1
+                        )
+                elif action == _A_EXT:
+                    lay.extensions.append(
+                        (pos, int.from_bytes(data[arg_start:nxt], "little", signed=_EXT_SIGNED[code]))
+                    )
+                if instructions is not None:
+                    instructions.append(Instruction(pos, code, bytes(data[arg_start:nxt])))
+                if code == op.STOP:
+                    lay.end = lay.cut = nxt
+                    lay.opcodes, lay.protocol = done + 1, proto
+                    return lay
+            pos = nxt
+        count = chunk_end

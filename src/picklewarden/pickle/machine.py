@@ -15,11 +15,14 @@ registry is only read by the machine (EXT codes are recorded by the layout pass)
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import pickle as _stdlib_pickle
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
@@ -37,10 +40,18 @@ from picklewarden.pickle.program import (
     Program,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 _INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
 
 PlainResult = Callable[[CallResult], bool]
-"""Decides whether a call's result may be a plain (non-type) stand-in; see :func:`run_pickle`."""
+"""Decides whether a call's result may be a plain (non-type) stand-in; see :func:`run_pickle`.
+
+Its answer must depend on the call's callee only: it is asked for the first call of each callee and
+the answer is reused for the callee's later calls."""
+
+_OPNAMES: tuple[str | None, ...] = tuple(None if o is None else o.name for o in op.BY_CODE)
 
 
 class _Abort(BaseException):
@@ -137,7 +148,10 @@ class _Recorder:
         self.base = base
         self.limits = limits
         self.plain = plain
+        self.plain_by_callee: dict[int, bool] = {}
         self.deadline = time.monotonic() + limits.max_seconds
+        self.statements = program.statements
+        self.check_at = 0  # statement count at which _record next looks at the clock and the limit
         self.next_id = 0
         self.n_imports = self.n_calls = self.n_builds = self.n_persistent = 0
         self.last_offset: int | None = None
@@ -146,19 +160,24 @@ class _Recorder:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _record(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
-        statements = self.program.statements
-        if not len(statements) & 0xFFF and time.monotonic() > self.deadline:
-            elapsed = int(time.monotonic() - self.deadline + self.limits.max_seconds)
-            self._abort(LimitExceeded("seconds", self.limits.max_seconds, elapsed, stmt.offset))
-        if len(statements) >= self.limits.max_program_statements:
-            self._abort(
-                LimitExceeded(
-                    "program statements", self.limits.max_program_statements, len(statements) + 1, stmt.offset
-                )
-            )
+        statements = self.statements
+        if len(statements) >= self.check_at:
+            self._checkpoint(stmt)
         statements.append(stmt)
         if stmt.offset is not None:
             self.last_offset = stmt.offset
+
+    def _checkpoint(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
+        """The clock every 4096 statements, the statement limit when it is reached (one comparison per
+        statement in between: this runs for every call in a state dict)."""
+        count = len(self.statements)
+        limit = self.limits.max_program_statements
+        if not count & 0xFFF and time.monotonic() > self.deadline:
+            elapsed = int(time.monotonic() - self.deadline + self.limits.max_seconds)
+            self._abort(LimitExceeded("seconds", self.limits.max_seconds, elapsed, stmt.offset))
+        if count >= limit:
+            self._abort(LimitExceeded("program statements", limit, count + 1, stmt.offset))
+        self.check_at = min((count | 0xFFF) + 1, limit)
 
     def _abort(self, error: ScanError) -> NoReturn:
         raise _Abort(error)
@@ -192,9 +211,13 @@ class _Recorder:
         return self._standin(node, as_type=True)
 
     def persistent_load(self, pid: Any) -> Any:
-        offset = self._offset(self.layout.persistent, self.n_persistent)
-        self.n_persistent += 1
-        node = Persistent(self._new_id(), offset, pid)
+        index = self.n_persistent
+        self.n_persistent = index + 1
+        offsets = self.layout.persistent
+        offset = self.base + offsets[index] if index < len(offsets) else None
+        node_id = self.next_id
+        self.next_id = node_id + 1
+        node = Persistent(node_id, offset, pid)
         self._record(node)
         return _Value(node, self)
 
@@ -203,18 +226,27 @@ class _Recorder:
         offset = None
         if how is not CallHow.SETSTATE:
             index = self.n_calls
-            self.n_calls += 1
-            if index < len(self.layout.calls):
-                at, code = self.layout.calls[index]
+            self.n_calls = index + 1
+            calls = self.layout.calls
+            if index < len(calls):
+                at, code = calls[index]
                 offset = self.base + at
-                opcode = op.BY_CODE[code]
-                opname = opcode.name if opcode else None
+                opname = _OPNAMES[code]
         else:
             offset = self._offset(self.layout.builds, self.n_builds - 1)
             opname = "BUILD"
-        node = CallResult(self._new_id(), offset, callee, args, kwargs, how, opname)
+        node_id = self.next_id
+        self.next_id = node_id + 1
+        node = CallResult(node_id, offset, callee, args, kwargs, how, opname)
         self._record(node)
-        return self._standin(node, as_type=not self.plain(node))
+        # A state dict calls the same few rebuild functions hundreds of thousands of times; ``plain`` is
+        # a property of the callee (see PlainResult), so it is asked once per callee node.
+        plain = self.plain_by_callee.get(callee.id)
+        if plain is None:
+            plain = self.plain_by_callee[callee.id] = self.plain(node)
+        if plain:
+            return _Value(node, self)
+        return self._standin(node, as_type=True)
 
     def build(self, target: Node, state: Any) -> None:
         offset = self._offset(self.layout.builds, self.n_builds)
@@ -275,7 +307,8 @@ def run_pickle(
     """Execute the pickle at ``data[start:]`` symbolically and return what it did.
 
     ``plain(call)`` says whether a call's result may be a cheap non-type stand-in: answer True only
-    for callables known never to return a class (a tensor rebuild, a container). Others return a type
+    for callables known never to return a class (a tensor rebuild, a container); it is asked once per
+    callee. Others return a type
     stand-in, so that NEWOBJ on the result proceeds as it would on a victim's real class.
     The layout pass runs first; where it finds the stream broken or over a limit, the machine is made to
     fail at that same opcode, having executed exactly the prefix a real unpickler would have.
@@ -283,6 +316,8 @@ def run_pickle(
     torch's legacy loader do) rather than a plain ``BytesIO`` (as torch's zip loader does).
     Offsets in the program are ``base`` + offset within ``data``.
     """
+    if isinstance(data, memoryview):
+        data = data.tobytes()  # the layout pass searches for newlines, which a memoryview cannot
     layout = scan_layout(data, start, limits)
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
@@ -292,25 +327,83 @@ def run_pickle(
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
     # unpickler executes.
     patch = layout.cut if layout.cut < len(data) else None
-    raw = _ViewReader(data, start, patch)
-    stream: Any = io.BufferedReader(raw) if file_like else raw
+    stream, origin, release = _open_stream(data, start, patch, file_like)
     unpickler = _InertUnpickler(stream, recorder)
     try:
-        program.result = unpickler.load()
+        with _gc_paused():
+            program.result = unpickler.load()
     except _Abort as abort:
         program.error = abort.error
     except Exception as exc:  # noqa: BLE001 - the C machine raises many types for a broken stream
         program.error = _machine_error(layout, recorder, exc)
     else:
         program.complete = True
-        program.end = base + stream.tell()
-        if layout.end is not None and stream.tell() != layout.end:
+        end = origin + stream.tell()
+        program.end = base + end
+        if layout.end is not None and end != layout.end:
             # The layout pass and the machine disagree on where the pickle ends: trust the machine,
             # but say so, since offsets after this point may be wrong.
             program.error = MalformedPickle(base + layout.end, "offset decoder disagrees with the unpickler")
     finally:
-        raw.release()
+        release()
     return program, layout
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the machine runs (reentrant and thread-safe).
+
+    Everything the machine builds stays alive in the program until it is judged, so collections during the
+    run find nothing to free, yet each one walks the whole growing graph: 40% of the machine's time on a
+    100k-tensor state dict. The collector is restored when the last concurrent run ends, and the cycles
+    stand-in classes form are collected then.
+    """
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _open_stream(data: Buffer, start: int, patch: int | None, file_like: bool) -> tuple[Any, int, Callable[[], None]]:
+    """(stream for the machine, offset in ``data`` of the stream's position 0, release callback).
+
+    A victim's ``pickle.load(open(...))`` reads through a buffered file, torch's zip loader through a
+    ``BytesIO``; the machine gets the same kind of stream. Without ``peek`` the C unpickler calls ``read``
+    once per opcode argument, so the ``BytesIO`` case must not be a Python-level reader (that was 70% of
+    the time on a large state dict): it is a real ``BytesIO``, which shares a ``bytes`` object without
+    copying it, or a copy of the stream with the patched byte when there is a cut.
+    """
+    if file_like:
+        raw = _ViewReader(data, start, patch)
+        return io.BufferedReader(raw), 0, raw.release
+    if patch is None and type(data) is bytes:
+        stream = io.BytesIO(data)
+        stream.seek(start)
+        return stream, 0, stream.close
+    view = memoryview(data)
+    try:
+        if patch is None:
+            copy = bytes(view[start:])
+        else:
+            copy = b"".join((view[start:patch], bytes((_INVALID_OPCODE,)), view[patch + 1 :]))
+    finally:
+        view.release()
+    stream = io.BytesIO(copy)
+    return stream, start, stream.close
 
 
 class _ViewReader(io.RawIOBase):
@@ -336,7 +429,7 @@ class _ViewReader(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def readinto(self, buffer: Buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
         target = memoryview(buffer).cast("B")
         count = max(0, min(len(target), len(self._view) - self._pos))
         target[:count] = self._view[self._pos : self._pos + count]

@@ -13,12 +13,11 @@ Names match by dotted components, never by string prefix: ``acme`` trusts ``acme
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
+from picklewarden.globs import glob_regex
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.policy.config import SINK_RULES, UNKNOWN_RULES, Policy
 
@@ -38,37 +37,6 @@ def match(entries: tuple[str, ...], symbol: str) -> str | None:
     return next((e for e in entries if covers(e, symbol)), None)
 
 
-@functools.lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` and ``?`` stay within one path component, ``**`` spans components, ``[...]`` is a class."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]*/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif ch == "*":
-            out.append("[^/]*")
-            i += 1
-        elif ch == "?":
-            out.append("[^/]")
-            i += 1
-        elif ch == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = end + 1
-        else:
-            out.append(re.escape(ch))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
-
-
 def ignored(policy: Policy, path: str) -> str | None:
     """The ``ignore`` pattern that excludes ``path``, or None.
 
@@ -86,7 +54,7 @@ def ignored(policy: Policy, path: str) -> str | None:
     text = str(relative).removeprefix("./")
     for pattern in policy.ignore:
         subject = text if "/" in pattern.rstrip("/") else relative.name
-        if _glob_regex(pattern.removeprefix("./")).match(subject):
+        if glob_regex(pattern.removeprefix("./")).match(subject):
             return pattern
     return None
 

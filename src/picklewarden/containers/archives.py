@@ -1,0 +1,499 @@
+"""Archive bundles (tar, zip, 7z) holding model files: their members become children, scanned in turn.
+
+Each format is read by the library its users extract it with (``tarfile`` - also what torch's legacy
+loader uses -, ``zipfile`` - also what ``numpy.load`` uses for ``.npz`` -, ``py7zr`` when installed), over
+a zero-copy view of the file. Member count, total extracted bytes and compression ratio are bounded
+before anything is decompressed, and member names or links that would escape an extraction directory are
+findings.
+"""
+
+from __future__ import annotations
+
+# zipfile decodes legacy member names with cp437 and imports that codec on first use. Import it with the
+# package: an import in the middle of a scan looks, to an audit hook, like something the file made happen.
+import encodings.cp437  # noqa: F401
+import io
+import lzma
+import posixpath
+import re
+import struct
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from picklewarden.containers.base import Anomaly, Child, Context, Data, Opened
+from picklewarden.model import Severity
+
+_TAR_BLOCK = 512
+_ZIP_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP_EOCD_WINDOW = (1 << 16) + 22
+_READ_CHUNK = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
+"""What zipfile raises on hostile archives (it lets decompressor errors through unwrapped)."""
+
+
+class BufferReader(io.RawIOBase):
+    """A seekable read-only file over a whole file's data (tarfile, zipfile, py7zr): only the slices read are
+    copied, so an mmap or a remote file is never read whole."""
+
+    def __init__(self, data: Data) -> None:
+        super().__init__()
+        self._data = data
+        self._size = len(data)
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if target < 0:
+            raise OSError("negative seek position")
+        self._pos = target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        # RawIOBase.read(n) would first allocate n bytes: a hostile size field must not decide that.
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if end <= self._pos:
+            return b""
+        chunk = bytes(self._data[self._pos : end])
+        self._pos = end
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        chunk = self._data[self._pos : self._pos + len(view)] if self._pos < self._size else b""
+        view[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def escapes(name: str) -> str | None:
+    """Why an archive member name would be written outside the extraction directory, or None."""
+    normal = name.replace("\\", "/")
+    if normal.startswith("/") or _DRIVE.match(normal):
+        return "is an absolute path"
+    if ".." in normal.split("/"):
+        return "climbs out of the extraction directory with '..'"
+    return None
+
+
+# -- tar -----------------------------------------------------------------------------------------------
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """The first block is a tar header with a valid checksum: ``tarfile.open`` (and torch.load) accept it."""
+    if len(head) < _TAR_BLOCK:
+        return False
+    block = head[:_TAR_BLOCK]
+    if block.count(0) == _TAR_BLOCK:
+        return False
+    field = block[148:156]
+    try:
+        if field[0] in (0o200, 0o377):
+            return False  # base-256 checksums never occur in practice; tarfile would try, we do not guess
+        text = field.split(b"\x00", 1)[0].strip()
+        stored = int(text or b"0", 8)
+    except ValueError:
+        return False
+    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
+    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
+    return stored in (unsigned, signed)
+
+
+def open_tar(data: Data) -> tarfile.TarFile:
+    """``tarfile`` over the data, as torch opens it (``mode='r:'``). Raises tarfile.TarError."""
+    return tarfile.open(fileobj=BufferReader(data), mode="r:")
+
+
+def iter_tar(tar: tarfile.TarFile, ctx: Context, opened: Opened) -> Iterator[tarfile.TarInfo]:
+    """Members in order, stopping (with a finding) at the member-count limit or a broken header."""
+    limit = ctx.limits.max_archive_members
+    count = 0
+    while True:
+        try:
+            member = tar.next()
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            opened.errors.append(f"tar archive is broken after {count} members: {exc}")
+            return
+        if member is None:
+            return
+        count += 1
+        if count > limit:
+            opened.anomalies.append(
+                Anomaly("PW301", None, None, f"the tar archive has more than {limit} members (max_archive_members)")
+            )
+            opened.errors.append(f"only the first {limit} tar members were read")
+            return
+        yield member
+
+
+def tar_member_anomalies(member: tarfile.TarInfo) -> list[Anomaly]:
+    """Findings about one tar member's name, link target and type."""
+    found: list[Anomaly] = []
+    why = escapes(member.name)
+    if why is not None:
+        found.append(Anomaly("PW304", member.name, member.offset, f"tar member name {why}"))
+    if member.issym() or member.islnk():
+        kind = "symbolic link" if member.issym() else "hard link"
+        target = member.linkname
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))
+        outside = target.startswith("/") or resolved == ".." or resolved.startswith("../")
+        if outside:
+            found.append(
+                Anomaly(
+                    "PW304",
+                    member.name,
+                    member.offset,
+                    f"tar member is a {kind} to {target!r}, outside the archive: extracting it exposes or "
+                    "overwrites that file",
+                )
+            )
+    elif member.ischr() or member.isblk() or member.isfifo():
+        found.append(
+            Anomaly(
+                "PW304",
+                member.name,
+                member.offset,
+                "tar member is a device or FIFO node; extraction as root creates it",
+                Severity.MEDIUM,
+            )
+        )
+    return found
+
+
+def _archive_size(tar: tarfile.TarFile) -> int:
+    """Size of the archive behind ``tar`` (always opened over a :class:`BufferReader` here)."""
+    fileobj = tar.fileobj
+    return fileobj.size if isinstance(fileobj, BufferReader) else 1 << 62
+
+
+def last_member(members: list[tarfile.TarInfo], name: str) -> tarfile.TarInfo | None:
+    """``TarFile.getmember(name)`` over the members read so far: the last one with exactly that name.
+
+    (``getmember`` itself would first load every member of the archive, past the member-count limit.)
+    """
+    name = name.rstrip("/")
+    for member in reversed(members):
+        if member.name == name:
+            return member
+    return None
+
+
+def link_target(members: list[tarfile.TarInfo], link: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """The member ``extractfile`` reads for a link (``TarFile._find_link_target``): for a symbolic link the
+    last member anywhere with the resolved name, for a hard link the last such member before the link."""
+    if link.issym():
+        wanted = "/".join(part for part in (posixpath.dirname(link.name), link.linkname) if part)
+        pool = members
+    else:
+        wanted = link.linkname
+        pool = members[: members.index(link)] if link in members else members
+    wanted = posixpath.normpath(wanted)
+    for member in reversed(pool):
+        if posixpath.normpath(member.name) == wanted:
+            return member
+    return None
+
+
+def read_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, ctx: Context) -> bytes | str:
+    """The member's bytes as ``extractfile`` returns them, or why they cannot be read."""
+    if member.offset_data + member.size > _archive_size(tar):
+        return f"tar member {member.name!r} ({member.size} bytes) runs past the end of the archive"
+    if not ctx.budget.take(member.size):
+        return (
+            f"extracting {member.name!r} ({member.size} bytes) exceeds the remaining budget for this file "
+            "(max_extracted_bytes)"
+        )
+    try:
+        handle = tar.extractfile(member)
+        if handle is None:
+            return f"{member.name!r} has no content"
+        return handle.read()
+    except (tarfile.TarError, KeyError, EOFError, OSError, ValueError) as exc:
+        return f"cannot read tar member {member.name!r}: {exc}"
+
+
+def open_tar_bundle(ctx: Context, tar: tarfile.TarFile, members: list[tarfile.TarInfo], opened: Opened) -> None:
+    """A tar archive of files (members already listed): every regular member becomes a child."""
+    for member in members:
+        opened.anomalies.extend(tar_member_anomalies(member))
+        if not member.isreg():
+            continue
+        content = read_tar_member(tar, member, ctx)
+        if isinstance(content, str):
+            opened.errors.append(content)
+            if "budget" in content:
+                opened.anomalies.append(Anomaly("PW301", member.name, member.offset, content))
+                break
+            continue
+        opened.children.append(Child(member.name, content))
+
+
+# -- zip -----------------------------------------------------------------------------------------------
+
+
+def zip_entry_count(data: Data) -> int | None:
+    """Entries the end-of-central-directory record declares (ZIP64 aware), read before any parsing."""
+    size = len(data)
+    start = max(0, size - _ZIP_EOCD_WINDOW)
+    tail = bytes(data[start:size])
+    at = tail.rfind(_ZIP_EOCD)
+    if at < 0 or at + 22 > len(tail):
+        return None
+    (total,) = struct.unpack_from("<H", tail, at + 10)
+    locator = at - 20
+    if total == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == _ZIP64_LOCATOR:
+        (record,) = struct.unpack_from("<Q", tail, locator + 8)
+        body = bytes(data[record : record + 56])
+        if len(body) == 56 and body[:4] == b"PK\x06\x06":
+            (wide,) = struct.unpack_from("<Q", body, 32)
+            return int(wide)
+    return int(total)
+
+
+def open_zip_bundle(data: Data, ctx: Context) -> Opened:
+    """A ZIP of files read with Python's ``zipfile`` (as numpy, unzip-like tools and pandas read it).
+
+    Labelled ``npz`` when every member is an ``.npy`` file, as ``numpy.savez`` writes.
+    """
+    opened = Opened("zip")
+    limits = ctx.limits
+    declared = zip_entry_count(data)
+    if declared is not None and declared > limits.max_archive_members:
+        opened.anomalies.append(
+            Anomaly(
+                "PW301",
+                None,
+                None,
+                f"the ZIP archive declares {declared} entries, more than {limits.max_archive_members} "
+                "(max_archive_members); it was not opened",
+            )
+        )
+        opened.errors.append(f"ZIP archive with {declared} entries not read")
+        return opened
+    try:
+        archive = zipfile.ZipFile(BufferReader(data))
+    except ZIP_ERRORS as exc:
+        opened.errors.append(f"unreadable ZIP archive: {exc}")
+        return opened
+    with archive:
+        infos = archive.infolist()
+        if infos and all(info.filename.endswith(".npy") for info in infos):
+            opened.format = "npz"
+        if len(infos) > limits.max_archive_members:
+            opened.anomalies.append(
+                Anomaly("PW301", None, None, f"the ZIP archive has {len(infos)} entries (max_archive_members)")
+            )
+            opened.errors.append(f"only the first {limits.max_archive_members} ZIP entries were read")
+            infos = infos[: limits.max_archive_members]
+        for info in infos:
+            why = escapes(info.filename)
+            if why is not None:
+                severity = Severity.MEDIUM if why.startswith("is an absolute") else None
+                opened.anomalies.append(
+                    Anomaly("PW304", info.filename, info.header_offset, f"ZIP member name {why}", severity)
+                )
+            if not info.filename or info.filename.endswith("/"):
+                continue  # directories (and a nameless entry, which zipfile's is_dir() cannot even test)
+            content = _read_zip_member(archive, info, ctx, opened)
+            if content is not None:
+                opened.children.append(Child(info.filename, content))
+    return opened
+
+
+def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: Context, opened: Opened) -> bytes | None:
+    limits = ctx.limits
+    name = info.filename
+    if info.flag_bits & 0x1:
+        opened.errors.append(f"{name}: encrypted ZIP member cannot be read")
+        return None
+    ratio_cap = max(info.compress_size, 1) * limits.max_compression_ratio
+    if info.file_size > limits.ratio_floor_bytes and info.file_size > ratio_cap:
+        opened.anomalies.append(
+            Anomaly(
+                "PW305",
+                name,
+                info.header_offset,
+                f"ZIP member declares {info.file_size} bytes from {info.compress_size} compressed bytes "
+                f"(more than {limits.max_compression_ratio}:1): a decompression bomb; not extracted",
+            )
+        )
+        opened.errors.append(f"{name}: not extracted (compression ratio)")
+        return None
+    cap = ctx.budget.left
+    out = bytearray()
+    try:
+        with archive.open(info) as handle:
+            while True:
+                chunk = handle.read(min(_READ_CHUNK, cap - len(out) + 1))
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > cap:
+                    opened.anomalies.append(
+                        Anomaly(
+                            "PW301",
+                            name,
+                            info.header_offset,
+                            "extracting this member exceeds the remaining budget for this file (max_extracted_bytes)",
+                        )
+                    )
+                    opened.errors.append(f"{name}: extraction stopped at the byte budget")
+                    ctx.budget.take(cap)
+                    return None
+                if len(out) > limits.ratio_floor_bytes and len(out) > ratio_cap:
+                    opened.anomalies.append(
+                        Anomaly(
+                            "PW305",
+                            name,
+                            info.header_offset,
+                            f"ZIP member expands beyond {limits.max_compression_ratio}:1: a decompression bomb",
+                        )
+                    )
+                    opened.errors.append(f"{name}: extraction stopped (compression ratio)")
+                    ctx.budget.take(len(out))
+                    return None
+    except ZIP_ERRORS as exc:
+        opened.errors.append(f"{name}: cannot extract: {exc}")
+        ctx.budget.take(len(out))
+        return None
+    ctx.budget.take(len(out))
+    return bytes(out)
+
+
+# -- 7z ------------------------------------------------------------------------------------------------
+
+
+def open_7z(data: Data, ctx: Context) -> Opened:
+    """A 7z archive, through the optional ``py7zr`` package."""
+    opened = Opened("7z")
+    try:
+        import py7zr  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        from py7zr.io import Py7zIO, WriterFactory  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        opened.errors.append(
+            "7z archive cannot be read: the optional 'py7zr' package is not installed (pip install 'picklewarden[7z]')"
+        )
+        return opened
+    limits = ctx.limits
+
+    class _Sink(Py7zIO):
+        """Collects one member in memory; py7zr's own max_extract_size stops bombs across members."""
+
+        def __init__(self) -> None:
+            self.buffer = io.BytesIO()
+
+        def write(self, s: bytes | bytearray) -> int:
+            return self.buffer.write(s)
+
+        def read(self, size: int | None = None) -> bytes:
+            return self.buffer.read(size)
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return self.buffer.seek(offset, whence)
+
+        def flush(self) -> None:
+            return None
+
+        def size(self) -> int:
+            return self.buffer.getbuffer().nbytes
+
+    class _Factory(WriterFactory):
+        def __init__(self) -> None:
+            self.products: dict[str, _Sink] = {}
+
+        def create(self, filename: str) -> _Sink:
+            sink = _Sink()
+            self.products[filename] = sink
+            return sink
+
+    budget = ctx.budget.left
+    try:
+        with py7zr.SevenZipFile(io.BufferedReader(BufferReader(data)), mode="r", max_extract_size=budget) as archive:
+            if archive.needs_password():
+                opened.errors.append("7z archive is encrypted and cannot be read")
+                return opened
+            infos = archive.list()
+            if len(infos) > limits.max_archive_members:
+                opened.anomalies.append(
+                    Anomaly("PW301", None, None, f"the 7z archive has {len(infos)} entries (max_archive_members)")
+                )
+                opened.errors.append("7z archive not extracted (member count)")
+                return opened
+            total = sum(int(info.uncompressed or 0) for info in infos)
+            packed = max(len(data), 1)
+            if total > limits.ratio_floor_bytes and total > packed * limits.max_compression_ratio:
+                opened.anomalies.append(
+                    Anomaly(
+                        "PW305",
+                        None,
+                        None,
+                        f"the 7z archive declares {total} bytes from {packed} (more than "
+                        f"{limits.max_compression_ratio}:1): a decompression bomb; not extracted",
+                    )
+                )
+                opened.errors.append("7z archive not extracted (compression ratio)")
+                return opened
+            if total > budget:
+                opened.anomalies.append(
+                    Anomaly("PW301", None, None, f"the 7z archive declares {total} bytes (max_extracted_bytes)")
+                )
+                opened.errors.append("7z archive not extracted (byte budget)")
+                return opened
+            for info in infos:
+                why = escapes(info.filename)
+                if why is not None:
+                    opened.anomalies.append(Anomaly("PW304", info.filename, None, f"7z member name {why}"))
+            if any(escapes(info.filename) for info in infos):
+                opened.errors.append("7z archive with escaping member names not extracted")
+                return opened
+            factory = _Factory()
+            archive.extractall(factory=factory)
+    except Exception as exc:  # noqa: BLE001 - py7zr raises many unrelated types on hostile input
+        opened.errors.append(f"unreadable 7z archive: {type(exc).__name__}: {exc}")
+        return opened
+    for info in infos:
+        sink = factory.products.get(info.filename)
+        if sink is None or info.is_directory:
+            continue
+        content = sink.buffer.getvalue()
+        ctx.budget.take(len(content))
+        opened.children.append(Child(info.filename, content))
+    return opened

@@ -1,0 +1,232 @@
+"""Consistency of a PyTorch archive: persistent ids against ``data/<key>`` entries, storages holding pickles,
+and entries that torch and Python's ``zipfile`` read differently.
+
+``torch.load`` turns each persistent id ``('storage', storage_type, key, location, numel)`` into a read of
+``<prefix>/data/<key>`` of ``numel * element_size`` bytes. torch.save writes exactly that many; an entry
+that is missing, shorter, longer or never referenced is something torch.save did not write.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
+
+from picklewarden.containers.archives import ZIP_ERRORS, BufferReader
+from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck
+from picklewarden.containers.legacy_tar import element_size
+from picklewarden.containers.sniff import looks_like_pickle
+from picklewarden.containers.torchzip import TorchZip, ZipEntry, read_entry
+from picklewarden.errors import ScanError
+from picklewarden.model import Severity
+from picklewarden.pickle.layout import scan_layout
+from picklewarden.pickle.program import Persistent, Program
+
+_PEEK = 64 * 1024
+_KNOWN = frozenset(
+    {
+        "data.pkl",
+        "constants.pkl",
+        "version",
+        ".data/version",
+        "byteorder",
+        ".data/serialization_id",
+        ".format_version",
+        ".storage_alignment",
+    }
+)
+_KNOWN_FOLDERS = ("data/", "code/", "constants/", "extra/", ".data/")
+_MAX_LISTED = 10
+_LOOKUP_ERRORS: tuple[type[BaseException], ...] = (KeyError, *ZIP_ERRORS)
+ARCHIVE_WIDE = ""
+"""In ``reported``: the ZIP reader already explained why zipfile cannot open the whole archive."""
+
+
+def _record_name(archive: TorchZip, name: str) -> str | None:
+    """``name`` without the archive's prefix folder, or None when it lies outside it."""
+    head = archive.prefix + "/"
+    return name[len(head) :] if name.startswith(head) else None
+
+
+def storage_ids(programs: Iterable[Program]) -> dict[str, tuple[str, int | None, int]]:
+    """key -> (storage type, element size, element count) for every well-formed storage persistent id."""
+    found: dict[str, tuple[str, int | None, int]] = {}
+    for program in programs:
+        for stmt in program.statements:
+            if not isinstance(stmt, Persistent):
+                continue
+            pid = stmt.pid
+            if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
+                continue
+            key, numel = pid[2], pid[4]
+            if type(key) is not str or type(numel) is not int:
+                continue
+            name, size = element_size(pid[1])
+            found.setdefault(key, (name, size, numel))
+    return found
+
+
+def storage_check(archive: TorchZip) -> ProgramCheck:
+    """A check of the archive's storages against the persistent ids its pickles produced."""
+
+    def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
+        ids = storage_ids(programs)
+        for key, (kind, size, numel) in sorted(ids.items()):
+            entry = archive.record(f"data/{key}")
+            if entry is None:
+                yield Anomaly(
+                    "PW306",
+                    f"{archive.prefix}/data/{key}",
+                    None,
+                    f"the pickle loads storage {key!r} but the archive has no data/{key} entry; torch.load fails",
+                )
+                continue
+            if size is None:
+                continue
+            needed = numel * size
+            if entry.size < needed:
+                yield Anomaly(
+                    "PW306",
+                    entry.name,
+                    entry.header_offset,
+                    f"storage {key!r} declares {numel} x {size}-byte {kind} elements ({needed} bytes) but the entry "
+                    f"holds {entry.size}: torch reads past the data it was given",
+                )
+            elif entry.size > needed:
+                yield Anomaly(
+                    "PW306",
+                    entry.name,
+                    entry.header_offset,
+                    f"storage {key!r} needs {needed} bytes but the entry holds {entry.size}: "
+                    f"{entry.size - needed} bytes no tensor uses",
+                    Severity.LOW,
+                )
+        stray: list[str] = []
+        odd: list[str] = []
+        for entry in archive.all_entries:
+            record = _record_name(archive, entry.name)
+            if record is None or entry.directory:
+                continue
+            if record.startswith("data/"):
+                if record[5:] not in ids and ids:
+                    stray.append(entry.name)
+            elif record not in _KNOWN and not record.startswith(_KNOWN_FOLDERS) and not record.endswith(".pkl"):
+                odd.append(entry.name)
+        if stray:
+            yield Anomaly(
+                "PW306",
+                stray[0],
+                None,
+                f"{len(stray)} storage entr{'y is' if len(stray) == 1 else 'ies are'} not referenced by any "
+                f"persistent id: {', '.join(stray[:_MAX_LISTED])}",
+                Severity.LOW,
+            )
+        if odd:
+            yield Anomaly(
+                "PW306",
+                odd[0],
+                None,
+                f"entries torch.save does not write (torch ignores them): {', '.join(odd[:_MAX_LISTED])}",
+                Severity.INFO,
+            )
+
+    return check
+
+
+def _complete_pickle(head: bytes, ctx: Context) -> bool:
+    """A whole pickle that imports something: raw tensor bytes essentially never decode that far."""
+    if not looks_like_pickle(head, ctx.limits):
+        return False
+    layout = scan_layout(head, 0, ctx.limits.replace(max_opcodes=1_000_000))
+    return layout.end is not None and bool(layout.imports)
+
+
+def _peek(data: Data, entry: ZipEntry) -> bytes:
+    """The first bytes of an entry's content, inflating no more than that (storages may be gigabytes)."""
+    raw = bytes(data[entry.data_offset : entry.data_offset + min(entry.compressed_size, _PEEK)])
+    if entry.method != 8:
+        return raw[: entry.size]
+    try:
+        return zlib.decompressobj(-15).decompress(raw, _PEEK)
+    except zlib.error:
+        return b""
+
+
+def storage_payloads(data: Data, archive: TorchZip, ctx: Context) -> tuple[list[Anomaly], list[Child]]:
+    """Storages whose bytes are a pickle: a finding each, and the bytes to scan as a dormant payload."""
+    anomalies: list[Anomaly] = []
+    children: list[Child] = []
+    for entry in archive.all_entries:
+        record = _record_name(archive, entry.name)
+        if record is None or not record.startswith("data/") or entry.directory or entry.size == 0:
+            continue
+        if not looks_like_pickle(_peek(data, entry), ctx.limits) or entry.size > ctx.limits.max_pickle_bytes:
+            continue
+        try:
+            payload, _ = read_entry(data, entry, ctx.limits)
+        except ScanError:
+            continue
+        if not _complete_pickle(payload, ctx):
+            continue
+        anomalies.append(
+            Anomaly(
+                "PW307",
+                entry.name,
+                entry.data_offset,
+                f"storage entry {record} is a pickle ({len(payload)} bytes), not tensor data",
+            )
+        )
+        children.append(Child(entry.name, payload, dormant=True))
+    return anomalies, children
+
+
+def zipfile_differential(data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str]) -> list[Anomaly]:
+    """Pickle entries whose bytes Python's zipfile cannot read, or reads differently from torch.
+
+    ``reported`` holds members the ZIP reader already flagged (bad CRC, mismatched names...): the
+    differential is then explained there and not repeated.
+    """
+    found: list[Anomaly] = []
+    try:
+        handle = zipfile.ZipFile(BufferReader(data))
+    except ZIP_ERRORS as exc:
+        if ARCHIVE_WIDE in reported or not read:
+            return found
+        return [
+            Anomaly(
+                "PW309",
+                None,
+                None,
+                f"Python's zipfile cannot open this archive ({exc}) but torch can: zipfile-based tools miss its "
+                "pickles",
+            )
+        ]
+    with handle:
+        for name, payload in read.items():
+            if name in reported:
+                continue
+            try:
+                info = handle.getinfo(name)
+                if info.file_size != len(payload):
+                    raise zipfile.BadZipFile(f"zipfile expects {info.file_size} bytes, torch reads {len(payload)}")
+                other = handle.read(info)
+            except _LOOKUP_ERRORS as exc:
+                found.append(
+                    Anomaly(
+                        "PW309",
+                        name,
+                        None,
+                        f"torch reads this pickle but Python's zipfile cannot ({exc}): zipfile-based scanners miss it",
+                    )
+                )
+                continue
+            if other != payload:
+                found.append(
+                    Anomaly(
+                        "PW309",
+                        name,
+                        None,
+                        "Python's zipfile returns different bytes for this pickle than torch reads",
+                    )
+                )
+    return found
