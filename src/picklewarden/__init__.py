@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError, UnsupportedFormat
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity, Verdict
-from picklewarden.policy.config import Policy, PolicyError
-from picklewarden.policy.config import resolve_policy as load_policy
-from picklewarden.scanner import scan, scan_bytes, scan_path
 
 __version__ = "0.1.0"
 
@@ -43,16 +40,34 @@ __all__ = [
 if TYPE_CHECKING:  # the real signatures for type checkers; at run time __getattr__ imports them on first use
     from picklewarden.extract.converting import convert as convert
     from picklewarden.extract.loading import load as load
+    from picklewarden.policy.config import Policy as Policy
+    from picklewarden.policy.config import PolicyError as PolicyError
+    from picklewarden.policy.config import resolve_policy as load_policy
+    from picklewarden.scanner import scan as scan
+    from picklewarden.scanner import scan_bytes as scan_bytes
+    from picklewarden.scanner import scan_path as scan_path
+
+# Imported on first use: the scanner and the policy loader pull in every container reader and the rules
+# (~100 ms), which ``picklewarden --version`` and a process that only reads reports never need.
+_LAZY = {
+    "load": ("picklewarden.extract.loading", "load"),
+    "convert": ("picklewarden.extract.converting", "convert"),
+    "Policy": ("picklewarden.policy.config", "Policy"),
+    "PolicyError": ("picklewarden.policy.config", "PolicyError"),
+    "load_policy": ("picklewarden.policy.config", "resolve_policy"),
+    "scan": ("picklewarden.scanner", "scan"),
+    "scan_bytes": ("picklewarden.scanner", "scan_bytes"),
+    "scan_path": ("picklewarden.scanner", "scan_path"),
+}
 
 
 def __getattr__(name: str) -> object:
-    """``load`` and ``convert``, imported on first use so ``import picklewarden`` stays light."""
-    if name == "load":
-        from picklewarden.extract.loading import load
+    """The names in ``_LAZY``, imported on first use so ``import picklewarden`` stays light."""
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return load
-    if name == "convert":
-        from picklewarden.extract.converting import convert
-
-        return convert
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value

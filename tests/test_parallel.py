@@ -1,0 +1,137 @@
+"""Parallel scanning reports exactly what a sequential scan reports, streams, and survives dying workers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import picklewarden
+import picklewarden.scanner
+from picklewarden import FileReport, Verdict
+from picklewarden.parallel import WORKER_DIED, render_jsonl, scan_parallel
+from tests.scale_samples import make_tree, malicious_pickle
+
+
+def _key(report: FileReport) -> tuple[object, ...]:
+    return (report.path, report.format, report.verdict, report.findings, report.errors, report.skipped, report.notes)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    make_tree(tmp_path / "tree")
+    os.symlink("model-0.pt", tmp_path / "tree" / "link-to-model-0.pt")
+    return tmp_path / "tree"
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_same_reports_as_a_sequential_scan(tree: Path, jobs: int) -> None:
+    expected = picklewarden.scan([str(tree), str(tree / "notes.txt"), str(tree / "missing.pt")])
+    seen: list[FileReport] = []
+    reports = list(
+        scan_parallel([str(tree), str(tree / "notes.txt"), str(tree / "missing.pt")], jobs=jobs, progress=seen.append)
+    )
+    assert sorted(map(_key, reports)) == sorted(map(_key, expected.files))
+    assert seen == reports
+    verdicts = {Path(r.path).name: r.verdict for r in reports}
+    assert verdicts["evil-1.pkl"] is Verdict.MALICIOUS and verdicts["model-1.pt"] is Verdict.SAFE
+    assert verdicts["link-to-model-0.pt"] is verdicts["model-0.pt"] is Verdict.MALICIOUS
+    assert verdicts["missing.pt"] is Verdict.ERROR
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ordered_results_come_in_walk_order(tree: Path, jobs: int) -> None:
+    expected = picklewarden.scan([str(tree), str(tree / "missing.pt")])
+    got = list(scan_parallel([str(tree), str(tree / "missing.pt")], jobs=jobs, ordered=True))
+    assert list(map(_key, got)) == list(map(_key, expected.files))
+
+
+def test_options_of_scan_apply(tree: Path) -> None:
+    kwargs = {"skip_non_models": True, "exclude": ["sub/**"], "include": ["*.pt", "*.txt", "*.pkl"]}
+    expected = picklewarden.scan([str(tree), str(tree / "notes.txt")], **kwargs)  # type: ignore[arg-type]
+    got = list(scan_parallel([str(tree), str(tree / "notes.txt")], jobs=2, **kwargs))  # type: ignore[arg-type]
+    assert sorted(map(_key, got)) == sorted(map(_key, expected.files))
+    assert not any("/sub/" in r.path for r in got)
+
+
+def test_results_stream_and_targets_are_pulled_lazily(tmp_path: Path) -> None:
+    for index in range(60):
+        (tmp_path / f"{index:03d}.pkl").write_bytes(malicious_pickle())
+    pulled = 0
+
+    def paths() -> Iterator[str]:
+        nonlocal pulled
+        for path in sorted(tmp_path.iterdir()):
+            pulled += 1
+            yield str(path)
+
+    stream = scan_parallel(paths(), jobs=2)
+    first = next(stream)
+    assert first.verdict is Verdict.MALICIOUS
+    assert pulled <= 2 * 4 * 2 + 1  # in flight plus ready results: bounded, not the whole list
+    assert len(list(stream)) == 59
+    stream.close()
+
+
+def _dies_on_killer(path: str, *args: object, **kwargs: object) -> FileReport:
+    if path.endswith("killer.pkl"):
+        os._exit(3)  # what a segfault or an out-of-memory kill looks like to the pool
+    return _real_scan_path(path, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_real_scan_path = picklewarden.scanner.scan_path
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is injected into forked workers")
+def test_a_file_that_kills_its_worker_is_an_error_and_the_scan_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(12):
+        (tmp_path / f"{index:02d}.pkl").write_bytes(malicious_pickle())
+    (tmp_path / "killer.pkl").write_bytes(malicious_pickle())
+    monkeypatch.setattr(picklewarden.scanner, "scan_path", _dies_on_killer)
+    reports = {Path(r.path).name: r for r in scan_parallel([str(tmp_path)], jobs=2)}
+    assert len(reports) == 13
+    assert reports["killer.pkl"].verdict is Verdict.ERROR and reports["killer.pkl"].errors == (WORKER_DIED,)
+    assert all(r.verdict is Verdict.MALICIOUS for name, r in reports.items() if name != "killer.pkl")
+
+
+def test_jsonl_is_one_line_per_file_with_the_json_report_fields(tree: Path) -> None:
+    from picklewarden.report.json import file_dict
+
+    for report in scan_parallel([str(tree)], jobs=1):
+        line = render_jsonl(report)
+        assert "\n" not in line and line.isascii()
+        data = json.loads(line)
+        assert data.pop("skipped", False) is report.skipped
+        assert data == json.loads(json.dumps(file_dict(report)))
+
+
+def test_jobs_must_be_positive(tree: Path) -> None:
+    with pytest.raises(ValueError, match="jobs"):
+        list(scan_parallel([str(tree)], jobs=0))
+
+
+def test_ordered_output_runs_at_most_a_window_ahead(tmp_path: Path) -> None:
+    from picklewarden import walk
+    from picklewarden.parallel import _in_pool, _reorder, _Settings, _Window
+
+    for index in range(30):
+        (tmp_path / f"{index:02d}.pkl").write_bytes(malicious_pickle())
+    pulled = 0
+
+    def targets() -> Iterator[walk.Target]:
+        nonlocal pulled
+        for target in walk.iter_targets([str(tmp_path)]):
+            pulled += 1
+            assert pulled - window.head <= window.size + 1
+            yield target
+
+    window = _Window(3)
+    settings = _Settings(picklewarden.DEFAULT_LIMITS, None, False, None)
+    names = [Path(r.path).name for r in _reorder(_in_pool(targets(), settings, 2, window), window)]
+    assert names == sorted(names) and len(names) == 30
