@@ -146,9 +146,9 @@ class ResultCache:
         Failing to write is not an error: the cache only saves time."""
         target = self._entry(key)
         try:
-            root = Path(self.directory)
-            if not root.is_dir():
-                root.mkdir(mode=0o700, parents=True)  # mkdir gives the mode to the last component only
+            # exist_ok: workers race to create the first directories (a lost race must not drop the entry).
+            # mkdir gives the mode to the last component only.
+            Path(self.directory).mkdir(mode=0o700, parents=True, exist_ok=True)
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             text = json.dumps({"format": _FORMAT, "key": key, "report": encode(report)}, ensure_ascii=True)
             fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")

@@ -19,6 +19,8 @@ from picklewarden import __version__
 from picklewarden.report import OutputFormat
 
 if TYPE_CHECKING:
+    from picklewarden.cache import ResultCache
+    from picklewarden.limits import Limits
     from picklewarden.model import FileReport
     from picklewarden.policy.config import Policy
 
@@ -143,6 +145,7 @@ def _with_policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice([f.value for f in OutputFormat]),
     default=OutputFormat.TEXT.value,
     show_default=True,
+    help="jsonl streams one JSON object per file as each finishes.",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report here.")
 @click.option(
@@ -162,6 +165,49 @@ def _with_policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="Skip named files that are not pickles or model files (as in directories) instead of failing on them.",
 )
+@click.option("--include", multiple=True, metavar="GLOB", help="In directories, scan only files matching GLOB.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="In directories, skip files matching GLOB.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for many files (default: the CPUs available; a single file is scanned in-process).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Result cache directory: unchanged and duplicate files are not analysed again.",
+)
+@click.option(
+    "--cache-mode",
+    type=click.Choice(["content", "stat"]),
+    default="content",
+    show_default=True,
+    help="content: key by SHA-256 (finds duplicates, reads every byte); stat: key by path and stat (reads nothing).",
+)
+@click.option(
+    "--limit",
+    "limit_changes",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Change a resource limit (names and defaults: --show-policy); wins over the policy's [limits].",
+)
+@click.option(
+    "--manifest",
+    multiple=True,
+    metavar="FILE|URL",
+    help="Also scan every path or URL listed in this file (one per line), or under this URL prefix.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Scan the paths and manifests on a Ray cluster ('auto', 'ray://head:10001', or 'local').",
+)
 @_with_policy_options
 @click.option("--show-policy", is_flag=True, help="Print the effective policy and exit (paths not needed).")
 @click.option("--color", type=click.Choice(_COLOR_CHOICES), default="auto", show_default=True)
@@ -173,12 +219,20 @@ def scan(
     fail_on: str | None,
     quiet: bool,
     skip_non_models: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    jobs: int | None,
+    cache_dir: str | None,
+    cache_mode: str,
+    limit_changes: tuple[str, ...],
+    manifest: tuple[str, ...],
+    ray_address: str | None,
     policy_file: str | None,
     no_policy: bool,
     show_policy: bool,
     color: str,
 ) -> None:
-    """Scan files and directories. Exit 0 clean, 1 threshold reached, 2 incomplete or usage error."""
+    """Scan files, directories and URLs. Exit 0 clean, 1 threshold reached, 2 incomplete or usage error."""
     policy = _policy(policy_file, no_policy, fail_on)
     if show_policy:
         from picklewarden.policy.config import to_toml
@@ -186,23 +240,57 @@ def scan(
         _announce(policy)
         click.echo(to_toml(policy), nl=False)
         _exit(0)
-    if not paths:
-        raise click.UsageError("give at least one file or directory to scan")
+    if not paths and not manifest:
+        raise click.UsageError("give at least one file, directory or URL to scan")
     _announce(policy)
+    limits = _limits(policy, limit_changes)
+    cache = None
+    if cache_dir is not None:
+        from picklewarden.cache import CacheMode, ResultCache
 
-    from picklewarden.scanner import scan as run_scan
+        cache = ResultCache(cache_dir, CacheMode(cache_mode))
+    output_format = OutputFormat(fmt)
 
-    many = len(paths) > 1 or any(os.path.isdir(p) for p in paths)
+    many = len(paths) > 1 or bool(manifest) or any(os.path.isdir(p) or p.endswith("/") for p in paths)
+    sink = _open_output(output) if output_format is OutputFormat.JSONL else None
+    reports: list[FileReport] = []
     with _progress(many and not quiet and sys.stderr.isatty()) as progress:
-        report = run_scan(paths, progress=progress, policy=policy, skip_non_models=skip_non_models)
+        stream = _reports(
+            paths,
+            manifest=manifest,
+            ray_address=ray_address,
+            jobs=jobs if jobs is not None else (None if many else 1),
+            limits=limits,
+            cache=cache,
+            policy=policy,
+            skip_non_models=skip_non_models,
+            include=include,
+            exclude=exclude,
+            ordered=output_format is not OutputFormat.JSONL,
+        )
+        for one in stream:
+            if progress is not None:
+                progress(one)
+            reports.append(_summary_only(one) if sink is not None and not sarif_output else one)
+            if sink is not None:
+                from picklewarden.report.json import render_line
 
+                sink.write(render_line(one) + "\n")
+                sink.flush()
+    if sink is not None and sink is not sys.stdout:
+        sink.close()
+
+    from picklewarden.model import Report
+
+    report = Report(tuple(reports))
     notices = [f"policy {policy.source}: {w}" for w in policy.warnings]
     if sarif_output:
         from picklewarden.report import sarif
 
         _write(sarif_output, sarif.render(report, notices=notices))
     colored = output is None and _use_color(color, sys.stdout)
-    match OutputFormat(fmt):
+    rendered: str | None = None
+    match output_format:
         case OutputFormat.TEXT:
             from picklewarden.report import text
 
@@ -212,15 +300,120 @@ def scan(
             from picklewarden.report import json as json_report
 
             rendered = json_report.render(report)
+        case OutputFormat.JSONL:
+            pass  # already streamed
         case OutputFormat.SARIF:
             from picklewarden.report import sarif
 
             rendered = sarif.render(report, notices=notices)
-    if output:
-        _write(output, rendered)
-    else:
-        click.echo(rendered, nl=False, color=colored)
+    if rendered is not None:
+        if output:
+            _write(output, rendered)
+        else:
+            click.echo(rendered, nl=False, color=colored)
     _exit(report.exit_code(policy.effective_fail_on))
+
+
+def _limits(policy: Policy, changes: Sequence[str]) -> Limits:
+    """The policy's limits with ``--limit NAME=VALUE`` applied on top."""
+    from picklewarden.policy.config import PolicyError, parse_limits
+
+    table: dict[str, object] = {}
+    for change in changes:
+        name, sep, value = change.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise click.UsageError(f"--limit expects NAME=POSITIVE_INTEGER, got {change!r}")
+        table[name.strip()] = int(value)
+    try:
+        return policy.apply_limits().replace(**dict(parse_limits(table, "--limit")))
+    except PolicyError as exc:
+        raise _ConfigError(str(exc)) from exc
+
+
+def _open_output(output: str | None) -> Any:
+    if output is None:
+        return sys.stdout
+    try:
+        return open(output, "w", encoding="utf-8")  # closed by the caller after streaming
+    except OSError as exc:
+        raise _ConfigError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def _summary_only(report: FileReport) -> FileReport:
+    """What the exit code needs of a report already streamed: its findings' verdicts, not their evidence
+    (keeps memory flat on a million-file ``--format jsonl`` run)."""
+    import dataclasses
+
+    worst = max(report.findings, key=lambda f: f.severity, default=None)
+    slim = () if worst is None else (dataclasses.replace(worst, evidence="", indicators=()),)
+    return dataclasses.replace(report, findings=slim, notes=())
+
+
+def _reports(
+    paths: Sequence[str],
+    *,
+    manifest: Sequence[str],
+    ray_address: str | None,
+    jobs: int | None,
+    limits: Limits,
+    cache: ResultCache | None,
+    policy: Policy,
+    skip_non_models: bool,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    ordered: bool,
+) -> Iterator[FileReport]:
+    """Every report of the run: local paths on this machine's cores, URLs by ranged reads, or everything
+    on a Ray cluster."""
+    from picklewarden.remote import is_url
+
+    if ray_address is not None:
+        from picklewarden import distributed
+
+        entries = [distributed.Entry(p, True) for p in paths]
+        for source in (*manifest, *(p for p in paths if os.path.isdir(p) or p.endswith("/"))):
+            entries = [e for e in entries if e.target != source]
+            entries.extend(distributed.read_manifest(source))
+        try:
+            yield from distributed.scan_manifest(
+                entries,
+                address=None if ray_address == "local" else ray_address,
+                limits=limits,
+                cache=cache,
+                policy=policy,
+                skip_non_models=skip_non_models,
+            )
+        except ImportError as exc:
+            raise _ConfigError(f"--ray needs Ray installed (pip install 'picklewarden[ray]'): {exc}") from exc
+        return
+    local = [p for p in paths if not is_url(p)]
+    urls = [p for p in paths if is_url(p)]
+    for source in manifest:
+        from picklewarden.distributed import read_manifest
+
+        try:
+            for entry in read_manifest(source):
+                (urls if is_url(entry.target) else local).append(entry.target)
+        except (OSError, ImportError) as exc:
+            raise _ConfigError(f"cannot read manifest {source}: {exc}") from exc
+    if local:
+        from picklewarden.parallel import scan_parallel
+
+        yield from scan_parallel(
+            local,
+            jobs=jobs,
+            limits=limits,
+            cache=cache,
+            policy=policy,
+            skip_non_models=skip_non_models,
+            include=include,
+            exclude=exclude,
+            ordered=ordered,
+        )
+    if urls:
+        from picklewarden.remote import scan_urls
+
+        yield from scan_urls(urls, limits, policy=policy, cache=cache)
 
 
 @cli.command()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -122,18 +121,10 @@ def _reorder(numbered: Iterator[tuple[int, FileReport]], window: _Window) -> Ite
 
 
 def render_jsonl(report: FileReport) -> str:
-    """One file's report as one line of JSON (no trailing newline), for ``--format jsonl``.
+    """One file's report as one line of JSON (see :func:`picklewarden.report.json.render_line`)."""
+    from picklewarden.report.json import render_line
 
-    The object is the file entry of the JSON report (``files[]`` in ``docs/json-schema-v1.json``), plus
-    ``"skipped": true`` for files that were not analysed (the JSON report lists those apart).
-    ASCII-only, like the JSON report: paths and names from hostile files may hold lone surrogates.
-    """
-    from picklewarden.report.json import file_dict
-
-    data = file_dict(report)
-    if report.skipped:
-        data["skipped"] = True
-    return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return render_line(report)
 
 
 # -- one file ---------------------------------------------------------------------------------------------

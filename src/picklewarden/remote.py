@@ -31,7 +31,7 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from picklewarden.cache import ResultCache
     from picklewarden.policy.config import Policy
@@ -265,6 +265,34 @@ def scan_url(
     if cache is not None and key is not None and not report.errors:
         cache.put(key, report)
     return report
+
+
+def scan_urls(
+    urls: Iterable[str],
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    policy: Policy | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache: ResultCache | None = None,
+) -> Iterator[FileReport]:
+    """Reports for each URL in turn; a URL ending in ``/`` is a prefix whose objects are all scanned
+    (those that are not model files are skipped, as in a local directory walk). A prefix that cannot be
+    listed is one error report."""
+    from picklewarden.distributed import read_manifest
+
+    for url in urls:
+        if not url.endswith("/"):
+            yield scan_url(url, limits, policy=policy, storage_options=storage_options, cache=cache)
+            continue
+        try:
+            entries = list(read_manifest(url, storage_options))
+        except Exception as exc:  # noqa: BLE001 - fsspec backends raise anything; never reported clean
+            yield FileReport(url, "unknown", errors=(f"cannot list: {type(exc).__name__}: {exc}",))
+            continue
+        for entry in entries:
+            yield scan_url(
+                entry.target, limits, policy=policy, storage_options=storage_options, cache=cache, explicit=False
+            )
 
 
 def _scan_ranged(url: str, file: RangedFile, limits: Limits, policy: Policy | None, explicit: bool) -> FileReport:

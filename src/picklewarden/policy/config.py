@@ -16,14 +16,19 @@ directory ``picklewarden.toml`` is preferred). ``--policy FILE`` names one expli
     [override]                                    # the only way to weaken a known-dangerous finding
     allow_dangerous = ["PW104", "numpy.load"]     # rule ids whose severity may be lowered; globals to accept
 
+    [limits]                                      # resource bounds (picklewarden.limits.Limits; --limit wins)
+    max_seconds = 60
+
 A policy can only widen trust for names picklewarden does not know: ``trust`` never touches a finding of a
 known sink (rules PW100-PW108), and lowering such a rule or accepting such a global needs ``allow_dangerous``,
 which every output format reports loudly. Unknown keys are errors: a typo in a security policy must not be
-silently ignored.
+silently ignored. Limits can be raised or lowered freely: hitting any limit is a finding that is never
+``safe``, so a hostile policy file cannot hide a payload that way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import Severity, Verdict
 from picklewarden.rules import BY_ID
 
@@ -50,7 +56,7 @@ UNKNOWN_RULES: Final[frozenset[str]] = frozenset({"PW200", "PW201"})
 
 FAIL_ON: Final[dict[str, Verdict]] = {"suspicious": Verdict.SUSPICIOUS, "malicious": Verdict.MALICIOUS}
 _SEVERITIES: Final[dict[str, Severity]] = {s.label: s for s in Severity}
-_TOP_KEYS: Final = frozenset({"trust", "ignore", "fail_on", "severity", "override"})
+_TOP_KEYS: Final = frozenset({"trust", "ignore", "fail_on", "severity", "override", "limits"})
 _OVERRIDE_KEYS: Final = frozenset({"allow_dangerous"})
 
 
@@ -76,6 +82,8 @@ class Policy:
     """The file this came from ('' for the built-in default); ``[tool.picklewarden]`` is noted for pyproject."""
     root: str = ""
     """Directory that relative ``ignore`` globs are matched from ('' means the working directory)."""
+    limits: tuple[tuple[str, int], ...] = ()
+    """``(limit name, value)`` changes to :class:`~picklewarden.limits.Limits` (the command line's ``--limit`` wins)."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """Things a person should know about this policy (entries that have no effect, dangerous overrides)."""
 
@@ -97,6 +105,10 @@ class Policy:
     def overrides_dangerous(self) -> bool:
         """True when this policy can weaken a finding of a known sink (always reported loudly)."""
         return bool(self.allow_dangerous)
+
+    def apply_limits(self, base: Limits = DEFAULT_LIMITS) -> Limits:
+        """``base`` with this policy's ``[limits]`` applied."""
+        return base.replace(**dict(self.limits)) if self.limits else base
 
     def with_fail_on(self, fail_on: Verdict | None) -> Policy:
         """This policy with the command line's ``--fail-on`` applied (None keeps the policy's own)."""
@@ -247,6 +259,8 @@ def parse(data: Mapping[str, Any], *, source: str = "<policy>", root: str = "") 
             )
         severity.append((rule_id, level))
 
+    limits = parse_limits(data.get("limits", {}), f"{source}: [limits]")
+
     lowered = [r for r, s in severity if r in SINK_RULES and s < BY_ID[r].severity]
     if lowered:
         warnings.append(f"DANGEROUS OVERRIDE: severity of known-sink rule(s) {', '.join(lowered)} lowered")
@@ -264,8 +278,24 @@ def parse(data: Mapping[str, Any], *, source: str = "<policy>", root: str = "") 
         allow_dangerous=allow,
         source=source,
         root=root,
+        limits=limits,
         warnings=tuple(warnings),
     )
+
+
+def parse_limits(table: Any, where: str) -> tuple[tuple[str, int], ...]:
+    """Validate ``name = value`` limit changes (a policy's ``[limits]`` or the command line's ``--limit``)."""
+    if not isinstance(table, dict):
+        raise PolicyError(f"{where} must be a table of limit name = positive integer")
+    names = {f.name for f in dataclasses.fields(Limits)}
+    changes: list[tuple[str, int]] = []
+    for name, value in table.items():
+        if name not in names:
+            raise PolicyError(f"{where}: unknown limit {name!r}; known: {', '.join(sorted(names))}")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise PolicyError(f"{where}: {name} must be a positive integer, got {value!r}")
+        changes.append((name, value))
+    return tuple(changes)
 
 
 def _known_danger(entry: str) -> str:
@@ -317,4 +347,13 @@ def to_toml(policy: Policy) -> str:
     lines.append("")
     lines.append("[override]")
     lines.append(f"allow_dangerous = {_toml_list(policy.allow_dangerous)}")
+    lines.append("")
+    lines.append("[limits]")
+    changed = dict(policy.limits)
+    for limit in dataclasses.fields(Limits):
+        default = getattr(DEFAULT_LIMITS, limit.name)
+        if limit.name in changed:
+            lines.append(f"{limit.name} = {changed[limit.name]}  # default {default}")
+        else:
+            lines.append(f"# {limit.name} = {default}  # default")
     return "\n".join(lines) + "\n"

@@ -10,4 +10,5 @@ class OutputFormat(enum.Enum):
 
     TEXT = "text"
     JSON = "json"
+    JSONL = "jsonl"
     SARIF = "sarif"

@@ -29,7 +29,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
 
 
 def file_dict(report: FileReport) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "path": report.path,
         "format": report.format,
         "verdict": report.verdict.label,
@@ -37,6 +37,23 @@ def file_dict(report: FileReport) -> dict[str, Any]:
         "findings": [finding_dict(f) for f in report.findings],
         "errors": list(report.errors),
     }
+    # Optional keys, present only when there is something to say (older readers ignore them).
+    if report.location:
+        data["location"] = report.location
+    if report.revision:
+        data["revision"] = report.revision
+    if report.notes:
+        data["notes"] = list(report.notes)
+    return data
+
+
+def render_line(report: FileReport) -> str:
+    """One file's report as one line of JSON (no newline), for ``--format jsonl``: the ``files[]`` entry of
+    the JSON report, plus ``"skipped": true`` for a file that was not analysed (listed apart there)."""
+    data = file_dict(report)
+    if report.skipped:
+        data["skipped"] = True
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
 
 
 def document(report: Report, *, version: str | None = None) -> dict[str, Any]:

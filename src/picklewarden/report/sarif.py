@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from picklewarden._compat import assert_never
-from picklewarden.model import Finding, Report, Severity
+from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.rules import RULES, Rule
 
 SARIF_VERSION: Final = "2.1.0"
@@ -143,7 +143,8 @@ class _Artifacts:
         return self._index[key]
 
 
-def _result(path: str, f: Finding, artifacts: _Artifacts, rule_index: dict[str, int]) -> dict[str, Any]:
+def _result(file: FileReport, f: Finding, artifacts: _Artifacts, rule_index: dict[str, int]) -> dict[str, Any]:
+    path = file.path
     file_index = artifacts.index(path)
     physical: dict[str, Any] = {"artifactLocation": {"uri": artifact_uri(path), "index": file_index}}
     if not f.member and f.offset is not None:
@@ -173,6 +174,10 @@ def _result(path: str, f: Finding, artifacts: _Artifacts, rule_index: dict[str, 
         result["relatedLocations"] = [
             {"id": 1, "physicalLocation": member_physical, "message": {"text": f"pickle in {f.member}"}}
         ]
+    if file.location:
+        result["properties"]["model"] = file.location
+        if file.revision:
+            result["properties"]["revision"] = file.revision
     if f.policy:
         result["properties"]["policy"] = f.policy
         if f.severity is Severity.INFO and "DANGEROUS OVERRIDE" in f.policy:
@@ -196,7 +201,7 @@ def document(report: Report, *, version: str | None = None, notices: Sequence[st
     for file in report.scanned:
         index = artifacts.index(file.path)
         for f in file.findings:
-            results.append(_result(file.path, f, artifacts, rule_index))
+            results.append(_result(file, f, artifacts, rule_index))
         for error in file.errors:
             location = {"physicalLocation": {"artifactLocation": {"uri": artifact_uri(file.path), "index": index}}}
             failures.append(

@@ -112,6 +112,11 @@ def render_file(report: FileReport) -> list[RenderableType]:
     head.append(verdict.label.upper(), verdict_style(verdict))
     head.append(f" ({clean(report.format)}, {report.pickles} {noun})", "dim")
     out: list[RenderableType] = [head]
+    if report.location:
+        at = f"  model: {clean(report.location)}"
+        out.append(Text(at + (f" @ {clean(report.revision)}" if report.revision else ""), "dim"))
+    for note in report.notes:
+        out.append(Text(f"  note: {clean(note)}", "dim"))
     for f in report.findings:
         out.extend(_finding(f))
     for error in report.errors:
