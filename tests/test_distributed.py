@@ -69,3 +69,20 @@ def test_ray_scan_of_a_prefix_with_a_cache(tmp_path: Path, ray_instance: None) -
     again = list(scan_manifest(str(tmp_path / "tree"), cache=cache, shard_size=4))
     assert sorted(map(_key, first)) == sorted(map(_key, again)) == sorted(map(_key, expected.files))
     assert any((tmp_path / "cache").rglob("*.json"))
+
+
+def test_cli_ray_scan_matches_the_local_cli_scan(
+    tmp_path: Path, ray_instance: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from picklewarden.cli import main
+
+    manifest, _ = _manifest(tmp_path)
+    local_code = main(["scan", "--manifest", str(manifest), "--format", "jsonl", "-j", "1"])
+    local = sorted(capsys.readouterr().out.splitlines())
+    ray_code = main(["scan", "--manifest", str(manifest), "--format", "jsonl", "--ray", "local"])
+    remote = sorted(capsys.readouterr().out.splitlines())
+    assert ray_code == local_code == 1
+    assert remote == local and len(local) == 14
+    assert {json.loads(line)["verdict"] for line in local} == {"safe", "malicious", "error"}
