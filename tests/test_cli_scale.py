@@ -183,7 +183,7 @@ def test_urls_are_scanned_with_ranged_reads(tmp_path: Path, capsys: pytest.Captu
         base = f"http://127.0.0.1:{server.server_address[1]}/"
         code = main(["scan", base + "evil.pkl", base + "good.pkl", base + "missing.pkl", "--format", "jsonl"])
     entries = {str(e["path"]).rsplit("/", 1)[-1]: e for e in _lines(capsys.readouterr().out)}
-    assert code == 1
+    assert code == 1, entries
     assert entries["evil.pkl"]["verdict"] == "malicious"
     assert entries["good.pkl"]["verdict"] == "safe"
     assert entries["missing.pkl"]["verdict"] == "error"

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests import container_samples
 from tests.corpus import MALICIOUS, write
 
 _HARNESS = textwrap.dedent(
@@ -23,7 +24,9 @@ _HARNESS = textwrap.dedent(
 
     warm = sys.argv[1]
     if warm != "--control":
-        scan([warm])  # import everything picklewarden itself needs, before the hook goes in
+        # Import everything picklewarden itself needs (its readers import some stdlib modules on first
+        # use), from benign files of every container kind, before the hook goes in.
+        scan([warm])
 
     violations = []
     BLOCKED = ("os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty", "subprocess.Popen",
@@ -62,21 +65,29 @@ def test_scanning_the_malicious_corpus_executes_and_imports_nothing(tmp_path: Pa
     canary = tmp_path / "canary"
     paths = [write(s, corpus, canary) for s in MALICIOUS if have_torch or not s.needs_torch]
     assert len(paths) >= 10
+    containers = corpus / "containers"
+    containers.mkdir()
+    usable = [c for c in container_samples.MALICIOUS if all(importlib.util.find_spec(m) for m in c.needs)]
+    paths += [container_samples.write(c, containers, canary) for c in usable]
     warm = tmp_path / "warm"
     warm.mkdir()
     (warm / "a.pkl").write_bytes(b"\x80\x04K\x01.")
     (warm / "b.pt").write_bytes(paths[0].read_bytes())
-    for p in paths:  # include one of each container kind in the warm-up
+    for p in paths:  # a torch archive too
         if p.read_bytes()[:2] == b"PK":
             (warm / "c.pt").write_bytes(p.read_bytes())
             break
+    for case in container_samples.BENIGN:  # and one benign file of every other container kind
+        if all(importlib.util.find_spec(m) for m in case.needs):
+            container_samples.write(case, warm, canary)
     done = subprocess.run(
         [sys.executable, "-c", _HARNESS, str(warm), *map(str, paths)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "VIOLATIONS []" in done.stdout
-    assert "'safe'" not in done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
+    verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
+    assert "'safe'" not in verdicts and verdicts.count("'") // 2 == len(paths)
     assert not canary.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "warm"]
 

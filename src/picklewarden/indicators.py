@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import itertools
 import re
 import zlib
@@ -117,11 +116,8 @@ def extract(args: tuple[Any, ...], *, command: bool) -> tuple[Indicator, ...]:
         for match in _URL.finditer(text):
             add(Indicator("url", _short(match.group(0))))
         for match in _IPV4.finditer(text):
-            try:
-                ipaddress.IPv4Address(match.group(0))
-            except ValueError:
-                continue
-            add(Indicator("ip", match.group(0)))
+            if all(int(octet) <= 255 for octet in match.group(0).split(".")):
+                add(Indicator("ip", match.group(0)))
         for match in _PATH.finditer(text):
             if len(match.group(1)) > 1:
                 add(Indicator("path", _short(match.group(1))))

@@ -15,10 +15,8 @@ reported as an error, never as clean.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,8 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from picklewarden.cache import ResultCache
     from picklewarden.policy.config import Policy
     from picklewarden.walk import Target
@@ -239,6 +239,10 @@ def _analyse_batch(batch: list[tuple[str, bool]], settings: _Settings) -> list[F
 def _in_pool(
     targets: Iterable[Target], settings: _Settings, jobs: int, window: _Window | None
 ) -> Iterator[tuple[int, FileReport]]:
+    # Imported here: a one-file scan (jobs=1) never pays for multiprocessing's imports.
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
     remembered = _Remembered()
     pending = enumerate(targets)
     pulled = 0

@@ -21,9 +21,8 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from typing import Any
 
-from picklewarden.containers.base import Anomaly, Child, Context, Data, Opened
+from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
 from picklewarden.model import Severity
 
 _TAR_BLOCK = 512
@@ -47,63 +46,6 @@ ZIP_ERRORS: tuple[type[BaseException], ...] = (
 """What zipfile raises on hostile archives (it lets decompressor errors through unwrapped)."""
 
 
-class BufferReader(io.RawIOBase):
-    """A seekable read-only file over a whole file's data (tarfile, zipfile, py7zr): only the slices read are
-    copied, so an mmap or a remote file is never read whole."""
-
-    def __init__(self, data: Data) -> None:
-        super().__init__()
-        self._data = data
-        self._size = len(data)
-        self._pos = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if target < 0:
-            raise OSError("negative seek position")
-        self._pos = target
-        return target
-
-    def read(self, size: int | None = -1) -> bytes:
-        # RawIOBase.read(n) would first allocate n bytes: a hostile size field must not decide that.
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        if end <= self._pos:
-            return b""
-        chunk = bytes(self._data[self._pos : end])
-        self._pos = end
-        return chunk
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer)
-        chunk = self._data[self._pos : self._pos + len(view)] if self._pos < self._size else b""
-        view[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
-
-
 def escapes(name: str) -> str | None:
     """Why an archive member name would be written outside the extraction directory, or None."""
     normal = name.replace("\\", "/")
@@ -115,26 +57,6 @@ def escapes(name: str) -> str | None:
 
 
 # -- tar -----------------------------------------------------------------------------------------------
-
-
-def looks_like_tar(head: bytes) -> bool:
-    """The first block is a tar header with a valid checksum: ``tarfile.open`` (and torch.load) accept it."""
-    if len(head) < _TAR_BLOCK:
-        return False
-    block = head[:_TAR_BLOCK]
-    if block.count(0) == _TAR_BLOCK:
-        return False
-    field = block[148:156]
-    try:
-        if field[0] in (0o200, 0o377):
-            return False  # base-256 checksums never occur in practice; tarfile would try, we do not guess
-        text = field.split(b"\x00", 1)[0].strip()
-        stored = int(text or b"0", 8)
-    except ValueError:
-        return False
-    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
-    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
-    return stored in (unsigned, signed)
 
 
 def open_tar(data: Data) -> tarfile.TarFile:

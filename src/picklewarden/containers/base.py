@@ -10,9 +10,10 @@ from __future__ import annotations
 import bisect
 import enum
 import hashlib
+import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
@@ -189,3 +190,60 @@ def join_member(outer: str, inner: str) -> str:
 def covers(entry: str, symbol: str) -> bool:
     """True when the dotted ``entry`` is ``symbol`` or a module/class ``symbol`` lives in (component-wise)."""
     return bool(symbol) and (symbol == entry or symbol.startswith(entry + "."))
+
+
+class BufferReader(io.RawIOBase):
+    """A seekable read-only file over a whole file's data (tarfile, zipfile, py7zr): only the slices read are
+    copied, so an mmap or a remote file is never read whole."""
+
+    def __init__(self, data: Data) -> None:
+        super().__init__()
+        self._data = data
+        self._size = len(data)
+        self._pos = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if target < 0:
+            raise OSError("negative seek position")
+        self._pos = target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        # RawIOBase.read(n) would first allocate n bytes: a hostile size field must not decide that.
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        if end <= self._pos:
+            return b""
+        chunk = bytes(self._data[self._pos : end])
+        self._pos = end
+        return chunk
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)
+        chunk = self._data[self._pos : self._pos + len(view)] if self._pos < self._size else b""
+        view[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from picklewarden.containers.base import Anomaly, Context, Data
+from picklewarden.containers.sniff import ZF_HEADER
 from picklewarden.model import Severity
 
 _CHUNK = 64 << 10
@@ -26,33 +27,6 @@ at most this many bytes times the ratio before it is caught."""
 _STEP_OUT = 8 << 20
 _LZMA_MEMLIMIT = 512 << 20
 """liblzma sizes its dictionary from the header; a hostile header must not make us allocate gigabytes."""
-ZF_HEADER = 21
-"""joblib < 0.10 'ZF' files: b'ZF', then hex(length) left-justified to 19 bytes, then a zlib stream."""
-
-SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def detect(head: bytes) -> str | None:
-    """The compression format ``head`` starts with, or None. Checks follow the magic numbers the
-    decompressors themselves require, and include every prefix joblib treats as compressed."""
-    if head[:3] == b"\x1f\x8b\x08":
-        return "gzip"
-    if head[:3] == b"BZh" and head[3:4] in b"123456789" and len(head) >= 4:
-        return "bz2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if head[:2] == b"\x5d\x00":
-        return "lzma"
-    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
-        return "zlib"
-    if head[:4] == b"\x04\x22\x4d\x18":
-        return "lz4"
-    if head[:2] == b"ZF" and len(head) >= ZF_HEADER and head[2:4] == b"0x":
-        return "joblib-zfile"
-    if head[:4] == _ZSTD_MAGIC:
-        return "zstd"
-    return None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
 
-from picklewarden.containers.archives import ZIP_ERRORS, BufferReader
-from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck
+from picklewarden.containers.archives import ZIP_ERRORS
+from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, read_entry

@@ -26,8 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from picklewarden.containers.archives import BufferReader
-from picklewarden.containers.base import Anomaly, OffsetMap, PickleSource, Stacking
+from picklewarden.containers.base import Anomaly, BufferReader, OffsetMap, PickleSource, Stacking
 from picklewarden.errors import LimitExceeded
 from picklewarden.limits import Limits
 from picklewarden.model import Severity

@@ -19,7 +19,6 @@ from typing import Any, Literal
 from picklewarden.containers.base import Anomaly, Context, Data, Opened, PickleSource, Stacking
 from picklewarden.model import Severity
 
-NPY_MAGIC = b"\x93NUMPY"
 _KEYS = {"descr", "fortran_order", "shape"}
 _ENDIAN = "<>|="
 _NUMERIC_CODE = re.compile(r"[?bBhHiIlLqQpPefdgFDGSUVac]\d*|[Mm]8?(?:\[\d*[A-Za-z]+\])?")

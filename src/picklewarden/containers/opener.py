@@ -9,13 +9,20 @@ also a pickle), every view a loader could take is scanned.
 
 from __future__ import annotations
 
+import mmap
 import tarfile
 import zlib
 
-from picklewarden.containers import archives, compression, consistency, torchscript
 from picklewarden.containers.base import Anomaly, Child, Context, Opened, PickleSource, Stacking, digest
-from picklewarden.containers.numpy_files import NPY_MAGIC, open_npy
-from picklewarden.containers.sniff import ZIP_LOCAL, looks_like_pickle, starts_like_pickle
+from picklewarden.containers.sniff import (
+    NPY_MAGIC,
+    SEVEN_ZIP_MAGIC,
+    ZIP_LOCAL,
+    compression_kind,
+    looks_like_pickle,
+    looks_like_tar,
+    starts_like_pickle,
+)
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
 
@@ -33,12 +40,12 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
 
     if head[:4] == ZIP_LOCAL:
         return "zip"
-    if archives.looks_like_tar(head):
+    if looks_like_tar(head):
         return "tar"
-    kind = compression.detect(head)
+    kind = compression_kind(head)
     if kind is not None and _plausible(kind, head):
         return kind
-    if head[:6] == compression.SEVEN_ZIP_MAGIC:
+    if head[:6] == SEVEN_ZIP_MAGIC:
         return "7z"
     if head[:6] == NPY_MAGIC:
         return "npy"
@@ -82,22 +89,26 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
     head = bytes(data[:_HEAD])
     if head[:4] == ZIP_LOCAL:
         return _open_zip(data, ctx)
-    if archives.looks_like_tar(head):
+    if looks_like_tar(head):
         opened = _open_tar(data, head, ctx)
         if opened is not None:
             return opened
-    kind = compression.detect(head)
+    kind = compression_kind(head)
     if kind is not None:
         opened = _open_compressed(kind, data, ctx)
         if opened is not None:
             return opened
-    if head[:6] == compression.SEVEN_ZIP_MAGIC:
+    if head[:6] == SEVEN_ZIP_MAGIC:
+        from picklewarden.containers import archives
+
         return archives.open_7z(data, ctx)
     if head[:6] == NPY_MAGIC:
+        from picklewarden.containers.numpy_files import open_npy
+
         return open_npy(data, ctx)
     if looks_like_pickle(head, limits):
         return _with_zip_view(
-            Opened("pickle", [PickleSource("", bytes(data), Stacking.ALL, file_like=True)]), data, ctx
+            Opened("pickle", [PickleSource("", _whole(data), Stacking.ALL, file_like=True)]), data, ctx
         )
     from picklewarden.containers import torchzip
 
@@ -106,11 +117,19 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
     if starts_like_pickle(head):
         # pickle.load does not sniff: it executes from the first byte. Read it the same way; the scanner
         # turns a stream that yields nothing into an error rather than a verdict.
-        return Opened("pickle?", [PickleSource("", bytes(data), Stacking.ALL, file_like=True)])
+        return Opened("pickle?", [PickleSource("", _whole(data), Stacking.ALL, file_like=True)])
     opened = Opened("unknown")
     if ctx.depth == 0:
         opened.errors.append(UNSUPPORTED)
     return opened
+
+
+def _whole(data: bytes) -> bytes:
+    """The whole stream for the machine: bytes and mmaps as they are (no copy: a mapped 4 GB legacy
+    checkpoint costs the pages its pickles touch), anything else (a remote file's ranged view) read once."""
+    if isinstance(data, (bytes, bytearray, mmap.mmap)):
+        return data
+    return bytes(data)
 
 
 def _refused(what: str, message: str) -> Opened:
@@ -141,6 +160,8 @@ def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
 
 def _open_compressed(kind: str, data: bytes, ctx: Context) -> Opened | None:
     """A compressed stream (the decoded content becomes a child), or None when it does not decode at all."""
+    from picklewarden.containers import compression
+
     decoded = compression.decompress(kind, data, ctx)
     if decoded.error is not None and not decoded.data and not decoded.anomalies:
         if decoded.error.startswith("not a valid"):
@@ -155,6 +176,7 @@ def _open_compressed(kind: str, data: bytes, ctx: Context) -> Opened | None:
 
 
 def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
+    from picklewarden.containers import archives
     from picklewarden.containers.legacy_tar import TORCH_MEMBERS, open_legacy_tar
 
     try:
@@ -169,7 +191,7 @@ def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
         archives.open_tar_bundle(ctx, tar, members, opened)
     if looks_like_pickle(head, ctx.limits):
         # A tar header can also be a pickle: torch.load sees the tar, pickle.load runs the header.
-        opened.sources.append(PickleSource("", bytes(data), Stacking.ALL, True, optional=True, label="pickle view"))
+        opened.sources.append(PickleSource("", _whole(data), Stacking.ALL, True, optional=True, label="pickle view"))
     return opened
 
 
@@ -178,7 +200,7 @@ def _is_pickle_record(name: str) -> bool:
 
 
 def _open_zip(data: bytes, ctx: Context) -> Opened:
-    from picklewarden.containers import torchzip
+    from picklewarden.containers import archives, consistency, torchscript, torchzip
 
     limits = ctx.limits
     try:
@@ -237,7 +259,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
 
 
 def _review_code(data: bytes, archive: object, opened: Opened, limits: Limits) -> None:
-    from picklewarden.containers import torchzip
+    from picklewarden.containers import torchscript, torchzip
 
     assert isinstance(archive, torchzip.TorchZip)
     folder = f"{archive.prefix}/code/"

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pickle as _stdlib_pickle
 import re
+import struct
 
 from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.layout import scan_layout
 
 ZIP_LOCAL = b"PK\x03\x04"
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+NPY_MAGIC = b"\x93NUMPY"
+ZF_HEADER = 21
+"""Length of joblib's own ``ZF0x...`` compressed-file header."""
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_TAR_BLOCK = 512
 ZIP_END = b"PK\x05\x06"
 _SNIFF_BYTES = 64 * 1024
 _NAME = re.compile(r"[A-Za-z_][\w.]*")
@@ -48,3 +55,45 @@ def looks_like_pickle(head: bytes, limits: Limits) -> bool:
 def starts_like_pickle(head: bytes) -> bool:
     """The first byte is an opcode: ``pickle.load`` would start executing this file."""
     return bool(head) and op.BY_CODE[head[0]] is not None
+
+
+def looks_like_tar(head: bytes) -> bool:
+    """The first block is a tar header with a valid checksum: ``tarfile.open`` (and torch.load) accept it."""
+    if len(head) < _TAR_BLOCK:
+        return False
+    block = head[:_TAR_BLOCK]
+    if block.count(0) == _TAR_BLOCK:
+        return False
+    field = block[148:156]
+    try:
+        if field[0] in (0o200, 0o377):
+            return False  # base-256 checksums never occur in practice; tarfile would try, we do not guess
+        text = field.split(b"\x00", 1)[0].strip()
+        stored = int(text or b"0", 8)
+    except ValueError:
+        return False
+    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
+    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
+    return stored in (unsigned, signed)
+
+
+def compression_kind(head: bytes) -> str | None:
+    """The compression format ``head`` starts with, or None. Checks follow the magic numbers the
+    decompressors themselves require, and include every prefix joblib treats as compressed."""
+    if head[:3] == b"\x1f\x8b\x08":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and len(head) >= 4:
+        return "bz2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:2] == b"\x5d\x00":
+        return "lzma"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+        return "zlib"
+    if head[:4] == b"\x04\x22\x4d\x18":
+        return "lz4"
+    if head[:2] == b"ZF" and len(head) >= ZF_HEADER and head[2:4] == b"0x":
+        return "joblib-zfile"
+    if head[:4] == _ZSTD_MAGIC:
+        return "zstd"
+    return None

@@ -12,7 +12,7 @@ import enum
 import functools
 import json
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Final
 
 
@@ -218,7 +218,8 @@ class Generated:
 def generated() -> Generated:
     """Load the shipped data file once, on first need."""
     try:
-        text = resources.files("picklewarden.policy").joinpath("data/generated.json").read_text("utf-8")
+        # A plain path beside this module: importlib.resources costs ~20 ms of start-up for the same read.
+        text = (Path(__file__).parent / "data" / "generated.json").read_text("utf-8")
     except FileNotFoundError:
         return Generated({}, {}, {})
     raw = json.loads(text)
