@@ -12,12 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import atheris  # noqa: E402 - optional dependency, only for this script
+import atheris
 
 with atheris.instrument_imports():
-    from targets import TARGETS  # noqa: E402
+    from targets import TARGETS
 
-    from picklewarden import ScanError  # noqa: E402
+    from picklewarden import ScanError
 
 
 def main() -> None:

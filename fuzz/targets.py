@@ -1,18 +1,20 @@
 """Fuzz targets shared by the atheris harness (fuzz/run.py) and the hypothesis fallback in the tests.
 
-Each target takes raw bytes and may raise only the documented ScanError family (the whole-file
-``scan_bytes`` target may raise nothing at all).
+Each target takes raw bytes and may raise only the documented ScanError family (the whole-file target
+may raise nothing at all). The whole-file target calls ``analyse_bytes``, which lets a scanner bug out as
+an exception, where the public ``scan_bytes`` would turn it into an ``error`` report and hide it here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from picklewarden import DEFAULT_LIMITS, ScanError, scan_bytes
+from picklewarden import DEFAULT_LIMITS, ScanError
 from picklewarden.containers import torchzip
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import run_pickle
 from picklewarden.rules import ProgramJudge
+from picklewarden.scanner import analyse_bytes
 
 # Small bounds keep each input fast; the bounds themselves are part of what is exercised.
 LIMITS = DEFAULT_LIMITS.replace(max_opcodes=200_000, max_memo_index=100_000, max_program_statements=50_000,
@@ -43,7 +45,7 @@ def zip_reader(data: bytes) -> None:
 
 
 def whole_file(data: bytes) -> None:
-    scan_bytes(data, limits=LIMITS)
+    analyse_bytes(data, limits=LIMITS).report()
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -e ".[test]"
-ruff check src tests scripts benchmarks
+ruff check src tests scripts benchmarks fuzz
 ruff format --check src
 mypy src
 python -m pytest -q

@@ -344,6 +344,8 @@ def analyse_opened(
 
 
 def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS) -> Analysis:
+    """Analyse a whole file's bytes. Bad input gives errors and findings; an exception out of here other
+    than :class:`~picklewarden.errors.ScanError` is a scanner bug (the fuzz targets look for them)."""
     ctx = Context.root(limits, path)
     return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
 
@@ -379,8 +381,13 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
 def scan_bytes(
     data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS, *, policy: Policy | None = None
 ) -> FileReport:
-    """Scan in-memory bytes (a whole file). ``policy`` adjusts the findings (see :mod:`picklewarden.policy`)."""
-    return _with_policy(analyse_bytes(data, path, limits).report(), policy)
+    """Scan in-memory bytes (a whole file). ``policy`` adjusts the findings (see :mod:`picklewarden.policy`).
+    Never raises for bad bytes: problems become errors or findings, like :func:`scan_path`."""
+    try:
+        report = analyse_bytes(data, path, limits).report()
+    except Exception as exc:  # noqa: BLE001 - a scanner bug must not crash the caller; never reported clean
+        report = FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
+    return _with_policy(report, policy)
 
 
 def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
