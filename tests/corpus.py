@@ -781,9 +781,9 @@ _CLASSIC: list[Sample] = [
 MALICIOUS: list[Sample] = [
     *_CLASSIC,
     # -- less famous sinks
-    Sample("uuid-get-command-stdout-CVE-2026-56315", "sink:process", "uuid_helper.pkl", "pickle", _M,
+    Sample("uuid-get-command-stdout", "sink:process", "uuid_helper.pkl", "pickle", _M,
            _uuid_command_stdout),
-    Sample("osx-support-read-output-CVE-2026-56315", "sink:process", "osx_support.pkl", "pickle", _M,
+    Sample("osx-support-read-output", "sink:process", "osx_support.pkl", "pickle", _M,
            _osx_support_read_output),
     Sample("imaplib-IMAP4-stream-shell", "sink:process", "imap_stream.pkl", "pickle", _M, _imaplib_stream),
     Sample("exec-bytes-source-p3", "sink:code", "exec_bytes_p3.pkl", "pickle", _M, _exec_bytes_source),
@@ -794,7 +794,7 @@ MALICIOUS: list[Sample] = [
     Sample("timeit-setup-string", "sink:code", "timeit_setup.pkl", "pickle", _M, _timeit_setup),
     Sample("numpy-private-runstring-exec", "sink:code", "numpy_runstring.pkl", "pickle", _M, _numpy_runstring),
     Sample("builtins-open-write", "sink:file", "open_write.pkl", "pickle", _M, _builtins_open),
-    Sample("logging-FileHandler-CVE-2026-56304", "sink:file", "filehandler.pkl", "pickle", _M, _logging_file_handler),
+    Sample("logging-FileHandler", "sink:file", "filehandler.pkl", "pickle", _M, _logging_file_handler),
     Sample("nested-pickle-loads", "sink:nested", "nested.pkl", "pickle", _M, _nested_pickle),
     Sample("nested-_pickle-loads-zlib", "sink:nested", "nested_zlib.pkl", "pickle", _M, _nested_pickle_zlib),
     # -- reaching a sink without naming it
