@@ -31,7 +31,6 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -39,7 +38,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Indicator
@@ -104,7 +103,9 @@ class ResultCache:
     ) -> tuple[str, os.stat_result]:
         """(cache key, the file's stat when it was identified). Raises OSError when the file cannot be read."""
         if self.mode is CacheMode.CONTENT:
-            with open(path, "rb") as handle:
+            from picklewarden.files import open_regular
+
+            with open_regular(path) as handle:
                 stat = os.fstat(handle.fileno())
                 identity = "sha256:" + content_digest(handle)
         else:
@@ -166,10 +167,15 @@ class ResultCache:
         return Path(self.directory, f"v{_FORMAT}", key[:2], key + ".json")
 
 
-def content_digest(handle: io.BufferedReader) -> str:
-    """Hex SHA-256 of everything readable from ``handle`` (read in large blocks; the GIL is released while
-    hashing, so worker threads or processes hash in parallel)."""
-    return hashlib.file_digest(handle, "sha256").hexdigest()
+def content_digest(handle: BinaryIO) -> str:
+    """Hex SHA-256 of everything readable from ``handle``, in 1 MiB blocks (hashlib.file_digest is 3.11+;
+    hashing large blocks releases the GIL, so worker threads or processes hash in parallel)."""
+    digest = hashlib.sha256()
+    block = bytearray(1 << 20)
+    view = memoryview(block)
+    while count := handle.readinto(view):  # type: ignore[attr-defined]
+        digest.update(view[:count])
+    return digest.hexdigest()
 
 
 def _key(identity: str, path: str, limits: Limits, explicit: bool, policy: Policy | None) -> str:

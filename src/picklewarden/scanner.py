@@ -26,6 +26,7 @@ from picklewarden.containers.hints import extension_anomaly
 from picklewarden.containers.joblib_files import JoblibView
 from picklewarden.containers.opener import UNSUPPORTED, open_bytes, sniff_format
 from picklewarden.errors import LimitExceeded, MalformedPickle
+from picklewarden.files import open_regular
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import run_pickle
@@ -353,7 +354,7 @@ def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_L
 def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
     """Analyse one file. Never raises for a bad file: problems become errors or findings."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
                 analysis = Analysis(path, "unknown")
@@ -400,7 +401,7 @@ def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
 
 def _is_model_file(path: Path, limits: Limits) -> bool:
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             head = handle.read(64 * 1024)
     except OSError:
         return True  # let the scan report why it cannot be read
