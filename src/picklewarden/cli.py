@@ -204,9 +204,12 @@ def _with_policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--ray",
     "ray_address",
+    is_flag=False,
+    flag_value="local",
     default=None,
-    metavar="ADDRESS",
-    help="Scan the paths and manifests on a Ray cluster ('auto', 'ray://head:10001', or 'local').",
+    metavar="[ADDRESS]",
+    help="Scan the paths and manifests on a Ray cluster: 'auto', 'ray://head:10001', or none/'local' to join "
+    "RAY_ADDRESS or start a local one.",
 )
 @_with_policy_options
 @click.option("--show-policy", is_flag=True, help="Print the effective policy and exit (paths not needed).")
@@ -370,13 +373,19 @@ def _reports(
     if ray_address is not None:
         from picklewarden import distributed
 
-        entries = [distributed.Entry(p, True) for p in paths]
-        for source in (*manifest, *(p for p in paths if os.path.isdir(p) or p.endswith("/"))):
-            entries = [e for e in entries if e.target != source]
-            entries.extend(distributed.read_manifest(source))
+        def entries() -> Iterator[distributed.Entry]:
+            # Lazily: the driver holds only the shards in flight, whatever the manifest's length.
+            for path in paths:
+                if os.path.isdir(path) or path.endswith("/"):
+                    yield from distributed.read_manifest(path)
+                else:
+                    yield distributed.Entry(path, True)
+            for source in manifest:
+                yield from distributed.read_manifest(source)
+
         try:
             yield from distributed.scan_manifest(
-                entries,
+                entries(),
                 address=None if ray_address == "local" else ray_address,
                 limits=limits,
                 cache=cache,
