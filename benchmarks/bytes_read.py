@@ -3,15 +3,15 @@
     python benchmarks/bytes_read.py FILE... [--json]
 
 Budget: the pickle members + the ZIP directory (end record, central directory) + 1 MiB, whatever the
-size of the tensor data. Two measures per file:
+size of the tensor data. The measures per file:
 
 ``sliced``   bytes the readers asked for by slicing the file (an mmap subclass that counts ``data[a:b]``;
              reads made through ``memoryview(data)`` are invisible to it).
 ``disk``     bytes of the file in the page cache after ``scan_path`` started with none of it cached
              (``posix_fadvise(DONTNEED)`` before, ``mincore`` after): everything the scan touched, in pages,
              including the kernel's read-ahead around each page fault (up to ``read_ahead_kb``). Linux only.
-``random``   the same with the scanner's map advised ``MADV_RANDOM`` (no read-ahead): what ``disk`` becomes
-             if ``scanner.analyse_path`` makes that call (it is one line; see docs/benchmarks.md).
+``distinct`` the bytes of the file covered by those slices: re-reads of the same bytes (the zipfile
+             differential re-reads the pickles and the directory) count once; this is the I/O measure.
 
 The pickle-member and directory sizes come from Python's zipfile (ZIP checkpoints) or from decoding the
 leading pickles (legacy checkpoints, plain pickles).
@@ -43,6 +43,8 @@ class Measure:
     directory: int
     """Bytes of the ZIP end record and central directory (0 for other formats)."""
     sliced: int
+    distinct: int
+    """Bytes of the file covered by at least one slice (re-reads of the same bytes counted once)."""
     disk: int | None
     """Page-cache bytes after a cold scan, or None where that cannot be measured."""
     random: int | None
@@ -54,25 +56,41 @@ class Measure:
 
     @property
     def within(self) -> bool:
-        return max(self.sliced, self.disk or 0) <= self.budget
+        return max(self.distinct, self.disk or 0) <= self.budget
 
     @property
     def within_without_readahead(self) -> bool:
-        return max(self.sliced, self.random or 0) <= self.budget
+        return max(self.distinct, self.random or 0) <= self.budget
 
 
 class CountingMap(mmap.mmap):
     """An mmap that counts the bytes sliced out of it."""
 
     sliced = 0
+    spans: list[tuple[int, int]]
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        if not hasattr(self, "spans"):
+            self.spans = []
         if isinstance(index, slice):
             start, stop, _ = index.indices(len(self))
             self.sliced += max(0, stop - start)
+            if stop > start:
+                self.spans.append((start, stop))
         else:
             self.sliced += 1
+            position = index % len(self)
+            self.spans.append((position, position + 1))
         return super().__getitem__(index)
+
+    @property
+    def distinct(self) -> int:
+        covered, reach = 0, 0
+        for start, stop in sorted(getattr(self, "spans", [])):
+            if stop > reach:
+                covered += stop - max(start, reach)
+                reach = stop
+        return covered
 
 
 def sizes(path: str) -> tuple[int, int]:
@@ -108,8 +126,8 @@ def _directory_size(path: str) -> int:
     return cd_size + (len(tail) - at)
 
 
-def sliced(path: str) -> int:
-    """Bytes sliced by a scan of ``path`` through a counting map."""
+def sliced(path: str) -> tuple[int, int]:
+    """(bytes sliced, distinct bytes sliced) by a scan of ``path`` through a counting map."""
     from picklewarden.containers.base import Context
     from picklewarden.containers.opener import open_bytes
     from picklewarden.limits import DEFAULT_LIMITS
@@ -121,7 +139,7 @@ def sliced(path: str) -> int:
             view: bytes = data  # type: ignore[assignment]
             context = Context.root(DEFAULT_LIMITS, path)
             analyse_opened(open_bytes(view, DEFAULT_LIMITS, context), path, DEFAULT_LIMITS, data=view, context=context)
-            return data.sliced
+            return data.sliced, data.distinct
         finally:
             try:
                 data.close()
@@ -188,7 +206,9 @@ def resident(fd: int) -> int:
 
 def measure(path: str) -> Measure:
     pickles, directory = sizes(path)
-    return Measure(path, os.path.getsize(path), pickles, directory, sliced(path), disk(path), disk(path, random=True))
+    total, distinct = sliced(path)
+    size = os.path.getsize(path)
+    return Measure(path, size, pickles, directory, total, distinct, disk(path), disk(path, random=True))
 
 
 def main() -> None:
@@ -210,18 +230,16 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(
-        "| file | MiB | pickles KiB | directory KiB | budget KiB | sliced KiB | disk KiB | within "
-        "| disk, no read-ahead KiB | within |"
+        "| file | MiB | pickles KiB | directory KiB | budget KiB | sliced KiB | distinct KiB | disk KiB | within |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        cells = [f"{v / 1024:.0f}" if v is not None else "n/a" for v in (r.disk, r.random)]
+        disk_kib = f"{r.disk / 1024:.0f}" if r.disk is not None else "n/a"
         print(
             f"| {os.path.basename(r.path)} | {r.size / MIB:.0f} | {r.pickles / 1024:.0f} | {r.directory / 1024:.0f} | "
-            f"{r.budget / 1024:.0f} | {r.sliced / 1024:.0f} | {cells[0]} | {'yes' if r.within else 'NO'} | "
-            f"{cells[1]} | {'yes' if r.within_without_readahead else 'NO'} |"
+            f"{r.budget / 1024:.0f} | {r.sliced / 1024:.0f} | {r.distinct / 1024:.0f} | {disk_kib} | "
+            f"{'yes' if r.within else 'NO'} |"
         )
-
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,7 +258,8 @@ def test_show_policy(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "picklewarden.toml" in out and 'trust = ["acme_models"]' in out
     assert 'fail_on = "malicious"' in out and 'PW200 = "info"  # default low' in out
     # What --show-policy prints is itself a valid policy file, and means the same thing.
-    shown = parse(__import__("tomllib").loads(out))
+    toml = __import__("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    shown = parse(toml.loads(out))
     assert shown.trust == ("acme_models",) and shown.severity_map == {"PW200": Severity.INFO}
 
 

@@ -367,6 +367,10 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
                 return Analysis(path, "unknown", errors=["empty file"])
             # mmap: only the pages the readers touch (ZIP directory, pickle members) are read from disk.
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                if hasattr(mmap, "MADV_RANDOM"):
+                    # No read-ahead: the readers jump between directory, headers and pickles, and read-ahead
+                    # around each jump would pull in megabytes of tensor data; bulk reads ask for their pages.
+                    mapped.madvise(mmap.MADV_RANDOM)
                 view: bytes = mapped  # type: ignore[assignment]
                 ctx = Context.root(limits, path)
                 try:

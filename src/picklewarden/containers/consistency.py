@@ -8,6 +8,7 @@ that is missing, shorter, longer or never referenced is something torch.save did
 
 from __future__ import annotations
 
+import mmap
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -16,13 +17,17 @@ from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
-from picklewarden.containers.torchzip import TorchZip, ZipEntry, read_entry
+from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.program import Persistent, Program
 
-_PEEK = 64 * 1024
+_PEEK = 256
+"""Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""
+_PEEK_BUDGET = 512 * 1024
+"""Bytes spent peeking at storages per archive: the byte budget of a scan is the pickles plus 1 MiB."""
+_LOCAL_HEADER = 30
 _KNOWN = frozenset(
     {
         "data.pkl",
@@ -143,7 +148,11 @@ def _complete_pickle(head: bytes, ctx: Context) -> bool:
 
 def _peek(data: Data, entry: ZipEntry) -> bytes:
     """The first bytes of an entry's content, inflating no more than that (storages may be gigabytes)."""
-    raw = bytes(data[entry.data_offset : entry.data_offset + min(entry.compressed_size, _PEEK)])
+    try:
+        start = data_start(data, entry)
+    except ScanError:
+        return b""
+    raw = bytes(data[start : start + min(entry.compressed_size, _PEEK)])
     if entry.method != 8:
         return raw[: entry.size]
     try:
@@ -152,32 +161,44 @@ def _peek(data: Data, entry: ZipEntry) -> bytes:
         return b""
 
 
-def storage_payloads(data: Data, archive: TorchZip, ctx: Context) -> tuple[list[Anomaly], list[Child]]:
-    """Storages whose bytes are a pickle: a finding each, and the bytes to scan as a dormant payload."""
+def storage_payloads(data: Data, archive: TorchZip, ctx: Context) -> tuple[list[Anomaly], list[Child], int]:
+    """Storages whose bytes are a pickle: a finding each, and the bytes to scan as a dormant payload; and
+    how many storages were not looked at because the peek budget ran out.
+
+    Torch only copies storage bytes, so a pickle there is dormant (something else must load it); looking
+    costs a scattered read per storage, so the first bytes of each are read until ``_PEEK_BUDGET`` is spent.
+    """
     anomalies: list[Anomaly] = []
     children: list[Child] = []
+    spent = skipped = 0
     for entry in archive.all_entries:
         record = _record_name(archive, entry.name)
         if record is None or not record.startswith("data/") or entry.directory or entry.size == 0:
             continue
-        if not looks_like_pickle(_peek(data, entry), ctx.limits) or entry.size > ctx.limits.max_pickle_bytes:
+        if spent >= _PEEK_BUDGET:
+            skipped += 1
+            continue
+        head = _peek(data, entry)
+        spent += max(mmap.PAGESIZE, _LOCAL_HEADER + len(entry.name) + len(head))  # a page from disk at least
+        if not looks_like_pickle(head, ctx.limits) or entry.size > ctx.limits.max_pickle_bytes:
             continue
         try:
             payload, _ = read_entry(data, entry, ctx.limits)
         except ScanError:
             continue
+        spent += len(payload)
         if not _complete_pickle(payload, ctx):
             continue
         anomalies.append(
             Anomaly(
                 "PW307",
                 entry.name,
-                entry.data_offset,
+                data_start(data, entry),
                 f"storage entry {record} is a pickle ({len(payload)} bytes), not tensor data",
             )
         )
         children.append(Child(entry.name, payload, dormant=True))
-    return anomalies, children
+    return anomalies, children, skipped
 
 
 def zipfile_differential(data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str]) -> list[Anomaly]:

@@ -251,7 +251,9 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     if scripted:
         _review_code(data, archive, opened, limits)
     opened.checks.append(consistency.storage_check(archive))
-    found, payloads = consistency.storage_payloads(data, archive, ctx)
+    found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx)
+    if unpeeked:
+        opened.notes.append(f"{unpeeked} storages were not checked for hidden pickles (peek budget spent)")
     opened.anomalies.extend(found)
     opened.children.extend(payloads)
     opened.anomalies.extend(consistency.zipfile_differential(data, archive, read, reported))

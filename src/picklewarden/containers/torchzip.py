@@ -53,6 +53,7 @@ anomaly of the same code counts the rest.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 import types
@@ -140,7 +141,8 @@ class ZipEntry:
     header_offset: int
     """Offset of the local header in the file."""
     data_offset: int
-    """Offset of the member's data (header + 30 + local name and extra lengths)."""
+    """Offset of the member's data (header + 30 + local name and extra lengths). For tensor-data records
+    whose local header was not read (``local_read`` False) a lower bound: use :func:`data_start`."""
     compressed_size: int
     size: int
     """Uncompressed size: the number of bytes torch allocates and returns."""
@@ -154,6 +156,9 @@ class ZipEntry:
     """miniz considers it a directory (name ends in '/' or DOS directory attribute): torch reads nothing."""
     stat_error: str | None = None
     """Why torch fails as soon as it looks this entry up, or None."""
+    local_read: bool = True
+    """Whether the local header was read when the directory was. Tensor-data records' headers are not: they
+    sit between gigabytes of weights, one page each, and torch never unpickles what they hold."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,16 @@ def _anomaly(code: str, member: str | None, offset: int | None, message: str) ->
     return ZipAnomaly(code, member, offset, message)
 
 
+def data_start(data: Buffer, entry: ZipEntry) -> int:
+    """Where ``entry``'s data starts, reading its local header if the directory pass did not."""
+    return entry.data_offset if entry.local_read else _local_header(data, len(data), entry)
+
+
+def _is_tensor_data(name: bytes) -> bool:
+    """A record under a ``data/`` folder that is not a pickle: raw storage bytes that torch only copies."""
+    return b"/data/" in b"/" + name and not name.endswith(b".pkl") and not name.endswith(b"/")
+
+
 def _local_header(data: Buffer, size: int, entry: ZipEntry) -> int:
     """The data offset the local header gives torch; ScanError when torch fails reading it."""
     raw = _pread(data, size, entry.header_offset, _LOCAL_SIZE)
@@ -304,9 +319,19 @@ def _extract(data: Buffer, entry: ZipEntry, limit: int) -> tuple[bytes, list[Zip
         )
     if entry.size > limit:
         raise LimitExceeded("pickle bytes", limit, entry.size, entry.header_offset)
+    _will_need(data, data_offset, entry.compressed_size)
     if entry.method == _STORED:
         return bytes(data[data_offset : data_offset + entry.size]), []
     return _inflate(data, data_offset, entry)
+
+
+def _will_need(data: Buffer, start: int, length: int) -> None:
+    """Ask the kernel for a member's pages in one go: the scanner maps files with read-ahead turned off
+    (so the reads between gigabytes of tensors cost their own pages only), which a bulk read needs back."""
+    if isinstance(data, mmap.mmap) and length > mmap.PAGESIZE and hasattr(mmap, "MADV_WILLNEED"):
+        aligned = start - start % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            data.madvise(mmap.MADV_WILLNEED, aligned, min(length + start - aligned, len(data) - aligned))
 
 
 def _check_supported(entry: ZipEntry) -> None:
@@ -482,6 +507,9 @@ class _Raw:
 
 class _Reader:
     """One pass over an archive's directory, collecting anomalies as it goes."""
+
+    read_every_local_header = False
+    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`)."""
 
     def __init__(self, data: Buffer, limits: Limits) -> None:
         self.data = data
@@ -848,8 +876,13 @@ class _Reader:
         name = _decode(raw.name)
         directory = raw.name.endswith(b"/") or bool(raw.external_attr & _ATTR_DOS_DIRECTORY)
         data_offset = raw.header_offset + _LOCAL_SIZE
-        local = _pread(data, size, raw.header_offset, _LOCAL_SIZE)
-        if local is None or local[:4] != ZIP_MAGIC:
+        # Tensor data: a lower bound now (the name's length; torch.save pads the extra field to align data),
+        # the exact offset on demand. Reading 100k scattered headers would read the whole file.
+        skip_local = _is_tensor_data(raw.name) and not self.read_every_local_header
+        local = None if skip_local else _pread(data, size, raw.header_offset, _LOCAL_SIZE)
+        if skip_local:
+            data_offset += len(raw.name)
+        elif local is None or local[:4] != ZIP_MAGIC:
             if not directory and raw.compressed_size:
                 self.note(
                     "bad-local-header",
@@ -892,6 +925,7 @@ class _Reader:
             index=raw.index,
             directory=directory,
             stat_error=raw.stat_error,
+            local_read=not skip_local,
         )
 
     def check_entry(self, raw: _Raw, name: str, directory: bool, data_offset: int) -> None:

@@ -94,9 +94,13 @@ class ZipStorage:
         )
         if plain:
             # What torch's reader does for a stored member: entry.size bytes from the local data offset.
-            if entry.data_offset + entry.size > len(self.buffer):
+            try:
+                start = torchzip.data_start(self.buffer, entry)
+            except ScanError as exc:
+                raise ConvertError(f"cannot read record {entry.name!r}: {exc}") from None
+            if start + entry.size > len(self.buffer):
                 raise ConvertError(f"record {entry.name!r} runs past the end of the file")
-            return _slice(self.buffer, entry.data_offset + begin, length, entry.name)
+            return _slice(self.buffer, start + begin, length, entry.name)
         # Compressed or odd members (never written by torch.save): read them whole, as torch does.
         if self._inflated is None or self._inflated[0] != entry.name:
             try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import mmap
 import pickle as _stdlib_pickle
 import threading
 import time
@@ -406,6 +407,10 @@ def _open_stream(data: Buffer, start: int, patch: int | None, file_like: bool) -
     return stream, start, stream.close
 
 
+_PREFETCH = 256 * 1024
+"""Bytes of a mapped pickle asked for ahead of the reader at a time."""
+
+
 class _ViewReader(io.RawIOBase):
     """A read-only file over bytes or an mmap, without copying them, with one byte optionally replaced."""
 
@@ -414,6 +419,10 @@ class _ViewReader(io.RawIOBase):
         self._view = memoryview(data)
         self._pos = start
         self._patch = patch
+        # A mapped file is read with the kernel's read-ahead off (see scanner.analyse_path): prefetch just
+        # ahead of the reader instead, so a long pickle streams in while one that ends early costs no more.
+        self._map = data if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED") else None
+        self._advised = start - start % mmap.PAGESIZE
 
     def readable(self) -> bool:
         return True
@@ -432,11 +441,21 @@ class _ViewReader(io.RawIOBase):
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         target = memoryview(buffer).cast("B")
         count = max(0, min(len(target), len(self._view) - self._pos))
+        if self._map is not None and self._pos + count > self._advised:
+            self._prefetch(self._pos + count)
         target[:count] = self._view[self._pos : self._pos + count]
         if self._patch is not None and self._pos <= self._patch < self._pos + count:
             target[self._patch - self._pos] = _INVALID_OPCODE
         self._pos += count
         return count
+
+    def _prefetch(self, needed: int) -> None:
+        assert self._map is not None
+        length = min(max(_PREFETCH, needed - self._advised), len(self._view) - self._advised)
+        if length > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._map.madvise(mmap.MADV_WILLNEED, self._advised, length)
+        self._advised += max(length, 0)
 
     def release(self) -> None:
         """Drop the buffer export (an mmap cannot close while a view of it exists)."""
