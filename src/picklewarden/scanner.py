@@ -29,7 +29,7 @@ from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.files import open_regular
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
-from picklewarden.pickle.machine import run_pickle
+from picklewarden.pickle.machine import gc_paused, run_pickle
 from picklewarden.pickle.program import CallResult, Global, Program
 from picklewarden.policy.knowledge import Category
 from picklewarden.policy.resolve import classify, resolve
@@ -348,7 +348,10 @@ def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_L
     """Analyse a whole file's bytes. Bad input gives errors and findings; an exception out of here other
     than :class:`~picklewarden.errors.ScanError` is a scanner bug (the fuzz targets look for them)."""
     ctx = Context.root(limits, path)
-    return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
+    # The directory, programs and findings all stay alive until the report is made: collections during
+    # the analysis free nothing but walk everything (a fifth of the time on a 100k-tensor checkpoint).
+    with gc_paused():
+        return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
 
 
 def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
@@ -372,9 +375,8 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
                     # around each jump would pull in megabytes of tensor data; bulk reads ask for their pages.
                     mapped.madvise(mmap.MADV_RANDOM)
                 view: bytes = mapped  # type: ignore[assignment]
-                ctx = Context.root(limits, path)
                 try:
-                    return analyse_opened(open_bytes(view, limits, ctx), path, limits, data=view, context=ctx)
+                    return analyse_bytes(view, path, limits)
                 except Exception as exc:  # noqa: BLE001 - reported below, once the map can be closed
                     # The traceback pins views of the map; closing it first would mask the real error.
                     failure = f"internal error while scanning: {type(exc).__name__}: {exc}"

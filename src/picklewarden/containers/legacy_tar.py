@@ -11,6 +11,7 @@ torch skips them (:class:`StorageWalker`, :class:`TensorWalker`).
 
 from __future__ import annotations
 
+import functools
 import struct
 import tarfile
 from typing import Any
@@ -53,7 +54,13 @@ def element_size(value: Any) -> tuple[str, int | None]:
     node = node_of(value)
     if not isinstance(node, Global):
         return (type(value).__name__, None)
-    full = f"{node.module}.{node.name}"
+    return _storage_size(node.module, node.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _storage_size(module: str, qualname: str) -> tuple[str, int | None]:
+    # Cached: a checkpoint names the same few storage classes once per tensor (hundreds of thousands).
+    full = f"{module}.{qualname}"
     module, _, name = full.rpartition(".")
     if module in _STORAGE_MODULES and name in ELEMENT_SIZES:
         return full, ELEMENT_SIZES[name]

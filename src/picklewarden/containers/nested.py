@@ -325,6 +325,10 @@ def payloads(
     budget = [_MAX_VALUES]
     walked: set[int] = set()
     for place, offset, value in _placed(program):
+        if budget[0] <= 0:
+            break  # value budget spent: the rest is not walked (payloads handed to loaders were found above)
+        if type(value) in _SCALARS:
+            continue  # most arguments of a state dict's rebuild calls: nothing can hide in them
         for raw in _values(value, limits.max_render_depth, budget, walked):
             if len(found) >= cap:
                 return found
@@ -345,6 +349,9 @@ def payloads(
             label = place + "".join(f">{s}" for s in decoded.steps)
             found.append(Payload(label, decoded.data, False, False, offset, ""))
     return found
+
+
+_SCALARS = frozenset({int, float, bool, complex, type(None)})
 
 
 def _placed(program: Program) -> Iterator[tuple[str, int | None, Any]]:

@@ -331,7 +331,7 @@ def run_pickle(
     stream, origin, release = _open_stream(data, start, patch, file_like)
     unpickler = _InertUnpickler(stream, recorder)
     try:
-        with _gc_paused():
+        with gc_paused():
             program.result = unpickler.load()
     except _Abort as abort:
         program.error = abort.error
@@ -356,7 +356,7 @@ _gc_was_enabled = False
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while the machine runs (reentrant and thread-safe).
 
     Everything the machine builds stays alive in the program until it is judged, so collections during the
