@@ -261,7 +261,13 @@ class _Analyser:
             target = judge.launderer.called(call)
             return target.symbol if target is not None else None
 
-        for payload in nested.payloads(program, lambda g: judge.knowledge(g)[0].symbol, self.limits, called):
+        payloads = nested.payloads(program, lambda g: judge.knowledge(g)[0].symbol, self.limits, called)
+        cap = self.limits.max_nested_payloads
+        if len(payloads) > cap:
+            message = f"more than {cap} embedded payloads in this pickle; the ones after them were not scanned"
+            found.append(finding("PW301", message, member=program.member, offset=payloads[cap].offset))
+            del payloads[cap:]
+        for payload in payloads:
             inner_ctx = ctx.inside(source.data, program.member + payload.label)
             if payload.as_pickle and inner_ctx.depth <= self.limits.max_nesting_depth:
                 opened = Opened("pickle", [PickleSource("", payload.data, Stacking.ONE, file_like=False)])
@@ -347,11 +353,19 @@ def analyse_opened(
 def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS) -> Analysis:
     """Analyse a whole file's bytes. Bad input gives errors and findings; an exception out of here other
     than :class:`~picklewarden.errors.ScanError` is a scanner bug (the fuzz targets look for them)."""
+    if len(data) > limits.max_file_bytes:
+        return _too_large(path, len(data), limits)
     ctx = Context.root(limits, path)
     # The directory, programs and findings all stay alive until the report is made: collections during
     # the analysis free nothing but walk everything (a fifth of the time on a 100k-tensor checkpoint).
     with gc_paused():
         return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
+
+
+def _too_large(path: str, size: int, limits: Limits) -> Analysis:
+    analysis = Analysis(path, "unknown", errors=["file too large to analyse"])
+    analysis.findings.append(finding("PW301", f"file of {size} bytes exceeds the {limits.max_file_bytes}-byte limit"))
+    return analysis
 
 
 def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
@@ -360,12 +374,7 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
         with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
-                analysis = Analysis(path, "unknown")
-                analysis.findings.append(
-                    finding("PW301", f"file of {size} bytes exceeds the {limits.max_file_bytes}-byte limit")
-                )
-                analysis.errors.append("file too large to analyse")
-                return analysis
+                return _too_large(path, size, limits)
             if size == 0:
                 return Analysis(path, "unknown", errors=["empty file"])
             # mmap: only the pages the readers touch (ZIP directory, pickle members) are read from disk.

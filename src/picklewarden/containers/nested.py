@@ -291,14 +291,15 @@ def _values(root: Any, limit: int, budget: list[int], seen: set[int]) -> Iterato
 def payloads(
     program: Program, symbol_of: Resolver, limits: Limits, called: Callable[[CallResult], str | None] | None = None
 ) -> list[Payload]:
-    """Every payload in ``program``, handed ones first, at most ``limits.max_nested_payloads``.
+    """Every payload in ``program``, handed ones first, at most ``limits.max_nested_payloads`` plus one (so
+    the caller can tell that the limit was hit).
 
     ``called`` names what a call of a non-global finally invokes (``functools.partial(pickle.loads)``...),
     when that is known.
     """
     found: list[Payload] = []
     seen: set[int] = set()
-    cap = limits.max_nested_payloads
+    cap = limits.max_nested_payloads + 1
     for stmt in program.statements:
         if len(found) >= cap:
             return found

@@ -143,6 +143,7 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
     steps = _STEP
     actions = _ACTIONS[keep, limits.max_memo_index < 0xFF]
     max_opcodes, max_memo = limits.max_opcodes, limits.max_memo_index
+    max_bytes = limits.max_pickle_bytes
     proto = 0
     count = 0  # opcodes decoded before the current chunk; within it, ``done`` counts those before ``pos``
     pos = start
@@ -161,9 +162,12 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
             if not steps[data[pos]]:
                 return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{data[pos]:02x}"), count)
             return fail(pos, LimitExceeded("opcodes", max_opcodes, count + 1, pos), count + 1)
-        if count and not count % _CHECK_EVERY and time.monotonic() > deadline:
-            elapsed = int(time.monotonic() - started)
-            return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos), count + 1)
+        if count and not count % _CHECK_EVERY:
+            if time.monotonic() > deadline:
+                elapsed = int(time.monotonic() - started)
+                return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos), count + 1)
+            if pos - start > max_bytes:  # checked per chunk, not per opcode: the hot loop stays lean
+                return fail(pos, LimitExceeded("pickle bytes", max_bytes, pos - start, pos), count + 1)
         chunk_end = min(max_opcodes, count + _CHECK_EVERY - count % _CHECK_EVERY)
         for done in range(count, chunk_end):
             try:
@@ -243,6 +247,8 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                 if instructions is not None:
                     instructions.append(Instruction(pos, code, bytes(data[arg_start:nxt])))
                 if code == op.STOP:
+                    if nxt - start > max_bytes:
+                        return fail(pos, LimitExceeded("pickle bytes", max_bytes, nxt - start, pos), done + 1)
                     lay.end = lay.cut = nxt
                     lay.opcodes, lay.protocol = done + 1, proto
                     return lay
