@@ -174,6 +174,16 @@ def _logging_file_handler(c: Path) -> bytes:
     return Asm(2).global_("logging", "FileHandler").text(str(c)).tuple1().reduce().stop().bytes()
 
 
+def _unix_socket_server(proto: int) -> Callable[[Path], bytes]:
+    """socketserver binds (and listens on) a Unix socket at the canary path as it is constructed."""
+
+    def make(c: Path) -> bytes:
+        asm = Asm(proto).global_("socketserver", "UnixStreamServer").text(str(c))
+        return asm.global_("socketserver", "BaseRequestHandler").tuple2().reduce().stop().bytes()
+
+    return make
+
+
 def _uuid_command_stdout(c: Path) -> bytes:
     return Asm(2).global_("uuid", "_get_command_stdout").text("touch").text(str(c)).tuple2().reduce().stop().bytes()
 
@@ -795,6 +805,10 @@ MALICIOUS: list[Sample] = [
     Sample("numpy-private-runstring-exec", "sink:code", "numpy_runstring.pkl", "pickle", _M, _numpy_runstring),
     Sample("builtins-open-write", "sink:file", "open_write.pkl", "pickle", _M, _builtins_open),
     Sample("logging-FileHandler", "sink:file", "filehandler.pkl", "pickle", _M, _logging_file_handler),
+    Sample("socketserver-UnixStreamServer-p0", "sink:network", "unix_server_p0.pkl", "pickle", _M,
+           _unix_socket_server(0)),
+    Sample("socketserver-UnixStreamServer-p2", "sink:network", "unix_server_p2.pkl", "pickle", _M,
+           _unix_socket_server(2)),
     Sample("nested-pickle-loads", "sink:nested", "nested.pkl", "pickle", _M, _nested_pickle),
     Sample("nested-_pickle-loads-zlib", "sink:nested", "nested_zlib.pkl", "pickle", _M, _nested_pickle_zlib),
     # -- reaching a sink without naming it
