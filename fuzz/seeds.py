@@ -1,4 +1,5 @@
-"""Write the seed corpus (test samples: hostile and benign pickles, torch archives) to fuzz/corpus/."""
+"""Write the seed corpus (test samples: hostile and benign pickles, torch archives, and every other container
+kind the tests build: npy/npz, joblib, tar, TorchScript, compressed streams) to fuzz/corpus/."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests import container_samples  # noqa: E402
 from tests.corpus import ALL, write  # noqa: E402
 
 
@@ -21,6 +23,12 @@ def main() -> None:
             try:
                 data = write(sample, Path(tmp), Path(tmp) / "canary").read_bytes()
             except ImportError:
+                continue
+            (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
+        for case in container_samples.ALL:
+            try:
+                data = container_samples.write(case, Path(tmp), Path(tmp) / "canary").read_bytes()
+            except Exception:  # noqa: BLE001 - a sample whose library is not installed is skipped
                 continue
             (out / hashlib.sha1(data).hexdigest()).write_bytes(data)
     print(f"seeds in {out}")
