@@ -132,7 +132,7 @@ def test_benign_sample_loads_cleanly(sample: Sample, outcomes: dict[str, Outcome
 
 # -- the table itself ----------------------------------------------------------------------------------------
 FAMILIES = {
-    "sink:process", "sink:code", "sink:file", "sink:nested",
+    "sink:process", "sink:code", "sink:file", "sink:network", "sink:nested",
     "reach:import", "reach:dotted", "reach:py2-names", "reach:ext", "reach:launder", "reach:opcode",
     "diff:memo", "diff:string-global", "diff:frame", "diff:broken-tail", "diff:multi-pickle",
     "container:legacy", "container:zip", "container:renamed",
@@ -148,6 +148,7 @@ def test_table_is_well_formed() -> None:
         assert s.filename.rsplit(".", 1)[-1] in {"pkl", "pt", "pth", "bin", "ckpt"}, s.id
     for s in MALICIOUS:
         assert s.expect == "malicious" and s.family in FAMILIES, s.id
+    assert {s.family for s in MALICIOUS} == FAMILIES, "every THREATS.md family has a verified sample"
     for s in BENIGN:
         assert s.expect != "malicious" and s.family.startswith("benign:"), s.id
 

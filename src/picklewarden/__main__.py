@@ -1,5 +1,3 @@
-import sys
+from picklewarden.cli import run
 
-from picklewarden.cli import main
-
-sys.exit(main())
+run()

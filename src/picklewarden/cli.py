@@ -561,3 +561,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     return 0
+
+
+def run() -> NoReturn:
+    """The console script: :func:`main`, then leave without tearing down the interpreter.
+
+    A scan of a large checkpoint leaves a million small objects behind; freeing them one by one at exit
+    took 4 s of a 20 s run on a 500k-tensor state dict. Every file is written and closed, and pools and
+    clusters are shut down, before :func:`main` returns, so only the buffered standard streams need flushing.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 2  # a closed or broken pipe: the report did not arrive
+    os._exit(code)
