@@ -49,6 +49,11 @@ Anomaly codes (``ZipAnomaly.code``): ``legacy-fallback``, ``prefix-data``, ``tra
 ``truncated``, ``overlapping-entries``, ``compressed-pickle``, and, from :func:`read_entry`,
 ``bad-crc``, ``size-mismatch`` and ``deflate-slack``. Each code is listed at most 16 times; a final
 anomaly of the same code counts the rest.
+
+The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
+checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
+weights, one page each, and are read only when the record's bytes are (see ``ZipEntry.local_read``).
+Torch copies such records and never unpickles them, so a header trick there cannot change what runs.
 """
 
 from __future__ import annotations
