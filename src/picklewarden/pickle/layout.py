@@ -134,6 +134,43 @@ class Layout:
     instructions: list[Instruction] | None = None
 
 
+class _Prefetch:
+    """Pages of a mapped file asked for just ahead of the layout pass.
+
+    The scanner maps files with read-ahead off, so that reads between tensors cost their own pages only;
+    this pass reads a pickle front to back, one page fault at a time without it. A window that grows with
+    what the pass has consumed keeps a long pickle streaming, while a short one (a legacy file's first
+    pickles, then gigabytes of storages) costs at most the first window beyond it.
+    """
+
+    _FIRST = 256 * 1024
+    _MOST = 8 * 1024 * 1024
+
+    def __init__(self, data: Searchable, start: int) -> None:
+        self.map = data if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED") else None
+        self.start = start - start % mmap.PAGESIZE
+        self.end = self.start
+        if self.map is not None:
+            self.ahead_of(start)
+
+    def ahead_of(self, pos: int) -> None:
+        if self.map is None:
+            return
+        window = min(max(self._FIRST, pos - self.start), self._MOST)
+        if pos + window // 2 < self.end:
+            return  # still well inside what was asked for
+        page = mmap.PAGESIZE
+        end = min(len(self.map), -(-(pos + window) // page) * page)  # page-aligned: madvise wants it
+        begin = max(self.end, pos - pos % page)
+        if end > begin:
+            try:
+                self.map.madvise(mmap.MADV_WILLNEED, begin, end - begin)
+            except (OSError, ValueError):
+                self.map = None
+                return
+        self.end = max(self.end, end)
+
+
 def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = False) -> Layout:
     """Decode the pickle that begins at ``start`` up to its STOP, a malformation or a limit."""
     n = len(data)
@@ -149,6 +186,7 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
     pos = start
     started = time.monotonic()
     deadline = started + limits.max_seconds
+    prefetch = _Prefetch(data, start)
 
     def fail(at: int, error: ScanError, decoded: int) -> Layout:
         lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, decoded, proto
@@ -168,6 +206,7 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                 return fail(pos, LimitExceeded("seconds", limits.max_seconds, elapsed, pos), count + 1)
             if pos - start > max_bytes:  # checked per chunk, not per opcode: the hot loop stays lean
                 return fail(pos, LimitExceeded("pickle bytes", max_bytes, pos - start, pos), count + 1)
+            prefetch.ahead_of(pos)
         chunk_end = min(max_opcodes, count + _CHECK_EVERY - count % _CHECK_EVERY)
         for done in range(count, chunk_end):
             try:

@@ -451,11 +451,13 @@ class _ViewReader(io.RawIOBase):
 
     def _prefetch(self, needed: int) -> None:
         assert self._map is not None
-        length = min(max(_PREFETCH, needed - self._advised), len(self._view) - self._advised)
-        if length > 0:
+        page = mmap.PAGESIZE
+        # Whole pages from a page boundary: madvise refuses an unaligned start.
+        end = min(len(self._view), -(-max(self._advised + _PREFETCH, needed) // page) * page)
+        if end > self._advised:
             with contextlib.suppress(OSError, ValueError):
-                self._map.madvise(mmap.MADV_WILLNEED, self._advised, length)
-        self._advised += max(length, 0)
+                self._map.madvise(mmap.MADV_WILLNEED, self._advised, end - self._advised)
+        self._advised = max(self._advised, end)
 
     def release(self) -> None:
         """Drop the buffer export (an mmap cannot close while a view of it exists)."""
