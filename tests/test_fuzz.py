@@ -89,3 +89,25 @@ def test_a_scanner_bug_is_an_error_report_not_a_crash(monkeypatch: pytest.Monkey
     report = scan_bytes(b"\x80\x04K\x01.")
     assert report.verdict is Verdict.ERROR
     assert "internal error while scanning: RecursionError" in report.errors[0]
+
+
+FOUND_BY_FUZZING = {
+    # os.system with U+0085 (a Unicode space) in its argument: the base64-indicator check matched it with
+    # \s, base64 refused the text, and the whole scan ended as an internal error instead of malicious.
+    "nel-in-command": ("KFMndG91Y2ggL3RtMjQ4ZmYvhWNhcnknCmlvcwpzeXN0ZW0KLg==", Verdict.MALICIOUS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOUND_BY_FUZZING))
+def test_inputs_the_fuzzers_found_stay_fixed(name: str) -> None:
+    import base64
+
+    encoded, verdict = FOUND_BY_FUZZING[name]
+    data = base64.b64decode(encoded)
+    for target in TARGETS.values():
+        try:
+            target(data)
+        except ScanError:
+            pass
+    report = scan_bytes(data)
+    assert report.verdict is verdict and not report.errors

@@ -20,8 +20,9 @@ from picklewarden.pickle.machine import node_of
 _URL = re.compile(r"\b(?:https?|ftp|wss?|s3|gs|file)://[^\s'\"<>]{1,500}", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _PATH = re.compile(r"(?:(?<=\s)|^|(?<=[>'\"=]))(/(?:[\w.~+-]+/?)+|~/[\w./+-]*|[A-Za-z]:\\[\w\\. -]+)")
-_B64 = re.compile(r"^[A-Za-z0-9+/\s]{16,}={0,2}$")
-_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){8,}$")
+# ASCII only: in a str pattern \s also matches Unicode spaces (U+0085...), which base64 then rejects.
+_B64 = re.compile(r"[A-Za-z0-9+/\s]{16,}={0,2}", re.ASCII)
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){8,}", re.ASCII)
 _MAX_TEXT = 200
 _MAX_DECODED = 1 << 20
 _MAX_STRINGS = 64
@@ -76,14 +77,14 @@ def _decoded_layers(raw: bytes) -> Iterator[Indicator]:
             data = out
             continue
         text = data.decode("latin-1").strip()
-        if _HEX.match(text):
+        if _HEX.fullmatch(text):
             data = binascii.unhexlify(text)
             yield Indicator("hex", _printable(data))
             continue
-        if _B64.match(text) and len(text) % 4 == 0:
+        if _B64.fullmatch(text) and len(text) % 4 == 0:
             try:
                 out = base64.b64decode(text, validate=False)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, and anything else a decoder refuses: not a payload
                 return
             yield Indicator("base64", _printable(out))
             data = out
