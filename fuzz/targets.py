@@ -44,6 +44,20 @@ def zip_reader(data: bytes) -> None:
             pass
 
 
+def containers(data: bytes) -> None:
+    """Every container reader (tar, npy/npz, joblib, compressed streams, bundles, torch archives) as the
+    scanner dispatches to them by content, without running the pickles they find; then the joblib walk."""
+    from picklewarden.containers.base import Context
+    from picklewarden.containers.joblib_files import joblib_view
+    from picklewarden.containers.opener import open_bytes
+
+    opened = open_bytes(data, LIMITS, Context.root(LIMITS, "fuzz"))
+    for child in opened.children[:8]:
+        open_bytes(child.data, LIMITS, Context.root(LIMITS, "fuzz-child"))
+    for source in opened.sources[:4]:
+        joblib_view(source, LIMITS)
+
+
 def whole_file(data: bytes) -> None:
     analyse_bytes(data, limits=LIMITS).report()
 
@@ -52,5 +66,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "layout": layout,
     "machine": machine,
     "zip": zip_reader,
+    "containers": containers,
     "scan": whole_file,
 }
