@@ -187,3 +187,17 @@ def test_urls_are_scanned_with_ranged_reads(tmp_path: Path, capsys: pytest.Captu
     assert entries["evil.pkl"]["verdict"] == "malicious"
     assert entries["good.pkl"]["verdict"] == "safe"
     assert entries["missing.pkl"]["verdict"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"), [(["good"], 0), (["good", "missing"], 2), (["good", "missing", "evil"], 1)]
+)
+def test_jsonl_exit_codes_match_the_full_report(
+    tmp_path: Path, names: list[str], expected: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "good.pkl").write_bytes(b"\x80\x04K\x01.")
+    (tmp_path / "evil.pkl").write_bytes(malicious_pickle())
+    paths = [str(tmp_path / f"{name}.pkl") for name in names]
+    assert main(["scan", *paths, "--format", "jsonl", "-j", "1"]) == expected
+    assert len(_lines(capsys.readouterr().out)) == len(names)
+    assert main(["scan", *paths, "--format", "json", "-j", "1"]) == expected

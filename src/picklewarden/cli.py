@@ -257,6 +257,10 @@ def scan(
     many = len(paths) > 1 or bool(manifest) or any(os.path.isdir(p) or p.endswith("/") for p in paths)
     sink = _open_output(output) if output_format is OutputFormat.JSONL else None
     reports: list[FileReport] = []
+    # Streaming JSONL keeps no report once written: the exit code needs only which (verdict, incomplete)
+    # kinds occurred, so one slim representative of each is kept (memory stays flat over a million files).
+    keep_all = sink is None or bool(sarif_output)
+    kinds: dict[tuple[object, bool], FileReport] = {}
     with _progress(many and not quiet and sys.stderr.isatty()) as progress:
         stream = _reports(
             paths,
@@ -274,7 +278,10 @@ def scan(
         for one in stream:
             if progress is not None:
                 progress(one)
-            reports.append(_summary_only(one) if sink is not None and not sarif_output else one)
+            if keep_all:
+                reports.append(one)
+            elif not one.skipped:
+                kinds.setdefault((one.verdict, bool(one.errors)), _summary_only(one))
             if sink is not None:
                 from picklewarden.report.json import render_line
 
@@ -285,7 +292,7 @@ def scan(
 
     from picklewarden.model import Report
 
-    report = Report(tuple(reports))
+    report = Report(tuple(reports) if keep_all else tuple(kinds.values()))
     notices = [f"policy {policy.source}: {w}" for w in policy.warnings]
     if sarif_output:
         from picklewarden.report import sarif
@@ -343,8 +350,7 @@ def _open_output(output: str | None) -> Any:
 
 
 def _summary_only(report: FileReport) -> FileReport:
-    """What the exit code needs of a report already streamed: its findings' verdicts, not their evidence
-    (keeps memory flat on a million-file ``--format jsonl`` run)."""
+    """What the exit code needs of a report already streamed: its verdict and whether it is complete."""
     import dataclasses
 
     worst = max(report.findings, key=lambda f: f.severity, default=None)
