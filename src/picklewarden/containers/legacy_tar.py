@@ -86,18 +86,21 @@ class _CountedWalker:
         self.member = member
         self.left: int | None = None
 
-    def _start(self, program: Program) -> Step | None:
-        """The step after the count pickle, or None when ``program`` is a record."""
+    def __call__(self, program: Program, index: int) -> Step:
         end = program.end
         assert end is not None
         if self.left is not None:
-            return None
+            return self.record(program, end)
         count = _count(program)
         if count is None:
             message = f"the {self.what} count is not an integer; torch fails here"
             return Step(None, Anomaly("PW300", self.member, program.start, message))
         self.left = max(count, 0)
         return Step(end if self.left or self.trailer else None)
+
+    def record(self, program: Program, end: int) -> Step:
+        """The step after one record's pickle (which ends at ``end``), once the count is known."""
+        raise NotImplementedError
 
 
 class StorageWalker(_CountedWalker):
@@ -107,12 +110,7 @@ class StorageWalker(_CountedWalker):
     what = "storage"
     trailer = True
 
-    def __call__(self, program: Program, index: int) -> Step:
-        end = program.end
-        assert end is not None
-        started = self._start(program)
-        if started is not None:
-            return started
+    def record(self, program: Program, end: int) -> Step:
         if self.left is None or self.left == 0:
             return Step(None)  # that was the storage-views list: torch reads nothing more from this member
         self.left -= 1
@@ -152,12 +150,7 @@ class TensorWalker(_CountedWalker):
 
     what = "tensor"
 
-    def __call__(self, program: Program, index: int) -> Step:
-        end = program.end
-        assert end is not None
-        started = self._start(program)
-        if started is not None:
-            return started
+    def record(self, program: Program, end: int) -> Step:
         assert self.left is not None
         self.left -= 1
         header = self.data[end : end + 4]
