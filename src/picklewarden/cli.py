@@ -358,6 +358,14 @@ def _summary_only(report: FileReport) -> FileReport:
     return dataclasses.replace(report, findings=slim, notes=())
 
 
+def _is_url(path: str) -> bool:
+    if "://" not in path:
+        return False  # the common case, without importing the remote-access module
+    from picklewarden.remote import is_url
+
+    return is_url(path)
+
+
 def _reports(
     paths: Sequence[str],
     *,
@@ -374,8 +382,6 @@ def _reports(
 ) -> Iterator[FileReport]:
     """Every report of the run: local paths on this machine's cores, URLs by ranged reads, or everything
     on a Ray cluster."""
-    from picklewarden.remote import is_url
-
     if ray_address is not None:
         from picklewarden import distributed
 
@@ -401,14 +407,14 @@ def _reports(
         except ImportError as exc:
             raise _ConfigError(f"--ray needs Ray installed (pip install 'picklewarden[ray]'): {exc}") from exc
         return
-    local = [p for p in paths if not is_url(p)]
-    urls = [p for p in paths if is_url(p)]
+    local = [p for p in paths if not _is_url(p)]
+    urls = [p for p in paths if _is_url(p)]
     for source in manifest:
         from picklewarden.distributed import read_manifest
 
         try:
             for entry in read_manifest(source):
-                (urls if is_url(entry.target) else local).append(entry.target)
+                (urls if _is_url(entry.target) else local).append(entry.target)
         except (OSError, ImportError) as exc:
             raise _ConfigError(f"cannot read manifest {source}: {exc}") from exc
     if local:

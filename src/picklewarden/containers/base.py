@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import enum
-import hashlib
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -171,6 +170,8 @@ _FINGERPRINT_SPAN = 1 << 20
 def digest(data: Data) -> bytes:
     """A fingerprint for cycle detection: size, head and tail. Cheap for gigabyte members; a collision only
     makes a file look like it contains itself, which is reported, never passed as safe."""
+    import hashlib  # here: only nested containers need it, and loading OpenSSL costs milliseconds of start-up
+
     size = len(data)
     hasher = hashlib.sha256(size.to_bytes(8, "little"))
     hasher.update(data[:_FINGERPRINT_SPAN])

@@ -21,6 +21,7 @@ from picklewarden.containers.sniff import (
     compression_kind,
     looks_like_pickle,
     looks_like_tar,
+    looks_like_zip,
     starts_like_pickle,
 )
 from picklewarden.errors import LimitExceeded, ScanError
@@ -36,7 +37,6 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
     Used to pick model files out of a directory walk, so weak magic numbers are confirmed by decoding
     the first bytes.
     """
-    from picklewarden.containers import torchzip
 
     if head[:4] == ZIP_LOCAL:
         return "zip"
@@ -51,7 +51,7 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
         return "npy"
     if looks_like_pickle(head, limits):
         return "pickle"
-    if torchzip.looks_like_zip(head):
+    if looks_like_zip(head):
         return "zip"
     return None
 
@@ -110,9 +110,8 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         return _with_zip_view(
             Opened("pickle", [PickleSource("", _whole(data), Stacking.ALL, file_like=True)]), data, ctx
         )
-    from picklewarden.containers import torchzip
 
-    if torchzip.looks_like_zip(data):
+    if looks_like_zip(data):
         return _open_zip(data, ctx)
     if starts_like_pickle(head):
         # pickle.load does not sniff: it executes from the first byte. Read it the same way; the scanner
@@ -141,10 +140,10 @@ def _refused(what: str, message: str) -> Opened:
 
 def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
     """A pickle followed by a ZIP: torch.load runs the pickle, torch.jit.load and zip tools read the ZIP."""
+    if not looks_like_zip(data):
+        return opened
     from picklewarden.containers import torchzip
 
-    if not torchzip.looks_like_zip(data):
-        return opened
     try:
         torchzip.open_torch_zip(data, ctx.limits)
     except ScanError:

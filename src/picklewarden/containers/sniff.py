@@ -97,3 +97,20 @@ def compression_kind(head: bytes) -> str | None:
     if head[:4] == _ZSTD_MAGIC:
         return "zstd"
     return None
+
+
+_EOCD_SIZE = 22
+_EOCD_SEARCH = 0xFFFF + _EOCD_SIZE + 4096
+"""How far from the end torch's reader looks for the end-of-central-directory record (see torchzip)."""
+
+
+def looks_like_zip(data: bytes) -> bool:
+    """True when ``data`` starts with a local header or has an end-of-central-directory record near its end
+    (a cheap test; :mod:`picklewarden.containers.torchzip` decides what torch really opens)."""
+    if bytes(data[:4]) == ZIP_LOCAL:
+        return True
+    size = len(data)
+    if size < _EOCD_SIZE:
+        return False
+    start = max(0, size - _EOCD_SEARCH)
+    return bytes(data[start:]).rfind(ZIP_END, 0, size - start - _EOCD_SIZE + 4) >= 0

@@ -66,6 +66,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
 from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
 
@@ -198,17 +199,6 @@ class TorchZip:
             return self._lookup.get(key)
         # built by hand without the lookup table: compare folded names (duplicates resolve arbitrarily)
         return next((e for n, e in self.entries.items() if _encode(n).translate(_ASCII_FOLD) == key), None)
-
-
-def looks_like_zip(data: Buffer) -> bool:
-    """True when ``data`` starts with a local header or has an end-of-central-directory record near its end."""
-    if bytes(data[:4]) == ZIP_MAGIC:
-        return True
-    size = len(data)
-    if size < _EOCD_SIZE:
-        return False
-    start = max(0, size - _SEARCH_GIVE_UP - _SEARCH_BLOCK)
-    return bytes(data[start:]).rfind(_EOCD_SIG, 0, size - start - _EOCD_SIZE + 4) >= 0
 
 
 def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
