@@ -229,9 +229,7 @@ def main() -> None:
         ]
         print(json.dumps(rows, indent=2))
         return
-    print(
-        "| file | MiB | pickles KiB | directory KiB | budget KiB | sliced KiB | distinct KiB | disk KiB | within |"
-    )
+    print("| file | MiB | pickles KiB | directory KiB | budget KiB | sliced KiB | distinct KiB | disk KiB | within |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         disk_kib = f"{r.disk / 1024:.0f}" if r.disk is not None else "n/a"
@@ -240,6 +238,7 @@ def main() -> None:
             f"{r.budget / 1024:.0f} | {r.sliced / 1024:.0f} | {r.distinct / 1024:.0f} | {disk_kib} | "
             f"{'yes' if r.within else 'NO'} |"
         )
+
 
 if __name__ == "__main__":
     main()

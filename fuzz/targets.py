@@ -17,8 +17,13 @@ from picklewarden.rules import ProgramJudge
 from picklewarden.scanner import analyse_bytes
 
 # Small bounds keep each input fast; the bounds themselves are part of what is exercised.
-LIMITS = DEFAULT_LIMITS.replace(max_opcodes=200_000, max_memo_index=100_000, max_program_statements=50_000,
-                                max_members=1_000, max_pickle_bytes=1 << 22)
+LIMITS = DEFAULT_LIMITS.replace(
+    max_opcodes=200_000,
+    max_memo_index=100_000,
+    max_program_statements=50_000,
+    max_members=1_000,
+    max_pickle_bytes=1 << 22,
+)
 
 
 def layout(data: bytes) -> None:

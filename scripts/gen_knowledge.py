@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generate ``src/picklewarden/policy/data/generated.json``: reviewed knowledge about globals.
+"""Generate ``src/picklewarden/knowledge/data/generated.json``: reviewed knowledge about globals.
 
 Run by hand at development time, never by the scanner::
 
-    python scripts/gen_knowledge.py > src/picklewarden/policy/data/generated.json
-    python scripts/gen_knowledge.py --output src/picklewarden/policy/data/generated.json
+    python scripts/gen_knowledge.py > src/picklewarden/knowledge/data/generated.json
+    python scripts/gen_knowledge.py --output src/picklewarden/knowledge/data/generated.json
 
 It imports the standard library and, when installed, numpy and torch, and introspects them *statically*:
 module dictionaries, class ``__dict__``s along the MRO, closure cells and bytecode. No function that is
@@ -217,7 +217,7 @@ def build_springboards(modules: dict[str, types.ModuleType]) -> dict[str, dict[s
 
 
 def canonicalise(module: str, name: str, springboards: dict[str, dict[str, str]]) -> tuple[str, str]:
-    """Follow springboards the way ``picklewarden.policy.resolve`` does: ``torch._utils`` +
+    """Follow springboards the way ``picklewarden.knowledge.resolve`` does: ``torch._utils`` +
     ``torch.channels_last`` -> ``torch`` + ``channels_last``."""
     parts = name.split(".")
     path: list[str] = []

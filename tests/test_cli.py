@@ -57,8 +57,9 @@ def test_json_contract(files: dict[str, Path], capsys: pytest.CaptureFixture[str
         (["good", "broken"], [], 2),
     ],
 )
-def test_exit_codes(files: dict[str, Path], names: list[str], extra: list[str], expected: int,
-                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_codes(
+    files: dict[str, Path], names: list[str], extra: list[str], expected: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["scan", *(str(files[n]) for n in names), *extra]) == expected
 
 
@@ -92,7 +93,11 @@ def test_rules_and_explain(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_console_script_runs_as_a_module(files: dict[str, Path]) -> None:
-    done = subprocess.run([sys.executable, "-m", "picklewarden", "scan", str(files["evil"]), "-q"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "picklewarden", "scan", str(files["evil"]), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "MALICIOUS" in done.stdout and "PW100" in done.stdout

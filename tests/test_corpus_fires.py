@@ -79,7 +79,12 @@ def _run(sample: Sample, workdir: Path) -> Outcome:
     try:
         proc = subprocess.run(
             [sys.executable, "-c", LOADER, str(path), sample.loader],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
         )
         returncode: int | None = proc.returncode
         stderr = proc.stderr
@@ -132,10 +137,25 @@ def test_benign_sample_loads_cleanly(sample: Sample, outcomes: dict[str, Outcome
 
 # -- the table itself ----------------------------------------------------------------------------------------
 FAMILIES = {
-    "sink:process", "sink:code", "sink:file", "sink:network", "sink:nested",
-    "reach:import", "reach:dotted", "reach:py2-names", "reach:ext", "reach:launder", "reach:opcode",
-    "diff:memo", "diff:string-global", "diff:frame", "diff:broken-tail", "diff:multi-pickle",
-    "container:legacy", "container:zip", "container:renamed",
+    "sink:process",
+    "sink:code",
+    "sink:file",
+    "sink:network",
+    "sink:nested",
+    "reach:import",
+    "reach:dotted",
+    "reach:py2-names",
+    "reach:ext",
+    "reach:launder",
+    "reach:opcode",
+    "diff:memo",
+    "diff:string-global",
+    "diff:frame",
+    "diff:broken-tail",
+    "diff:multi-pickle",
+    "container:legacy",
+    "container:zip",
+    "container:renamed",
 }
 
 
@@ -162,8 +182,14 @@ def test_payloads_depend_on_canary(tmp_path: Path) -> None:
 
 
 def test_assembler_covers_every_opcode() -> None:
-    renamed = {"INT": "int_", "FLOAT": "float_", "GLOBAL": "global_", "LIST": "list_", "TUPLE": "tuple_",
-               "DICT": "dict_"}
+    renamed = {
+        "INT": "int_",
+        "FLOAT": "float_",
+        "GLOBAL": "global_",
+        "LIST": "list_",
+        "TUPLE": "tuple_",
+        "DICT": "dict_",
+    }
     for op in pickletools.opcodes:
         assert callable(getattr(Asm, renamed.get(op.name, op.name.lower()), None)), op.name
 

@@ -62,9 +62,7 @@ _TRACER = textwrap.dedent(
 
 
 def _seeds() -> list[bytes]:
-    seeds = [
-        pickle.dumps(OrderedDict(w=[1.0, 2.0], b={"x": (1, 2)}), protocol=p) for p in range(6)
-    ] + [
+    seeds = [pickle.dumps(OrderedDict(w=[1.0, 2.0], b={"x": (1, 2)}), protocol=p) for p in range(6)] + [
         b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00idq\x00\x85R}b.",
         b"\x80\x04\x95\x1e\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x8c\x02id\x85R.",
         b"(S'id'\nios\nsystem\np0\n0g0\n.",
@@ -100,8 +98,11 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 
 def _trace(blobs: list[bytes]) -> list[list[list[str]]]:
     done = subprocess.run(
-        [sys.executable, "-c", _TRACER], input=json.dumps([b.hex() for b in blobs]),
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", _TRACER],
+        input=json.dumps([b.hex() for b in blobs]),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result: list[list[list[str]]] = json.loads(done.stdout)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-DATA = Path(__file__).resolve().parent / ".." / "src" / "picklewarden" / "policy" / "data" / "generated.json"
+DATA = Path(__file__).resolve().parent / ".." / "src" / "picklewarden" / "knowledge" / "data" / "generated.json"
 CATEGORIES = frozenset({"process", "code", "file", "network", "import", "deserialize", "indirection"})
 TOP_KEYS = {"generated_by", "python", "numpy", "torch", "springboards", "safe", "sinks"}
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

@@ -82,7 +82,10 @@ def test_scanning_the_malicious_corpus_executes_and_imports_nothing(tmp_path: Pa
             container_samples.write(case, warm, canary)
     done = subprocess.run(
         [sys.executable, "-c", _HARNESS, str(warm), *map(str, paths)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "VIOLATIONS []" in done.stdout
@@ -97,7 +100,12 @@ def test_the_audit_hook_does_catch_a_real_load(tmp_path: Path) -> None:
     sample = next(s for s in MALICIOUS if s.loader == "pickle" and not s.needs_torch)
     canary = tmp_path / "canary"
     path = write(sample, tmp_path, canary)
-    done = subprocess.run([sys.executable, "-c", _HARNESS, "--control", str(path)],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _HARNESS, "--control", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "VIOLATIONS [" in done.stdout and "VIOLATIONS []" not in done.stdout

@@ -11,13 +11,13 @@ from typing import Final
 
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.indicators import extract
+from picklewarden.knowledge.launder import Launderer
+from picklewarden.knowledge.resolve import Resolved, classify, resolve
+from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Program
-from picklewarden.policy.knowledge import Category, Knowledge
-from picklewarden.policy.launder import Launderer
-from picklewarden.policy.resolve import Resolved, classify, resolve
 
 
 @dataclass(frozen=True)

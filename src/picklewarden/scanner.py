@@ -27,12 +27,12 @@ from picklewarden.containers.joblib_files import JoblibView
 from picklewarden.containers.opener import UNSUPPORTED, open_bytes, sniff_format
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.files import open_regular
+from picklewarden.knowledge.resolve import classify, resolve
+from picklewarden.knowledge.tables import Category
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
 from picklewarden.pickle.program import CallResult, Global, Program
-from picklewarden.policy.knowledge import Category
-from picklewarden.policy.resolve import classify, resolve
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:

@@ -21,10 +21,10 @@ from picklewarden.extract.errors import ConvertError, UnsafeModelError
 from picklewarden.extract.storage import LegacyStorage, NoStorage, StorageReader, ZipStorage, tensor_bytes
 from picklewarden.extract.tensors import Flatten, PidLayout, Skipped, StorageTable, TensorRef, extract, show
 from picklewarden.extract.trust import PolicyLike, Trust
+from picklewarden.knowledge.resolve import classify, resolve
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Verdict
 from picklewarden.pickle.program import Global, Program
-from picklewarden.policy.resolve import classify, resolve
 from picklewarden.scanner import Analysis, analyse_opened
 
 _LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION; torch refuses legacy files with another

@@ -31,11 +31,11 @@ from typing import Any, BinaryIO, Final
 
 from picklewarden.extract.errors import RestrictedLoadError, TorchNotInstalledError, UnsafeModelError
 from picklewarden.extract.trust import PolicyLike, Trust
+from picklewarden.knowledge.resolve import Resolved, classify, resolve
+from picklewarden.knowledge.tables import Category
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Verdict
 from picklewarden.pickle.program import Global
-from picklewarden.policy.knowledge import Category
-from picklewarden.policy.resolve import Resolved, classify, resolve
 from picklewarden.scanner import Analysis, analyse_bytes
 
 _UNKNOWN_GLOBAL_RULES: Final[frozenset[str]] = frozenset({"PW200", "PW201"})

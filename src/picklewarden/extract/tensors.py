@@ -27,10 +27,10 @@ from typing import Any, Final
 from picklewarden.errors import LimitExceeded
 from picklewarden.extract.dtypes import DType, dtype_global, storage_dtype
 from picklewarden.extract.errors import ConvertError
+from picklewarden.knowledge.resolve import resolve
 from picklewarden.limits import Limits
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Persistent, Program
-from picklewarden.policy.resolve import resolve
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from picklewarden.policy.resolve import Resolved
+from picklewarden.knowledge.resolve import Resolved
 
 
 @runtime_checkable

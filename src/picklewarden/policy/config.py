@@ -300,8 +300,8 @@ def parse_limits(table: Any, where: str) -> tuple[tuple[str, int], ...]:
 
 def _known_danger(entry: str) -> str:
     """The knowledge reason when some reading of ``entry`` as ``module.qualname`` is a known non-safe global."""
-    from picklewarden.policy.knowledge import Category
-    from picklewarden.policy.resolve import classify, resolve
+    from picklewarden.knowledge.resolve import classify, resolve
+    from picklewarden.knowledge.tables import Category
 
     parts = entry.split(".")
     for cut in range(len(parts), 0, -1):

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from picklewarden.pickle.names import remap
-from picklewarden.policy.knowledge import (
+from picklewarden.knowledge.tables import (
     DANGEROUS_MODULES,
     DANGEROUS_NAMES,
     INTROSPECTION_ATTRIBUTES,
@@ -21,6 +20,7 @@ from picklewarden.policy.knowledge import (
     Knowledge,
     generated,
 )
+from picklewarden.pickle.names import remap
 
 
 @dataclass(frozen=True, slots=True)

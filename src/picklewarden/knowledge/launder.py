@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Node
-from picklewarden.policy.resolve import Resolved, resolve
 
 
 @dataclass(frozen=True, slots=True)
