@@ -336,7 +336,7 @@ def open_7z(data: Data, ctx: Context) -> Opened:
         return opened
     limits = ctx.limits
 
-    class _Sink(Py7zIO):
+    class _Sink(Py7zIO):  # type: ignore[misc,unused-ignore]  # Any when py7zr is absent
         """Collects one member in memory; py7zr's own max_extract_size stops bombs across members."""
 
         def __init__(self) -> None:
@@ -357,7 +357,7 @@ def open_7z(data: Data, ctx: Context) -> Opened:
         def size(self) -> int:
             return self.buffer.getbuffer().nbytes
 
-    class _Factory(WriterFactory):
+    class _Factory(WriterFactory):  # type: ignore[misc,unused-ignore]
         def __init__(self) -> None:
             self.products: dict[str, _Sink] = {}
 
