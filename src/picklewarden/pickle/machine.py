@@ -62,49 +62,17 @@ class _Abort(BaseException):
         self.error = error
 
 
-class _StandinType(type):
-    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+class _Recording:
+    """What a stand-in does when the machine operates on it: record, and return another stand-in.
 
+    The one implementation shared by type stand-ins (through their metaclass) and plain ones, so the two
+    can never drift apart in what they record or refuse. Anything not defined here (iteration,
+    comparison, arithmetic, other attributes) fails as on an object without it.
+    """
+
+    __slots__ = ()
     _pw_node: Node
     _pw_rec: _Recorder
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.CALL)
-
-    def __setstate__(cls, state: Any) -> None:
-        cls._pw_rec.build(cls._pw_node, state)
-
-    def __setitem__(cls, key: Any, value: Any) -> None:
-        cls._pw_rec.mutate(Op.SETITEM, cls._pw_node, key, value)
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        cls._pw_rec.mutate(Op.SETATTR, cls._pw_node, name, value)
-
-    def append(cls, value: Any) -> None:
-        cls._pw_rec.mutate(Op.APPEND, cls._pw_node, None, value)
-
-    def extend(cls, values: Any) -> None:
-        cls._pw_rec.mutate(Op.EXTEND, cls._pw_node, None, list(values))
-
-    def add(cls, value: Any) -> None:
-        cls._pw_rec.mutate(Op.ADD, cls._pw_node, None, value)
-
-
-class _TypeStandin(metaclass=_StandinType):
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
-
-
-class _Value:
-    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
-
-    __slots__ = ("_pw_node", "_pw_rec")
-    _pw_node: Node
-    _pw_rec: _Recorder
-
-    def __init__(self, node: Node, rec: _Recorder) -> None:
-        object.__setattr__(self, "_pw_node", node)
-        object.__setattr__(self, "_pw_rec", rec)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
@@ -126,6 +94,25 @@ class _Value:
 
     def add(self, value: Any) -> None:
         self._pw_rec.mutate(Op.ADD, self._pw_node, None, value)
+
+
+class _StandinType(_Recording, type):
+    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+
+
+class _TypeStandin(metaclass=_StandinType):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
+
+
+class _Value(_Recording):
+    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
+
+    __slots__ = ("_pw_node", "_pw_rec")
+
+    def __init__(self, node: Node, rec: _Recorder) -> None:
+        object.__setattr__(self, "_pw_node", node)
+        object.__setattr__(self, "_pw_rec", rec)
 
     def __repr__(self) -> str:
         return f"<stand-in #{self._pw_node.id}>"
@@ -220,7 +207,16 @@ class _Recorder:
         self.next_id = node_id + 1
         node = Persistent(node_id, offset, pid)
         self._record(node)
-        return _Value(node, self)
+        if type(pid) is tuple and pid:
+            if pid[0] == "storage":
+                # torch's storages (one per tensor, 100k in a big state dict): never a class, so cheap.
+                return _Value(node, self)
+            if pid[0] == "module" and len(pid) >= 2:
+                # torch's legacy loader returns the pickled class itself (``data[0]``) for a whole-module
+                # save, and the stream then instantiates it with NEWOBJ: the class is what gets called.
+                return pid[1]
+        # Any other loader's persistent_load may return a class, which NEWOBJ then instantiates.
+        return self._standin(node, as_type=True)
 
     def call(self, callee: Node, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: CallHow) -> Any:
         opname = None
