@@ -33,6 +33,7 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
 from picklewarden.pickle.program import CallResult, Global, Program
+from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
@@ -107,11 +108,16 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
     index = 0
     most = limits.max_members if source.walker is not None else limits.max_pickles_per_stream
     while pos < len(data):
-        program, _ = run_pickle(
-            data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
-        )
+        if source.python:
+            program = run_pickle_python(data, pos, limits, member=member, index=index, plain=_plain_result)
+        else:
+            program, _ = run_pickle(
+                data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
+            )
         run.programs.append(program)
         if not program.complete or program.end is None:
+            if index == 0 and source.stacking is Stacking.ALL and source.walker is None and not source.python:
+                _python_reading(run, program, data, limits)
             return run
         index += 1
         if source.walker is not None:
@@ -145,6 +151,25 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
             run.findings.append(finding("PW301", f"more than {most} pickles in one stream", member=member, offset=pos))
             return run
     return run
+
+
+def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
+    """A raw stream is also what joblib.load and dill.load read, with the pure-Python unpickler, which accepts
+    streams the C one rejects: where it reads further, its program is judged too."""
+    view = further(program, data, limits, _plain_result)
+    if view is None:
+        return
+    run.programs.append(view)
+    stop = program.error.offset if isinstance(program.error, MalformedPickle) else None
+    run.findings.append(
+        finding(
+            "PW309",
+            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load, dill.load) reads on "
+            f"({len(view.statements)} statements, {'to STOP' if view.complete else 'further'})",
+            member=program.member,
+            offset=stop,
+        )
+    )
 
 
 def _next_is_pickle(data: bytes, pos: int, limits: Limits) -> bool:
@@ -249,6 +274,14 @@ class _Analyser:
         found: list[Finding] = []
         for program in programs:
             judge, judged = self.judge(program, source)
+            if program.reader and not source.python:
+                # A second reading of the same bytes: only what the first did not already report.
+                seen = {(f.rule, f.offset, f.symbol) for f in found}
+                judged = [
+                    replace(f, message=f"under {READER} (joblib.load, dill.load): {f.message}")
+                    for f in judged
+                    if (f.rule, f.offset, f.symbol) not in seen
+                ]
             found.extend(judged)
             found.extend(self.payloads(program, judge, source, ctx))
         return found

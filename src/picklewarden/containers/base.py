@@ -96,6 +96,8 @@ class PickleSource:
     """Set when ``data`` is a spliced view of the member: maps finding offsets back to the member."""
     label: str = ""
     """What this view of the member is, when it is not the plain stream (e.g. ``joblib``)."""
+    python: bool = False
+    """The loader reads it with the pure-Python ``pickle._Unpickler`` (joblib.load), not the C one."""
     optional: bool = False
     """A speculative view (a tar header that may also be a pickle): dropped when it yields no statement."""
 

@@ -21,17 +21,17 @@ from __future__ import annotations
 import io
 import pickle
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from picklewarden.containers.base import Anomaly, BufferReader, OffsetMap, PickleSource, Stacking
+from picklewarden.containers.base import Anomaly, OffsetMap, PickleSource, Stacking
 from picklewarden.errors import LimitExceeded
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.program import Program
+from picklewarden.pickle.pymachine import ClampedReader, load_bytearray8, read_extension, resolve_extension
 
 WRAPPER = "NumpyArrayWrapper"
 _WRAPPER_INIT = ("subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes")
@@ -121,20 +121,6 @@ class _Spans:
     canonical: bool = True
 
 
-class _Stream(io.BufferedReader):
-    """The file joblib reads, with every read clamped to what is left: BufferedReader.read(n) allocates n
-    bytes up front, and the pure-Python unpickler asks for whatever a length field says."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(BufferReader(data))
-        self.total = len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > 0:
-            size = min(size, max(0, self.total - self.tell()))
-        return super().read(size)
-
-
 class _Walker(pickle._Unpickler):
     """``pickle._Unpickler`` (what joblib runs) over inert stand-ins, with joblib's BUILD hook."""
 
@@ -145,7 +131,7 @@ class _Walker(pickle._Unpickler):
     readinto: Any
     append: Any
 
-    def __init__(self, stream: _Stream, limits: Limits, spans: _Spans, member: str, arrays: bool) -> None:
+    def __init__(self, stream: ClampedReader, limits: Limits, spans: _Spans, member: str, arrays: bool) -> None:
         super().__init__(stream, fix_imports=True, encoding="latin1")
         self._stream = stream
         self._limits = limits
@@ -158,6 +144,9 @@ class _Walker(pickle._Unpickler):
         table[pickle.PERSID[0]] = table[pickle.BINPERSID[0]] = _Walker._no_persistent
         table[pickle.NEXT_BUFFER[0]] = table[pickle.READONLY_BUFFER[0]] = _Walker._no_buffers
         table[pickle.BYTEARRAY8[0]] = _Walker._load_bytearray8
+        for code in (pickle.EXT1[0], pickle.EXT2[0], pickle.EXT4[0]):
+            # pickle's own handler writes what find_class returns into copyreg's process-wide cache.
+            table[code] = _ext_handler(code)
         limit = limits.max_opcodes
 
         def counted(handler: Any) -> Any:
@@ -184,12 +173,7 @@ class _Walker(pickle._Unpickler):
 
     def _load_bytearray8(self) -> None:
         # pickle's own version allocates bytearray(length) before reading: check the length first.
-        (length,) = struct.unpack("<Q", self.read(8))
-        if length > self._stream.total:
-            raise _Stop(f"BYTEARRAY8 of {length} bytes is longer than the stream")
-        buffer = bytearray(length)
-        self.readinto(buffer)
-        self.append(buffer)
+        load_bytearray8(self, self._stream.total)
 
     def _load_build(self) -> None:
         stack = self.stack
@@ -327,6 +311,13 @@ class _Walker(pickle._Unpickler):
         return itemsize, hasobject
 
 
+def _ext_handler(code_byte: int) -> Any:
+    def run(walker: _Walker) -> None:
+        resolve_extension(walker, read_extension(walker, code_byte))
+
+    return run
+
+
 def _count(shape: Any) -> int:
     """Element count as joblib computes it: a product of int64 values, which wraps silently."""
     if not isinstance(shape, (tuple, list)) or not all(type(x) in (int, bool) for x in shape):
@@ -358,7 +349,7 @@ class JoblibView:
 def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
     """Walk ``source`` as joblib.load does; None when no array wrapper changes how it is read."""
     data = source.data
-    stream = _Stream(data)
+    stream = ClampedReader(data)
     stream.seek(source.start)
     spans = _Spans()
     walker = _Walker(stream, limits, spans, source.member, arrays=True)
@@ -408,9 +399,10 @@ def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
         vouched=vouched,
         origin=OffsetMap(tuple(spliced), tuple(original)),
         label="joblib",
+        python=True,
     )
     inner = tuple(
-        PickleSource(source.member, data, Stacking.ONE, True, start=start, label="joblib object array")
+        PickleSource(source.member, data, Stacking.ONE, True, start=start, label="joblib object array", python=True)
         for start in spans.nested
     )
     return JoblibView((outer, *inner), (*spans.anomalies, *notes), error, min(s for s, _ in spans.raw))

@@ -55,7 +55,7 @@ the answer is reused for the callee's later calls."""
 _OPNAMES: tuple[str | None, ...] = tuple(None if o is None else o.name for o in op.BY_CODE)
 
 
-class _Abort(BaseException):
+class Abort(BaseException):
     """Raised from a stand-in to stop the unpickler; a BaseException so no code path can swallow it."""
 
     def __init__(self, error: ScanError) -> None:
@@ -72,7 +72,7 @@ class _Recording:
 
     __slots__ = ()
     _pw_node: Node
-    _pw_rec: _Recorder
+    _pw_rec: Recorder
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
@@ -110,7 +110,7 @@ class _Value(_Recording):
 
     __slots__ = ("_pw_node", "_pw_rec")
 
-    def __init__(self, node: Node, rec: _Recorder) -> None:
+    def __init__(self, node: Node, rec: Recorder) -> None:
         object.__setattr__(self, "_pw_node", node)
         object.__setattr__(self, "_pw_rec", rec)
 
@@ -127,7 +127,7 @@ def node_of(value: Any) -> Node | None:
     return None
 
 
-class _Recorder:
+class Recorder:
     """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset."""
 
     def __init__(self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult):
@@ -168,7 +168,7 @@ class _Recorder:
         self.check_at = min((count | 0xFFF) + 1, limit)
 
     def _abort(self, error: ScanError) -> NoReturn:
-        raise _Abort(error)
+        raise Abort(error)
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -274,7 +274,7 @@ class _Recorder:
 class _InertUnpickler(_stdlib_pickle.Unpickler):
     """The C unpickler with find_class and persistent_load answered by stand-ins only."""
 
-    def __init__(self, file: Any, recorder: _Recorder) -> None:
+    def __init__(self, file: Any, recorder: Recorder) -> None:
         # latin-1 never fails to decode Python 2 strings, so no loader setting stops reading earlier than ours.
         super().__init__(file, fix_imports=True, encoding="latin1", errors="strict")
         self._pw = recorder
@@ -286,7 +286,7 @@ class _InertUnpickler(_stdlib_pickle.Unpickler):
         return self._pw.persistent_load(pid)
 
 
-def _always_type(node: CallResult) -> bool:
+def always_type(node: CallResult) -> bool:
     return False
 
 
@@ -298,7 +298,7 @@ def run_pickle(
     member: str = "",
     index: int = 0,
     base: int = 0,
-    plain: PlainResult = _always_type,
+    plain: PlainResult = always_type,
     file_like: bool = True,
 ) -> tuple[Program, Layout]:
     """Execute the pickle at ``data[start:]`` symbolically and return what it did.
@@ -318,7 +318,7 @@ def run_pickle(
     layout = scan_layout(data, start, limits)
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
-    recorder = _Recorder(program, layout, base, limits, plain)
+    recorder = Recorder(program, layout, base, limits, plain)
     # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
     # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
@@ -329,7 +329,7 @@ def run_pickle(
     try:
         with gc_paused():
             program.result = unpickler.load()
-    except _Abort as abort:
+    except Abort as abort:
         program.error = abort.error
     except Exception as exc:  # noqa: BLE001 - the C machine raises many types for a broken stream
         program.error = _machine_error(layout, recorder, exc)
@@ -461,7 +461,7 @@ class _ViewReader(io.RawIOBase):
         self.close()
 
 
-def _machine_error(layout: Layout, recorder: _Recorder, exc: Exception) -> ScanError:
+def _machine_error(layout: Layout, recorder: Recorder, exc: Exception) -> ScanError:
     if layout.error is not None:
         # The machine ran into the cut we made where the layout pass found the stream broken.
         error = layout.error
