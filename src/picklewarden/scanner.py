@@ -19,8 +19,8 @@ from picklewarden.containers.base import (
     Opened,
     PickleSource,
     Stacking,
-    covers,
     join_member,
+    vouches,
 )
 from picklewarden.containers.hints import extension_anomaly
 from picklewarden.containers.joblib_files import JoblibView
@@ -195,7 +195,7 @@ class _Analyser:
         self.analysis.judges.append(judge)
         found = []
         for item in judge.findings():
-            if source.vouched and item.rule in _VOUCHABLE and any(covers(v, item.symbol) for v in source.vouched):
+            if source.vouched and item.rule in _VOUCHABLE and any(vouches(v, item.symbol) for v in source.vouched):
                 continue
             found.append(item)
         return judge, found
@@ -259,7 +259,7 @@ class _Analyser:
             for item in ProgramJudge(program, self.limits).findings():
                 if item.severity < Severity.HIGH or item.offset is None or view.divergence is None:
                     continue
-                if item.offset < view.divergence or any(covers(v, item.symbol) for v in vouched):
+                if item.offset < view.divergence or any(vouches(v, item.symbol) for v in vouched):
                     continue
                 out.append(
                     replace(

@@ -34,6 +34,8 @@ from picklewarden.pickle.program import Program
 from picklewarden.pickle.pymachine import ClampedReader, load_bytearray8, read_extension, resolve_extension
 
 WRAPPER = "NumpyArrayWrapper"
+JOBLIB_WRAPPERS = frozenset({f"{package}.numpy_pickle.{WRAPPER}" for package in ("joblib", "sklearn.externals.joblib")})
+"""The wrapper classes joblib's unpickler (or scikit-learn's vendored copy) checks for with isinstance."""
 _WRAPPER_INIT = ("subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes")
 _WRAPPER_DEFAULTS = {"allow_mmap": False, "numpy_array_alignment_bytes": 16}
 _DTYPE_MODULES = frozenset({"numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core._multiarray_umath"})
@@ -389,7 +391,9 @@ def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
     spliced.append(length)
     original.append(position)
     kept.append(bytes(data[position:]))
-    vouched = frozenset(spans.wrappers) if spans.canonical else frozenset()
+    # Only joblib's own class, as joblib itself instantiates it: NumpyUnpickler reads array bytes after an
+    # instance of that very class, so a look-alike elsewhere, or any attribute of the class, is not vouched.
+    vouched = frozenset(spans.wrappers & JOBLIB_WRAPPERS) if spans.canonical else frozenset()
     outer = PickleSource(
         source.member,
         b"".join(kept),
