@@ -32,7 +32,7 @@ from picklewarden.knowledge.tables import Category
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
-from picklewarden.pickle.program import CallResult, Global, Program
+from picklewarden.pickle.program import CallHow, CallResult, Global, Program
 from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
@@ -88,6 +88,26 @@ class _Run:
     findings: list[Finding] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     legacy: bool = False
+
+
+def _loader_machinery(judge: ProgramJudge, vouched: frozenset[str]) -> frozenset[int | None]:
+    """Offsets of the statements that use a vouched-for name exactly as its loader does: its import, an
+    argument-less instantiation (NEWOBJ), and calls with arguments only for entries marked ``(*)``.
+    Anything else done with the same name (a call with arguments, one of its attributes) is judged."""
+    plain = {v for v in vouched if not v.endswith("(*)")}
+    called = {v[:-3] for v in vouched if v.endswith("(*)")}
+    offsets: set[int | None] = set()
+    for stmt in judge.program.statements:
+        if isinstance(stmt, Global):
+            symbol = judge.knowledge(stmt)[0].symbol
+            if any(vouches(v, symbol) for v in plain | called):
+                offsets.add(stmt.offset)
+        elif isinstance(stmt, CallResult) and isinstance(stmt.callee, Global):
+            symbol = judge.knowledge(stmt.callee)[0].symbol
+            argless = stmt.how is CallHow.NEW and not stmt.args and not stmt.kwargs
+            if any(vouches(v, symbol) for v in called) or (argless and any(vouches(v, symbol) for v in plain)):
+                offsets.add(stmt.offset)
+    return frozenset(offsets)
 
 
 def _anomaly_finding(anomaly: Anomaly, prefix: str) -> Finding:
@@ -194,8 +214,9 @@ class _Analyser:
         self.analysis.programs.append(program)
         self.analysis.judges.append(judge)
         found = []
+        machinery = _loader_machinery(judge, source.vouched) if source.vouched else frozenset()
         for item in judge.findings():
-            if source.vouched and item.rule in _VOUCHABLE and any(vouches(v, item.symbol) for v in source.vouched):
+            if item.rule in _VOUCHABLE and item.offset in machinery:
                 continue
             found.append(item)
         return judge, found

@@ -91,7 +91,8 @@ class PickleSource:
     """Locates the pickles after the first one (overrides ``stacking``)."""
     vouched: frozenset[str] = frozenset()
     """Exact dotted names (or ``namespace.*``, see :func:`vouches`) that this container's loader resolves to
-    its own inert machinery: findings about importing or calling them are dropped. Tampering is kept."""
+    its own inert machinery: findings about importing them or instantiating them without arguments (with
+    any arguments for entries ending ``(*)``) are dropped. Every other use, and tampering, is judged."""
     origin: OffsetMap | None = None
     """Set when ``data`` is a spliced view of the member: maps finding offsets back to the member."""
     label: str = ""

@@ -279,9 +279,15 @@ class _Walker(pickle._Unpickler):
             version, flags = state[0], state[7]
             if type(version) is not int or type(flags) is not int:
                 raise _Stop("numpy dtype state is malformed")
+            has_fields = state[2] is not None or state[4] is not None
             if version >= 3:
                 flagged = bool(flags & 1)
-            has_fields = state[2] is not None or state[4] is not None
+            elif flags or kind == "O":
+                # Below version 3 numpy recomputes the flags (_descr_find_object): any flag bit set in the
+                # state, or an object kind, makes the whole dtype an object dtype.
+                flagged = True
+            elif has_fields:
+                raise _Unsupported("numpy dtype state below version 3 with fields: its fields decide object-ness")
         elif state is not None and len(state) >= 6 and any(v is not None for v in state[2:4]):
             raise _Unsupported("old numpy dtype pickle with fields")
         if kind in "SUVa":

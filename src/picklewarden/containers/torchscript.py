@@ -27,7 +27,7 @@ VOUCHED: frozenset[str] = frozenset(
     {
         "__torch__.*",
         *(
-            f"torch.jit._pickle.{name}"
+            f"torch.jit._pickle.{name}(*)"
             for name in (
                 "build_tensor_from_id",
                 "restore_type_tag",
@@ -41,8 +41,9 @@ VOUCHED: frozenset[str] = frozenset(
     }
 )
 """What the C++ unpickler resolves itself inside a TorchScript archive (``Unpickler::readGlobal``): any
-``__torch__`` class (compiled from the archive's code, never imported) and the exact list builders of
-``torch.jit._pickle``; any other name in that module makes it throw."""
+``__torch__`` class (compiled from the archive's code, never imported; instantiated without arguments) and
+the exact list builders of ``torch.jit._pickle`` (``(*)``: called with arguments); any other name in that
+module makes it throw."""
 
 _FILE_OPS: dict[str, str] = {
     "torch.save": "writes a file (aten::save)",
