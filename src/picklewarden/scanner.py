@@ -19,8 +19,8 @@ from picklewarden.containers.base import (
     Opened,
     PickleSource,
     Stacking,
-    covers,
     join_member,
+    vouches,
 )
 from picklewarden.containers.hints import extension_anomaly
 from picklewarden.containers.joblib_files import JoblibView
@@ -32,7 +32,8 @@ from picklewarden.knowledge.tables import Category
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
-from picklewarden.pickle.program import CallResult, Global, Program
+from picklewarden.pickle.program import CallHow, CallResult, Global, Program
+from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
@@ -89,6 +90,26 @@ class _Run:
     legacy: bool = False
 
 
+def _loader_machinery(judge: ProgramJudge, vouched: frozenset[str]) -> frozenset[int | None]:
+    """Offsets of the statements that use a vouched-for name exactly as its loader does: its import, an
+    argument-less instantiation (NEWOBJ), and calls with arguments only for entries marked ``(*)``.
+    Anything else done with the same name (a call with arguments, one of its attributes) is judged."""
+    plain = {v for v in vouched if not v.endswith("(*)")}
+    called = {v[:-3] for v in vouched if v.endswith("(*)")}
+    offsets: set[int | None] = set()
+    for stmt in judge.program.statements:
+        if isinstance(stmt, Global):
+            symbol = judge.knowledge(stmt)[0].symbol
+            if any(vouches(v, symbol) for v in plain | called):
+                offsets.add(stmt.offset)
+        elif isinstance(stmt, CallResult) and isinstance(stmt.callee, Global):
+            symbol = judge.knowledge(stmt.callee)[0].symbol
+            argless = stmt.how is CallHow.NEW and not stmt.args and not stmt.kwargs
+            if any(vouches(v, symbol) for v in called) or (argless and any(vouches(v, symbol) for v in plain)):
+                offsets.add(stmt.offset)
+    return frozenset(offsets)
+
+
 def _anomaly_finding(anomaly: Anomaly, prefix: str) -> Finding:
     return finding(
         anomaly.rule,
@@ -107,11 +128,16 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
     index = 0
     most = limits.max_members if source.walker is not None else limits.max_pickles_per_stream
     while pos < len(data):
-        program, _ = run_pickle(
-            data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
-        )
+        if source.python:
+            program = run_pickle_python(data, pos, limits, member=member, index=index, plain=_plain_result)
+        else:
+            program, _ = run_pickle(
+                data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
+            )
         run.programs.append(program)
         if not program.complete or program.end is None:
+            if index == 0 and source.stacking is Stacking.ALL and source.walker is None and not source.python:
+                _python_reading(run, program, data, limits)
             return run
         index += 1
         if source.walker is not None:
@@ -147,6 +173,25 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
     return run
 
 
+def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
+    """A raw stream is also what joblib.load and dill.load read, with the pure-Python unpickler, which accepts
+    streams the C one rejects: where it reads further, its program is judged too."""
+    view = further(program, data, limits, _plain_result)
+    if view is None:
+        return
+    run.programs.append(view)
+    stop = program.error.offset if isinstance(program.error, MalformedPickle) else None
+    run.findings.append(
+        finding(
+            "PW309",
+            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load, dill.load) reads on "
+            f"({len(view.statements)} statements, {'to STOP' if view.complete else 'further'})",
+            member=program.member,
+            offset=stop,
+        )
+    )
+
+
 def _next_is_pickle(data: bytes, pos: int, limits: Limits) -> bool:
     from picklewarden.containers.sniff import looks_like_pickle
 
@@ -169,8 +214,9 @@ class _Analyser:
         self.analysis.programs.append(program)
         self.analysis.judges.append(judge)
         found = []
+        machinery = _loader_machinery(judge, source.vouched) if source.vouched else frozenset()
         for item in judge.findings():
-            if source.vouched and item.rule in _VOUCHABLE and any(covers(v, item.symbol) for v in source.vouched):
+            if item.rule in _VOUCHABLE and item.offset in machinery:
                 continue
             found.append(item)
         return judge, found
@@ -234,7 +280,7 @@ class _Analyser:
             for item in ProgramJudge(program, self.limits).findings():
                 if item.severity < Severity.HIGH or item.offset is None or view.divergence is None:
                     continue
-                if item.offset < view.divergence or any(covers(v, item.symbol) for v in vouched):
+                if item.offset < view.divergence or any(vouches(v, item.symbol) for v in vouched):
                     continue
                 out.append(
                     replace(
@@ -249,6 +295,14 @@ class _Analyser:
         found: list[Finding] = []
         for program in programs:
             judge, judged = self.judge(program, source)
+            if program.reader and not source.python:
+                # A second reading of the same bytes: only what the first did not already report.
+                seen = {(f.rule, f.offset, f.symbol) for f in found}
+                judged = [
+                    replace(f, message=f"under {READER} (joblib.load, dill.load): {f.message}")
+                    for f in judged
+                    if (f.rule, f.offset, f.symbol) not in seen
+                ]
             found.extend(judged)
             found.extend(self.payloads(program, judge, source, ctx))
         return found

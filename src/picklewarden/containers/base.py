@@ -90,12 +90,15 @@ class PickleSource:
     walker: Walker | None = None
     """Locates the pickles after the first one (overrides ``stacking``)."""
     vouched: frozenset[str] = frozenset()
-    """Dotted names (a module covers its contents) that this container's loader resolves to its own inert
-    machinery: findings about importing or calling them are dropped. Tampering findings are kept."""
+    """Exact dotted names (or ``namespace.*``, see :func:`vouches`) that this container's loader resolves to
+    its own inert machinery: findings about importing them or instantiating them without arguments (with
+    any arguments for entries ending ``(*)``) are dropped. Every other use, and tampering, is judged."""
     origin: OffsetMap | None = None
     """Set when ``data`` is a spliced view of the member: maps finding offsets back to the member."""
     label: str = ""
     """What this view of the member is, when it is not the plain stream (e.g. ``joblib``)."""
+    python: bool = False
+    """The loader reads it with the pure-Python ``pickle._Unpickler`` (joblib.load), not the C one."""
     optional: bool = False
     """A speculative view (a tar header that may also be a pickle): dropped when it yields no statement."""
 
@@ -188,9 +191,14 @@ def join_member(outer: str, inner: str) -> str:
     return f"{outer}!{inner}"
 
 
-def covers(entry: str, symbol: str) -> bool:
-    """True when the dotted ``entry`` is ``symbol`` or a module/class ``symbol`` lives in (component-wise)."""
-    return bool(symbol) and (symbol == entry or symbol.startswith(entry + "."))
+def vouches(entry: str, symbol: str) -> bool:
+    """True when the vouched-for ``entry`` covers ``symbol``: the exact dotted name a loader itself resolves
+    to its own machinery, or ``namespace.*`` for a namespace the loader never imports from (TorchScript's
+    ``__torch__.*`` classes). A class's attributes are never covered by the class: a pickle that reaches
+    ``Wrapper.some_method`` calls something the loader does not."""
+    if entry.endswith(".*"):
+        return symbol.startswith(entry[:-1])
+    return symbol == entry
 
 
 class BufferReader(io.RawIOBase):

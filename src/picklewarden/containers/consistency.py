@@ -53,10 +53,20 @@ def _record_name(archive: TorchZip, name: str) -> str | None:
     return name[len(head) :] if name.startswith(head) else None
 
 
-def storage_ids(programs: Iterable[Program]) -> dict[str, tuple[str, int | None, int]]:
-    """key -> (storage type, element size, element count) for every well-formed storage persistent id."""
+def _tensor_folder(archive: TorchZip, member: str) -> str:
+    """The folder torch reads a pickle's storages from: ``<name>/`` for ``<name>.pkl`` (``data.pkl`` loads
+    ``data/<key>``; a TorchScript archive's ``constants.pkl``, frozen parameters included, ``constants/<key>``)."""
+    name = member.rsplit("!", 1)[-1].split(" (duplicate entry #", 1)[0]
+    record = _record_name(archive, name) or name
+    return (record[: -len(".pkl")] if record.endswith(".pkl") else "data") + "/"
+
+
+def storage_ids(programs: Iterable[Program], archive: TorchZip | None = None) -> dict[str, tuple[str, int | None, int]]:
+    """record -> (storage type, element size, element count) for every well-formed storage persistent id;
+    the record is ``<folder>/<key>`` for the pickle's tensor folder (``data/<key>`` without ``archive``)."""
     found: dict[str, tuple[str, int | None, int]] = {}
     for program in programs:
+        folder = _tensor_folder(archive, program.member) if archive is not None else "data/"
         for stmt in program.statements:
             if not isinstance(stmt, Persistent):
                 continue
@@ -67,7 +77,7 @@ def storage_ids(programs: Iterable[Program]) -> dict[str, tuple[str, int | None,
             if type(key) is not str or type(numel) is not int:
                 continue
             name, size = element_size(pid[1])
-            found.setdefault(key, (name, size, numel))
+            found.setdefault(folder + key, (name, size, numel))
     return found
 
 
@@ -75,15 +85,16 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
     """A check of the archive's storages against the persistent ids its pickles produced."""
 
     def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
-        ids = storage_ids(programs)
-        for key, (kind, size, numel) in sorted(ids.items()):
-            entry = archive.record(f"data/{key}")
+        ids = storage_ids(programs, archive)
+        for wanted, (kind, size, numel) in sorted(ids.items()):
+            key = wanted.rsplit("/", 1)[1]
+            entry = archive.record(wanted)
             if entry is None:
                 yield Anomaly(
                     "PW306",
-                    f"{archive.prefix}/data/{key}",
+                    f"{archive.prefix}/{wanted}",
                     None,
-                    f"the pickle loads storage {key!r} but the archive has no data/{key} entry; torch.load fails",
+                    f"the pickle loads storage {key!r} but the archive has no {wanted} entry; torch fails to load it",
                 )
                 continue
             if size is None:
@@ -113,7 +124,7 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
             if record is None or entry.directory:
                 continue
             if record.startswith("data/"):
-                if record[5:] not in ids and ids:
+                if record not in ids and ids:
                     stray.append(entry.name)
             elif record not in _KNOWN and not record.startswith(_KNOWN_FOLDERS) and not record.endswith(".pkl"):
                 odd.append(entry.name)

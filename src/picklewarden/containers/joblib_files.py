@@ -21,19 +21,21 @@ from __future__ import annotations
 import io
 import pickle
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from picklewarden.containers.base import Anomaly, BufferReader, OffsetMap, PickleSource, Stacking
+from picklewarden.containers.base import Anomaly, OffsetMap, PickleSource, Stacking
 from picklewarden.errors import LimitExceeded
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.program import Program
+from picklewarden.pickle.pymachine import ClampedReader, load_bytearray8, read_extension, resolve_extension
 
 WRAPPER = "NumpyArrayWrapper"
+JOBLIB_WRAPPERS = frozenset({f"{package}.numpy_pickle.{WRAPPER}" for package in ("joblib", "sklearn.externals.joblib")})
+"""The wrapper classes joblib's unpickler (or scikit-learn's vendored copy) checks for with isinstance."""
 _WRAPPER_INIT = ("subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes")
 _WRAPPER_DEFAULTS = {"allow_mmap": False, "numpy_array_alignment_bytes": 16}
 _DTYPE_MODULES = frozenset({"numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core._multiarray_umath"})
@@ -121,20 +123,6 @@ class _Spans:
     canonical: bool = True
 
 
-class _Stream(io.BufferedReader):
-    """The file joblib reads, with every read clamped to what is left: BufferedReader.read(n) allocates n
-    bytes up front, and the pure-Python unpickler asks for whatever a length field says."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(BufferReader(data))
-        self.total = len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > 0:
-            size = min(size, max(0, self.total - self.tell()))
-        return super().read(size)
-
-
 class _Walker(pickle._Unpickler):
     """``pickle._Unpickler`` (what joblib runs) over inert stand-ins, with joblib's BUILD hook."""
 
@@ -145,7 +133,7 @@ class _Walker(pickle._Unpickler):
     readinto: Any
     append: Any
 
-    def __init__(self, stream: _Stream, limits: Limits, spans: _Spans, member: str, arrays: bool) -> None:
+    def __init__(self, stream: ClampedReader, limits: Limits, spans: _Spans, member: str, arrays: bool) -> None:
         super().__init__(stream, fix_imports=True, encoding="latin1")
         self._stream = stream
         self._limits = limits
@@ -158,6 +146,9 @@ class _Walker(pickle._Unpickler):
         table[pickle.PERSID[0]] = table[pickle.BINPERSID[0]] = _Walker._no_persistent
         table[pickle.NEXT_BUFFER[0]] = table[pickle.READONLY_BUFFER[0]] = _Walker._no_buffers
         table[pickle.BYTEARRAY8[0]] = _Walker._load_bytearray8
+        for code in (pickle.EXT1[0], pickle.EXT2[0], pickle.EXT4[0]):
+            # pickle's own handler writes what find_class returns into copyreg's process-wide cache.
+            table[code] = _ext_handler(code)
         limit = limits.max_opcodes
 
         def counted(handler: Any) -> Any:
@@ -184,12 +175,7 @@ class _Walker(pickle._Unpickler):
 
     def _load_bytearray8(self) -> None:
         # pickle's own version allocates bytearray(length) before reading: check the length first.
-        (length,) = struct.unpack("<Q", self.read(8))
-        if length > self._stream.total:
-            raise _Stop(f"BYTEARRAY8 of {length} bytes is longer than the stream")
-        buffer = bytearray(length)
-        self.readinto(buffer)
-        self.append(buffer)
+        load_bytearray8(self, self._stream.total)
 
     def _load_build(self) -> None:
         stack = self.stack
@@ -293,9 +279,15 @@ class _Walker(pickle._Unpickler):
             version, flags = state[0], state[7]
             if type(version) is not int or type(flags) is not int:
                 raise _Stop("numpy dtype state is malformed")
+            has_fields = state[2] is not None or state[4] is not None
             if version >= 3:
                 flagged = bool(flags & 1)
-            has_fields = state[2] is not None or state[4] is not None
+            elif flags or kind == "O":
+                # Below version 3 numpy recomputes the flags (_descr_find_object): any flag bit set in the
+                # state, or an object kind, makes the whole dtype an object dtype.
+                flagged = True
+            elif has_fields:
+                raise _Unsupported("numpy dtype state below version 3 with fields: its fields decide object-ness")
         elif state is not None and len(state) >= 6 and any(v is not None for v in state[2:4]):
             raise _Unsupported("old numpy dtype pickle with fields")
         if kind in "SUVa":
@@ -325,6 +317,13 @@ class _Walker(pickle._Unpickler):
             )
             self._spans.anomalies.append(Anomaly("PW314", self._member or None, self._stream.tell(), what))
         return itemsize, hasobject
+
+
+def _ext_handler(code_byte: int) -> Any:
+    def run(walker: _Walker) -> None:
+        resolve_extension(walker, read_extension(walker, code_byte))
+
+    return run
 
 
 def _count(shape: Any) -> int:
@@ -358,7 +357,7 @@ class JoblibView:
 def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
     """Walk ``source`` as joblib.load does; None when no array wrapper changes how it is read."""
     data = source.data
-    stream = _Stream(data)
+    stream = ClampedReader(data)
     stream.seek(source.start)
     spans = _Spans()
     walker = _Walker(stream, limits, spans, source.member, arrays=True)
@@ -398,7 +397,9 @@ def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
     spliced.append(length)
     original.append(position)
     kept.append(bytes(data[position:]))
-    vouched = frozenset(spans.wrappers) if spans.canonical else frozenset()
+    # Only joblib's own class, as joblib itself instantiates it: NumpyUnpickler reads array bytes after an
+    # instance of that very class, so a look-alike elsewhere, or any attribute of the class, is not vouched.
+    vouched = frozenset(spans.wrappers & JOBLIB_WRAPPERS) if spans.canonical else frozenset()
     outer = PickleSource(
         source.member,
         b"".join(kept),
@@ -408,9 +409,10 @@ def joblib_view(source: PickleSource, limits: Limits) -> JoblibView | None:
         vouched=vouched,
         origin=OffsetMap(tuple(spliced), tuple(original)),
         label="joblib",
+        python=True,
     )
     inner = tuple(
-        PickleSource(source.member, data, Stacking.ONE, True, start=start, label="joblib object array")
+        PickleSource(source.member, data, Stacking.ONE, True, start=start, label="joblib object array", python=True)
         for start in spans.nested
     )
     return JoblibView((outer, *inner), (*spans.anomalies, *notes), error, min(s for s, _ in spans.raw))

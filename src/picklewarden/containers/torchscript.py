@@ -23,8 +23,27 @@ from dataclasses import dataclass
 from picklewarden.containers.base import Anomaly
 from picklewarden.model import Severity
 
-VOUCHED: frozenset[str] = frozenset({"__torch__", "torch.jit._pickle"})
-"""Names the C++ unpickler resolves itself inside a TorchScript archive."""
+VOUCHED: frozenset[str] = frozenset(
+    {
+        "__torch__.*",
+        *(
+            f"torch.jit._pickle.{name}(*)"
+            for name in (
+                "build_tensor_from_id",
+                "restore_type_tag",
+                "build_intlist",
+                "build_tensorlist",
+                "build_doublelist",
+                "build_boollist",
+                "build_complexlist",
+            )
+        ),
+    }
+)
+"""What the C++ unpickler resolves itself inside a TorchScript archive (``Unpickler::readGlobal``): any
+``__torch__`` class (compiled from the archive's code, never imported; instantiated without arguments) and
+the exact list builders of ``torch.jit._pickle`` (``(*)``: called with arguments); any other name in that
+module makes it throw."""
 
 _FILE_OPS: dict[str, str] = {
     "torch.save": "writes a file (aten::save)",

@@ -55,56 +55,24 @@ the answer is reused for the callee's later calls."""
 _OPNAMES: tuple[str | None, ...] = tuple(None if o is None else o.name for o in op.BY_CODE)
 
 
-class _Abort(BaseException):
+class Abort(BaseException):
     """Raised from a stand-in to stop the unpickler; a BaseException so no code path can swallow it."""
 
     def __init__(self, error: ScanError) -> None:
         self.error = error
 
 
-class _StandinType(type):
-    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+class _Recording:
+    """What a stand-in does when the machine operates on it: record, and return another stand-in.
 
+    The one implementation shared by type stand-ins (through their metaclass) and plain ones, so the two
+    can never drift apart in what they record or refuse. Anything not defined here (iteration,
+    comparison, arithmetic, other attributes) fails as on an object without it.
+    """
+
+    __slots__ = ()
     _pw_node: Node
-    _pw_rec: _Recorder
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.CALL)
-
-    def __setstate__(cls, state: Any) -> None:
-        cls._pw_rec.build(cls._pw_node, state)
-
-    def __setitem__(cls, key: Any, value: Any) -> None:
-        cls._pw_rec.mutate(Op.SETITEM, cls._pw_node, key, value)
-
-    def __setattr__(cls, name: str, value: Any) -> None:
-        cls._pw_rec.mutate(Op.SETATTR, cls._pw_node, name, value)
-
-    def append(cls, value: Any) -> None:
-        cls._pw_rec.mutate(Op.APPEND, cls._pw_node, None, value)
-
-    def extend(cls, values: Any) -> None:
-        cls._pw_rec.mutate(Op.EXTEND, cls._pw_node, None, list(values))
-
-    def add(cls, value: Any) -> None:
-        cls._pw_rec.mutate(Op.ADD, cls._pw_node, None, value)
-
-
-class _TypeStandin(metaclass=_StandinType):
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
-
-
-class _Value:
-    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
-
-    __slots__ = ("_pw_node", "_pw_rec")
-    _pw_node: Node
-    _pw_rec: _Recorder
-
-    def __init__(self, node: Node, rec: _Recorder) -> None:
-        object.__setattr__(self, "_pw_node", node)
-        object.__setattr__(self, "_pw_rec", rec)
+    _pw_rec: Recorder
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
@@ -127,6 +95,25 @@ class _Value:
     def add(self, value: Any) -> None:
         self._pw_rec.mutate(Op.ADD, self._pw_node, None, value)
 
+
+class _StandinType(_Recording, type):
+    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+
+
+class _TypeStandin(metaclass=_StandinType):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
+
+
+class _Value(_Recording):
+    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
+
+    __slots__ = ("_pw_node", "_pw_rec")
+
+    def __init__(self, node: Node, rec: Recorder) -> None:
+        object.__setattr__(self, "_pw_node", node)
+        object.__setattr__(self, "_pw_rec", rec)
+
     def __repr__(self) -> str:
         return f"<stand-in #{self._pw_node.id}>"
 
@@ -140,7 +127,7 @@ def node_of(value: Any) -> Node | None:
     return None
 
 
-class _Recorder:
+class Recorder:
     """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset."""
 
     def __init__(self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult):
@@ -181,7 +168,7 @@ class _Recorder:
         self.check_at = min((count | 0xFFF) + 1, limit)
 
     def _abort(self, error: ScanError) -> NoReturn:
-        raise _Abort(error)
+        raise Abort(error)
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -220,7 +207,16 @@ class _Recorder:
         self.next_id = node_id + 1
         node = Persistent(node_id, offset, pid)
         self._record(node)
-        return _Value(node, self)
+        if type(pid) is tuple and pid:
+            if pid[0] == "storage":
+                # torch's storages (one per tensor, 100k in a big state dict): never a class, so cheap.
+                return _Value(node, self)
+            if pid[0] == "module" and len(pid) >= 2:
+                # torch's legacy loader returns the pickled class itself (``data[0]``) for a whole-module
+                # save, and the stream then instantiates it with NEWOBJ: the class is what gets called.
+                return pid[1]
+        # Any other loader's persistent_load may return a class, which NEWOBJ then instantiates.
+        return self._standin(node, as_type=True)
 
     def call(self, callee: Node, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: CallHow) -> Any:
         opname = None
@@ -278,7 +274,7 @@ class _Recorder:
 class _InertUnpickler(_stdlib_pickle.Unpickler):
     """The C unpickler with find_class and persistent_load answered by stand-ins only."""
 
-    def __init__(self, file: Any, recorder: _Recorder) -> None:
+    def __init__(self, file: Any, recorder: Recorder) -> None:
         # latin-1 never fails to decode Python 2 strings, so no loader setting stops reading earlier than ours.
         super().__init__(file, fix_imports=True, encoding="latin1", errors="strict")
         self._pw = recorder
@@ -290,7 +286,7 @@ class _InertUnpickler(_stdlib_pickle.Unpickler):
         return self._pw.persistent_load(pid)
 
 
-def _always_type(node: CallResult) -> bool:
+def always_type(node: CallResult) -> bool:
     return False
 
 
@@ -302,7 +298,7 @@ def run_pickle(
     member: str = "",
     index: int = 0,
     base: int = 0,
-    plain: PlainResult = _always_type,
+    plain: PlainResult = always_type,
     file_like: bool = True,
 ) -> tuple[Program, Layout]:
     """Execute the pickle at ``data[start:]`` symbolically and return what it did.
@@ -322,7 +318,7 @@ def run_pickle(
     layout = scan_layout(data, start, limits)
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
-    recorder = _Recorder(program, layout, base, limits, plain)
+    recorder = Recorder(program, layout, base, limits, plain)
     # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
     # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
@@ -333,7 +329,7 @@ def run_pickle(
     try:
         with gc_paused():
             program.result = unpickler.load()
-    except _Abort as abort:
+    except Abort as abort:
         program.error = abort.error
     except Exception as exc:  # noqa: BLE001 - the C machine raises many types for a broken stream
         program.error = _machine_error(layout, recorder, exc)
@@ -465,7 +461,7 @@ class _ViewReader(io.RawIOBase):
         self.close()
 
 
-def _machine_error(layout: Layout, recorder: _Recorder, exc: Exception) -> ScanError:
+def _machine_error(layout: Layout, recorder: Recorder, exc: Exception) -> ScanError:
     if layout.error is not None:
         # The machine ran into the cut we made where the layout pass found the stream broken.
         error = layout.error

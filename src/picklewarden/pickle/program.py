@@ -104,6 +104,8 @@ class Program:
     protocol: int = 0
     opcodes: int = 0
     extensions: list[tuple[int, int]] = field(default_factory=list)
+    reader: str = ""
+    """Which unpickler read the stream when it is not the C one ('' for ``_pickle.Unpickler``)."""
 
     @property
     def globals(self) -> list[Global]:
