@@ -170,6 +170,11 @@ def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
         opened.notes.append(f"numeric array {header['descr']!r} of shape {header['shape']!r}: data not read")
         return opened
     opened.format = "npy-object"
+    if len(data) - end > ctx.limits.max_pickle_bytes:
+        message = f"the .npy data after the header exceeds max_pickle_bytes ({ctx.limits.max_pickle_bytes})"
+        opened.anomalies.append(Anomaly("PW301", member or None, end, message))
+        opened.errors.append(f"{member or '.npy'}: pickle not read: {message}")
+        return opened
     whole = bytes(data[: len(data)])
     source = PickleSource(member, whole, Stacking.ONE, file_like=True, start=end, label="npy")
     if kind == "object":

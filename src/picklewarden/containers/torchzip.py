@@ -159,6 +159,16 @@ def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
     return _Reader(data, limits).run()
 
 
+def open_any_zip(data: Buffer, limits: Limits) -> TorchZip:
+    """Every entry of a ZIP as torch's miniz reader finds it, whatever its folder layout (npz files, bundles).
+
+    For readers of last resort: when Python's ``zipfile`` refuses an archive or a member that miniz
+    reads, the bytes miniz would take are what a lenient reader gets. ``entries`` keeps the *last* entry
+    of each exact name, as ``zipfile`` does; ``prefix`` is empty. Raises like :func:`open_torch_zip`.
+    """
+    return _AnyReader(data, limits).run()
+
+
 def _lookup_key(name: bytes) -> bytes:
     """A lookup name as miniz compares it: cut at the first NUL (a C string), ASCII case folded."""
     nul = name.find(b"\x00")
@@ -574,3 +584,20 @@ class _Reader(DirectoryReader):
                 return
             if end > reach:
                 reach, holder = end, name
+
+
+class _AnyReader(_Reader):
+    """The directory without torch's own expectations (a prefix folder, a version record)."""
+
+    read_every_local_header = True
+
+    def finish(self, raws: list[_Raw]) -> TorchZip:
+        entries = [self.make_entry(raw) for raw in raws]
+        self.check_overlaps(entries)
+        return TorchZip(
+            entries=types.MappingProxyType({entry.name: entry for entry in entries}),
+            order=tuple(entry.name for entry in entries),
+            prefix="",
+            anomalies=self.summarise(),
+            all_entries=tuple(entries),
+        )

@@ -13,6 +13,7 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
+from picklewarden.containers.base import Anomaly
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
 
@@ -332,3 +333,24 @@ def read_plain(data: Buffer, entry: ZipEntry, limits: Limits) -> tuple[bytes, tu
         "reader that ignores the flag takes them",
     )
     return payload, (damage, *anomalies)
+
+
+def to_anomaly(problem: ZipAnomaly) -> Anomaly:
+    """A reader's observation as a container anomaly (rule PW310, the code leading the message)."""
+    return Anomaly("PW310", problem.member, problem.offset, f"{problem.code}: {problem.message}")
+
+
+def peek_member(data: Buffer, entry: ZipEntry, size: int) -> bytes:
+    """The first ``size`` bytes of a member's content, inflating no more than that (storages may be
+    gigabytes); ``b""`` when its local header cannot be read or its deflate stream is broken."""
+    try:
+        start = data_start(data, entry)
+    except ScanError:
+        return b""
+    raw = bytes(data[start : start + min(entry.compressed_size, size)])
+    if entry.method != _DEFLATED:
+        return raw[: entry.size]
+    try:
+        return zlib.decompressobj(-15).decompress(raw, size)
+    except zlib.error:
+        return b""
