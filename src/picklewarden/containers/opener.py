@@ -199,7 +199,8 @@ def _is_pickle_record(name: str) -> bool:
 
 
 def _open_zip(data: bytes, ctx: Context) -> Opened:
-    from picklewarden.containers import archives, consistency, torchscript, torchzip
+    from picklewarden.containers import archives, consistency, npz, torchscript, torchzip
+    from picklewarden.containers.zipentry import to_anomaly
 
     limits = ctx.limits
     try:
@@ -216,7 +217,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         return archives.open_zip_bundle(data, ctx)
     scripted = archive.record("constants.pkl") is not None
     opened = Opened("torchscript" if scripted else "torch-zip")
-    opened.anomalies.extend(_anomaly(a) for a in archive.anomalies)
+    opened.anomalies.extend(to_anomaly(a) for a in archive.anomalies)
     vouched = torchscript.VOUCHED if scripted else frozenset()
     read: dict[str, bytes] = {}
     reported = {a.member or consistency.ARCHIVE_WIDE for a in archive.anomalies}
@@ -226,11 +227,11 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         if entry is None or not _is_pickle_record(name):
             continue
         try:
-            payload, problems = torchzip.read_entry(data, entry, limits)
+            payload, problems = torchzip.read_plain(data, entry, limits)
         except ScanError as exc:
             opened.errors.append(f"{name}: {exc}")
             continue
-        opened.anomalies.extend(_anomaly(a) for a in problems)
+        opened.anomalies.extend(to_anomaly(a) for a in problems)
         reported.update(a.member or consistency.ARCHIVE_WIDE for a in problems)
         opened.sources.append(PickleSource(name, payload, Stacking.ONE, file_like=False, vouched=vouched))
         read[name] = payload
@@ -240,7 +241,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         if chosen is None or chosen is entry or not _is_pickle_record(entry.name):
             continue
         try:
-            payload, _ = torchzip.read_entry(data, entry, limits)
+            payload, _ = torchzip.read_plain(data, entry, limits)
         except ScanError:
             continue
         label = f"{entry.name} (duplicate entry #{entry.index})"
@@ -250,11 +251,18 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     if scripted:
         _review_code(data, archive, opened, limits)
     opened.checks.append(consistency.storage_check(archive))
-    found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx)
+    heads = {entry.header_offset: read[name] for name in read if (entry := archive.entries.get(name)) is not None}
+    found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx, heads)
     if unpeeked:
         opened.notes.append(f"{unpeeked} storages were not checked for hidden pickles (peek budget spent)")
     opened.anomalies.extend(found)
     opened.children.extend(payloads)
+    # numpy.load reads any ZIP as an npz: members starting with a NumPy header are arrays it may unpickle.
+    numpy_view = npz.numpy_view(data, archive, ctx, heads)
+    opened.sources.extend(numpy_view.sources)
+    opened.anomalies.extend(numpy_view.anomalies)
+    opened.errors.extend(numpy_view.errors)
+    opened.notes.extend(numpy_view.notes)
     opened.anomalies.extend(consistency.zipfile_differential(data, archive, read, reported))
     return opened
 
@@ -279,13 +287,3 @@ def _review_code(data: bytes, archive: object, opened: Opened, limits: Limits) -
             opened.errors.append(f"{name}: {exc}")
             continue
         opened.anomalies.extend(torchscript.review_code(name, raw.decode("utf-8", "replace")))
-
-
-def _anomaly(problem: object) -> Anomaly:
-    code = getattr(problem, "code", "zip")
-    return Anomaly(
-        "PW310",
-        getattr(problem, "member", None),
-        getattr(problem, "offset", None),
-        f"{code}: {getattr(problem, 'message', '')}",
-    )
