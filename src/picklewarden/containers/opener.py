@@ -53,7 +53,9 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
         return "pickle"
     if looks_like_zip(head):
         return "zip"
-    return None
+    from picklewarden.formats import sniff
+
+    return sniff(head)
 
 
 def _plausible(kind: str, head: bytes) -> bool:
@@ -106,6 +108,11 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         from picklewarden.containers.numpy_files import open_npy
 
         return open_npy(data, ctx)
+    from picklewarden.formats import open_format
+
+    other = open_format(data, head, ctx)
+    if other is not None:
+        return other
     if looks_like_pickle(head, limits):
         return _with_zip_view(
             Opened("pickle", [PickleSource("", _whole(data), Stacking.ALL, file_like=True)]), data, ctx
