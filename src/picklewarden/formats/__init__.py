@@ -77,7 +77,7 @@ def _open(data: Data, head: bytes, ctx: Context) -> Opened | None:
         if isinstance(value, dict):
             return configs.open_json(value, posixpath.basename(ctx.name))
         opened = configs.open_yaml(text)
-        if _extension(ctx.name) not in _YAML_NAMES and opened.errors and not opened.anomalies:
+        if _extension(ctx.name) not in _YAML_NAMES and not opened.anomalies:
             return None  # text that merely mentions a marker: not a config
         return opened
     return None

@@ -47,7 +47,7 @@ def review(source: str, where: str, member: str | None = None) -> Review:
     """Findings for one template string (``where`` names it in messages)."""
     try:
         environment = _environment()
-        from jinja2 import TemplateSyntaxError, nodes
+        from jinja2 import TemplateSyntaxError, nodes  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return Review(error=MISSING)
     try:

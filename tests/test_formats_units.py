@@ -1,0 +1,110 @@
+"""Non-pickle format readers: bounded on hostile input, honest without their optional libraries, and quiet
+about text files in a directory walk."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import picklewarden
+from picklewarden.formats import bytecode
+from picklewarden.model import Verdict
+from tests import format_samples
+
+
+def test_gguf_with_impossible_counts_is_a_finding_not_a_crash() -> None:
+    data = b"GGUF" + struct.pack("<IQQ", 3, 1 << 60, 1 << 60)
+    report = picklewarden.scan_bytes(data, "x.gguf")
+    assert report.format == "gguf" and [f.rule for f in report.findings] == ["PW408"]
+
+
+def test_gguf_string_longer_than_the_file_is_bounded() -> None:
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 62) + b"key"
+    report = picklewarden.scan_bytes(data, "x.gguf")
+    assert "PW408" in {f.rule for f in report.findings}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_behind_magic_numbers_never_crash(tail: bytes) -> None:
+    for head in (b"GGUF\x03\x00\x00\x00", struct.pack("<Q", len(tail)) + b"{", b"\x08\x07:"):
+        report = picklewarden.scan_bytes(head + tail, "fuzz.bin")
+        assert not any(e.startswith("internal error") for e in report.errors), report.errors
+
+
+def test_marshal_reader_rejects_malformed_code_without_loading_it() -> None:
+    raw = marshal.dumps((lambda: __import__("os")).__code__)
+    code = bytecode.decode(raw)
+    assert "__import__" in code.names
+    for cut in (1, 10, len(raw) // 2, len(raw) - 1):
+        with pytest.raises(bytecode.MarshalError):
+            bytecode.decode(raw[:cut])
+    with pytest.raises(bytecode.MarshalError):
+        bytecode.decode(b"r\x05\x00\x00\x00")  # a reference to nothing
+
+
+def test_yaml_alias_bomb_is_walked_once(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [_target_, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 30)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    report = picklewarden.scan_path(str(path))
+    assert report.verdict is Verdict.SAFE and report.format == "yaml"
+
+
+def test_hdf5_without_h5py_is_an_error_never_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.h5"
+    format_samples.keras_lambda(path, tmp_path / "canary")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    report = picklewarden.scan_path(str(path))
+    assert report.verdict is Verdict.ERROR and "h5py" in report.errors[0]
+
+
+def test_template_without_jinja2_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "chat.gguf"
+    format_samples.gguf_benign(path, tmp_path / "canary")
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    report = picklewarden.scan_path(str(path))
+    assert report.verdict is Verdict.ERROR and "jinja2" in report.errors[0]
+
+
+def test_directory_walk_flags_remote_code_and_skips_text(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# A model\n\nSee python/ for the code. Load it with transformers.\n")
+    (tmp_path / "notes.txt").write_text("trained for 3 epochs\n")
+    format_samples.config_auto_map(tmp_path / "config.json", tmp_path / "canary")
+    format_samples.safetensors_benign(tmp_path / "model.safetensors", tmp_path / "canary")
+    format_samples.gguf_ssti(tmp_path / "evil.gguf", tmp_path / "canary")
+    report = picklewarden.scan(str(tmp_path))
+    verdicts = {Path(f.path).name: f.verdict for f in report.scanned}
+    assert verdicts == {
+        "config.json": Verdict.SUSPICIOUS,
+        "model.safetensors": Verdict.SAFE,
+        "evil.gguf": Verdict.MALICIOUS,
+    }
+    (config,) = (f for f in report.scanned if f.path.endswith("config.json"))
+    assert "modeling_x.py" in config.findings[0].message
+
+
+def test_keras_config_names_a_keras_api_that_is_not_a_layer(tmp_path: Path) -> None:
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"layers": [{"module": "keras.utils", "class_name": "get_file", "config": {}}]},
+    }
+    report = picklewarden.scan_bytes(json.dumps(config).encode(), "config.json")
+    assert report.verdict is Verdict.MALICIOUS and {f.rule for f in report.findings} == {"PW105"}
+
+
+def test_explicit_formats_say_they_are_not_pickles(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    format_samples.safetensors_benign(path, tmp_path / "canary")
+    report = picklewarden.scan_path(str(path))
+    assert report.verdict is Verdict.SAFE and report.format == "safetensors"
+    assert any("never unpickle" in note for note in report.notes)
