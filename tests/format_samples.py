@@ -259,6 +259,27 @@ def onnx_benign(path: Path, canary: Path) -> None:
     _onnx(path, "weights.bin")
 
 
+def onnx_torch_export(path: Path, canary: Path) -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
+    torch.onnx.export(model, (torch.zeros(1, 2),), str(path), dynamo=False)
+
+
+def onnx_custom_domain(path: Path, canary: Path) -> None:
+    from onnx import TensorProto, helper, save
+
+    node = helper.make_node("FusedThing", ["x"], ["y"], domain="com.vendor.ops")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.vendor.ops", 1)]
+    save(helper.make_model(graph, opset_imports=opsets), str(path))
+
+
 # -- executables and remote code -------------------------------------------------------------------------
 
 
@@ -342,6 +363,9 @@ CASES: tuple[FormatCase, ...] = (
     ),
     FormatCase("onnx-external-absolute", "model/abs.onnx", "onnx", "malicious", onnx_absolute, ("PW404",), fires=False),
     FormatCase("onnx-benign-external", "model/ok.onnx", "onnx", "safe", onnx_benign),
+    FormatCase("onnx-benign-torch-export", "export.onnx", "onnx", "safe", onnx_torch_export),
+    # A custom operator domain is listed (info): its kernels come from a library the loading process registers.
+    FormatCase("onnx-custom-domain", "custom.onnx", "onnx", "safe", onnx_custom_domain, ("PW405",)),
     FormatCase("script-posing-as-model", "model.bin", "exec", "malicious", script_model, ("PW406",)),
     FormatCase("config-auto-map", "config.json", "none", "suspicious", config_auto_map, ("PW407",), fires=False),
     FormatCase("config-benign", "plain/config.json", "none", "safe", config_benign),

@@ -79,6 +79,7 @@ def test_directory_walk_flags_remote_code_and_skips_text(tmp_path: Path) -> None
     (tmp_path / "README.md").write_text("# A model\n\nSee python/ for the code. Load it with transformers.\n")
     (tmp_path / "notes.txt").write_text("trained for 3 epochs\n")
     format_samples.config_auto_map(tmp_path / "config.json", tmp_path / "canary")
+    (tmp_path / "modeling_x.py").write_text("import torch\nimport subprocess\n\nsubprocess.run(['id'])\n")
     format_samples.safetensors_benign(tmp_path / "model.safetensors", tmp_path / "canary")
     format_samples.gguf_ssti(tmp_path / "evil.gguf", tmp_path / "canary")
     report = picklewarden.scan(str(tmp_path))
@@ -90,6 +91,7 @@ def test_directory_walk_flags_remote_code_and_skips_text(tmp_path: Path) -> None
     }
     (config,) = (f for f in report.scanned if f.path.endswith("config.json"))
     assert "modeling_x.py" in config.findings[0].message
+    assert "modeling_x.py:4: calls subprocess.run" in config.findings[0].evidence
 
 
 def test_keras_config_names_a_keras_api_that_is_not_a_layer(tmp_path: Path) -> None:
@@ -108,3 +110,27 @@ def test_explicit_formats_say_they_are_not_pickles(tmp_path: Path) -> None:
     report = picklewarden.scan_path(str(path))
     assert report.verdict is Verdict.SAFE and report.format == "safetensors"
     assert any("never unpickle" in note for note in report.notes)
+
+
+def test_native_executables_are_flagged(tmp_path: Path) -> None:
+    elf = Path(sys.executable).resolve().read_bytes()[: 1 << 16]
+    pe = bytearray(b"MZ" + bytes(62) + bytes(64) + b"PE\x00\x00" + bytes(64))
+    struct.pack_into("<I", pe, 0x3C, 128)
+    for name, data in (("model.bin", elf), ("model.pt", bytes(pe)), ("w.bin", b"\xcf\xfa\xed\xfe" + bytes(60))):
+        report = picklewarden.scan_bytes(data, name)
+        assert report.verdict is Verdict.MALICIOUS and {f.rule for f in report.findings} == {"PW406"}, name
+
+
+def test_llamafile_is_recognised_and_its_weights_scanned(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    weights = tmp_path / "evil.gguf"
+    format_samples.gguf_ssti(weights, tmp_path / "canary")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("model.gguf", weights.read_bytes())
+    data = b"MZqFpD='\n" + b"exec sh -c 'echo llamafile'\n" + bytes(200) + buffer.getvalue()
+    report = picklewarden.scan_bytes(data, "model.llamafile")
+    rules = {f.rule for f in report.findings}
+    assert report.format.startswith("llamafile") and {"PW406", "PW403"} <= rules, (report.format, rules)

@@ -8,6 +8,7 @@ ONNX external data, executables posing as models, and transformers' ``auto_map``
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 from picklewarden.containers.base import Context, Data, Opened, PickleSource, Stacking
@@ -75,7 +76,8 @@ def _open(data: Data, head: bytes, ctx: Context) -> Opened | None:
             return None
         value = configs.parse_json(text) if text.lstrip().startswith("{") else None
         if isinstance(value, dict):
-            return configs.open_json(value, posixpath.basename(ctx.name))
+            folder = os.path.dirname(os.path.abspath(ctx.name)) if ctx.depth == 0 and os.path.isfile(ctx.name) else ""
+            return configs.open_json(value, ctx.name, folder)
         opened = configs.open_yaml(text)
         if _extension(ctx.name) not in _YAML_NAMES and not opened.anomalies:
             return None  # text that merely mentions a marker: not a config

@@ -50,7 +50,7 @@ def parse_json(text: str) -> object:
         return None
 
 
-def open_json(value: dict[str, Any], name: str) -> Opened:
+def open_json(value: dict[str, Any], name: str, folder: str = "") -> Opened:
     """A JSON object: Keras model configs, transformers configs (auto_map, chat templates), Hydra-style
     ``_target_`` entries. Plain JSON is data; nothing in it runs."""
     from picklewarden.formats import remote_code
@@ -59,7 +59,7 @@ def open_json(value: dict[str, Any], name: str) -> Opened:
     where = "the Keras config" if keras.is_config(value) else "the JSON config"
     if keras.is_config(value):
         opened.anomalies.extend(keras.review(value, where))
-    opened.anomalies.extend(remote_code.review(value, name))
+    opened.anomalies.extend(remote_code.review(value, name, folder))
     for path, node in _json_objects(value):
         target = node.get("_target_")
         if isinstance(target, str):
