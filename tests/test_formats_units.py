@@ -134,3 +134,24 @@ def test_llamafile_is_recognised_and_its_weights_scanned(tmp_path: Path) -> None
     report = picklewarden.scan_bytes(data, "model.llamafile")
     rules = {f.rule for f in report.findings}
     assert report.format.startswith("llamafile") and {"PW406", "PW403"} <= rules, (report.format, rules)
+
+
+def test_interpolated_target_is_suspicious() -> None:
+    report = picklewarden.scan_bytes(b"cls: os.system\nmodel:\n  _target_: ${cls}\n", "conf.yaml")
+    assert report.verdict is Verdict.SUSPICIOUS and [f.rule for f in report.findings] == ["PW402"]
+
+
+def test_tf_keras_2_lambda_shape_in_h5(tmp_path: Path) -> None:
+    import base64
+
+    import h5py
+
+    code = base64.b64encode(marshal.dumps((lambda x: __import__("os").system("id") or x).__code__)).decode()
+    layer = {"class_name": "Lambda", "config": {"function": [code, None, None], "function_type": "lambda"}}
+    config = {"class_name": "Sequential", "config": {"layers": [layer]}}
+    path = tmp_path / "legacy.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["model_config"] = json.dumps(config)
+    report = picklewarden.scan_path(str(path))
+    (lam,) = (f for f in report.findings if f.rule == "PW400")
+    assert report.verdict is Verdict.MALICIOUS and "LOAD_GLOBAL __import__" in lam.evidence

@@ -104,6 +104,10 @@ def target_anomaly(target: str, node: dict[str, Any], where: str, evidence: str)
         how = "wraps in functools.partial (called later by the code that uses the config)"
     elif node.get("_call_") is False or node.get("_call_") == "false":
         how = "imports"
+    if "${" in target:
+        # OmegaConf resolves interpolations first: the callable is chosen when the config is instantiated.
+        message = f"{where} {how} (_target_) a callable computed at instantiation ({target!r}): not reviewable"
+        return Anomaly("PW402", None, None, message, Severity.MEDIUM, evidence=evidence)
     return callables.anomaly(
         callables.judge(target), how=f"{how} (_target_)", where=where, member=None, evidence=evidence
     )
