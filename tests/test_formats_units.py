@@ -155,3 +155,34 @@ def test_tf_keras_2_lambda_shape_in_h5(tmp_path: Path) -> None:
     report = picklewarden.scan_path(str(path))
     (lam,) = (f for f in report.findings if f.rule == "PW400")
     assert report.verdict is Verdict.MALICIOUS and "LOAD_GLOBAL __import__" in lam.evidence
+
+
+def test_scanning_the_format_samples_executes_and_imports_nothing(tmp_path: Path) -> None:
+    """The audit-hook harness of test_never_execute, over every malicious format sample (benign twins warm up
+    the lazily imported readers: PyYAML, jinja2, h5py)."""
+    import subprocess
+
+    from tests.test_never_execute import _HARNESS
+
+    canary = tmp_path / "canary"
+    bad, warm = tmp_path / "bad", tmp_path / "warm"
+    paths = []
+    for case in format_samples.CASES:
+        folder = bad if case.expect == "malicious" else warm
+        path = folder / case.id / case.filename
+        path.parent.mkdir(parents=True)
+        case.make(path, canary)
+        if folder is bad:
+            paths.append(path)
+    done = subprocess.run(
+        [sys.executable, "-c", _HARNESS, str(warm), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VIOLATIONS []" in done.stdout
+    verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
+    assert verdicts.count("'malicious'") == len(paths) >= 10
+    assert not canary.exists()
