@@ -186,3 +186,9 @@ def test_scanning_the_format_samples_executes_and_imports_nothing(tmp_path: Path
     verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
     assert verdicts.count("'malicious'") == len(paths) >= 10
     assert not canary.exists()
+
+
+def test_scripts_named_as_scripts_are_not_flagged() -> None:
+    assert picklewarden.scan_bytes(b"#!/usr/bin/env python\nprint(1)\n", "train.py").format == "unknown"
+    report = picklewarden.scan_bytes(b"#!/bin/sh\nid\n", "pytorch_model.bin")
+    assert report.verdict is Verdict.MALICIOUS and report.findings[0].rule == "PW406"

@@ -15,6 +15,8 @@ from picklewarden.containers.base import Context, Data, Opened, PickleSource, St
 from picklewarden.containers.sniff import looks_like_pickle
 
 _YAML_NAMES = frozenset({".yaml", ".yml"})
+_SCRIPT_NAMES = frozenset({".sh", ".bash", ".zsh", ".py", ".pl", ".rb"})
+"""A script named as one is an ordinary repository file; only a script posing as something else is flagged."""
 
 
 def sniff(head: bytes) -> str | None:
@@ -52,6 +54,8 @@ def _open(data: Data, head: bytes, ctx: Context) -> Opened | None:
     from picklewarden.formats import configs, executables, gguf, hdf5, onnx, safetensors
 
     what = executables.kind(head)
+    if what == "script" and _extension(ctx.name) in _SCRIPT_NAMES:
+        what = None
     if what is not None:
         opened = executables.open_executable(data, what)
         if what == "llamafile":
