@@ -192,3 +192,41 @@ def test_scripts_named_as_scripts_are_not_flagged() -> None:
     assert picklewarden.scan_bytes(b"#!/usr/bin/env python\nprint(1)\n", "train.py").format == "unknown"
     report = picklewarden.scan_bytes(b"#!/bin/sh\nid\n", "pytorch_model.bin")
     assert report.verdict is Verdict.MALICIOUS and report.findings[0].rule == "PW406"
+
+
+def test_new_rules_are_listed_with_cwe_and_carried_by_sarif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from picklewarden.cli import main
+
+    assert main(["rules"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"PW40{i}" in listed for i in range(9))
+    assert main(["explain", "PW403"]) == 0
+    assert "CWE-1336" in capsys.readouterr().out
+    path = tmp_path / "evil.gguf"
+    format_samples.gguf_ssti(path, tmp_path / "canary")
+    main(["scan", "--format", "sarif", str(path)])
+    log = json.loads(capsys.readouterr().out)
+    rules = {r["id"]: r for r in log["runs"][0]["tool"]["driver"]["rules"]}
+    assert rules["PW403"]["properties"]["tags"] == ["security", "external/cwe/cwe-1336"]
+    assert {r["ruleId"] for r in log["runs"][0]["results"]} == {"PW403"}
+
+
+def test_a_yaml_named_pickle_is_also_judged_as_a_pickle() -> None:
+    report = picklewarden.scan_bytes(b"cos\nsystem\n(S'id'\ntR.", "config.yaml")
+    assert report.verdict is Verdict.MALICIOUS and report.findings[0].rule == "PW100"
+
+
+def test_gguf_tensor_offsets_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "ok.gguf"
+    format_samples.gguf_benign(path, tmp_path / "canary")
+    data = bytearray(path.read_bytes())
+    assert picklewarden.scan_bytes(bytes(data), "ok.gguf").verdict is Verdict.SAFE
+    at = data.index(b"token_embd.weight") + len("token_embd.weight") + 4 + 2 * 8 + 4
+    struct.pack_into("<Q", data, at, 1 << 40)
+    report = picklewarden.scan_bytes(bytes(data), "bad.gguf")
+    assert [f.rule for f in report.findings] == ["PW408"] and "past the end" in report.findings[0].message
+
+
+def test_broken_onnx_named_onnx_is_malformed_not_unsupported() -> None:
+    report = picklewarden.scan_bytes(b"\x08\x07\x3a\xff\xff\xff\x0f", "model.onnx")
+    assert report.format == "onnx" and [f.rule for f in report.findings] == ["PW408"]

@@ -72,8 +72,8 @@ def _open(data: Data, head: bytes, ctx: Context) -> Opened | None:
         return hdf5.open_hdf5(data)
     if safetensors.looks_like(head):
         return safetensors.open_safetensors(data)
-    if onnx.looks_like(data, head):
-        return onnx.open_onnx(data)
+    if onnx.looks_like(data, head) or (_extension(ctx.name) == ".onnx" and head[:1] == b"\x08"):
+        return onnx.open_onnx(data)  # a broken one named .onnx is reported as malformed
     if head.lstrip()[:1] == b"{" or _extension(ctx.name) in _YAML_NAMES or any(m in head for m in configs.YAML_MARKERS):
         text = configs.as_text(data)
         if text is None:

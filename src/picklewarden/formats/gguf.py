@@ -24,6 +24,8 @@ _MAX_TEMPLATE: Final = 1 << 20
 # GGUF value types: id -> fixed size in bytes (strings and arrays are variable).
 _FIXED: Final[dict[int, int]] = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING: Final = 8
+_U32: Final = 4
+_DEFAULT_ALIGNMENT: Final = 32
 _ARRAY: Final = 9
 
 
@@ -84,24 +86,51 @@ def open_gguf(data: Data) -> Opened:
         tensors, kvs = reader.u64(), reader.u64()
         if kvs > _MAX_KV or tensors > _MAX_TENSORS:
             raise _Broken(8, f"declares {tensors} tensors and {kvs} key-values, beyond any real model")
+        alignment = _DEFAULT_ALIGNMENT
         for _ in range(kvs):
             key = reader.string(True) or ""
             kind = reader.u32()
+            if key == "general.alignment" and kind == _U32:
+                alignment = struct.unpack("<I", bytes(data[reader.pos : reader.pos + 4]).ljust(4, b"\0"))[0]
             keep = "template" in key
             value = _value(reader, kind, keep)
             if keep and isinstance(value, str):
                 found[key] = value
+        if alignment == 0 or alignment & (alignment - 1):
+            raise _Broken(reader.pos, f"general.alignment {alignment} is not a power of two")
+        offsets = []
         for _ in range(tensors):
-            reader.string(False)
+            name = reader.string(True) or ""
             dims = reader.u32()
             if dims > _MAX_DIMS:
-                raise _Broken(reader.pos, f"a tensor declares {dims} dimensions (at most {_MAX_DIMS})")
-            reader.skip(8 * dims + 4 + 8)
+                raise _Broken(reader.pos, f"tensor {name!r} declares {dims} dimensions (at most {_MAX_DIMS})")
+            reader.skip(8 * dims + 4)
+            offsets.append((reader.u64(), name))
+        _check_offsets(offsets, reader.pos, alignment, reader.size, opened)
     except _Broken as exc:
         opened.anomalies.append(Anomaly("PW408", None, None, f"GGUF header is malformed: {exc}"))
     for key, text in found.items():
         _review(key, text, opened)
     return opened
+
+
+def _check_offsets(offsets: list[tuple[int, str]], end: int, alignment: int, size: int, opened: Opened) -> None:
+    """Tensor data starts at the first aligned offset after the descriptors; every tensor starts inside it,
+    aligned, and no two start at the same place."""
+    start = -(-end // alignment) * alignment
+    seen: set[int] = set()
+    for offset, name in offsets:
+        problem = None
+        if offset % alignment:
+            problem = f"is not aligned to {alignment} bytes"
+        elif start + offset >= size:
+            problem = f"starts past the end of the file (data offset {offset})"
+        elif offset in seen:
+            problem = "starts where another tensor starts"
+        seen.add(offset)
+        if problem is not None:
+            opened.anomalies.append(Anomaly("PW408", None, None, f"GGUF tensor {name!r} {problem}"))
+            return
 
 
 def _value(reader: _Reader, kind: int, keep: bool) -> object:
