@@ -230,3 +230,18 @@ def test_gguf_tensor_offsets_are_checked(tmp_path: Path) -> None:
 def test_broken_onnx_named_onnx_is_malformed_not_unsupported() -> None:
     report = picklewarden.scan_bytes(b"\x08\x07\x3a\xff\xff\xff\x0f", "model.onnx")
     assert report.format == "onnx" and [f.rule for f in report.findings] == ["PW408"]
+
+
+def test_bytecode_listing_is_bounded_when_references_repeat_a_code_object() -> None:
+    inner = marshal.dumps((lambda: 1).__code__)
+    # A code object whose constants are one nested code object referenced 5000 times (FLAG_REF + 'r').
+    outer = bytearray(marshal.dumps((lambda: lambda: 1).__code__))
+    code = bytecode.decode(bytes(outer))
+    assert bytecode.listing(code)[0].startswith("code object")
+    many = b")\x01" + b"\xe3" + inner[1:]  # a tuple holding a referenced code object
+    refs = b"(" + struct.pack("<i", 5000) + b"\xe3" + inner[1:] + b"r\x00\x00\x00\x00" * 4999
+    assert isinstance(bytecode._Reader(many).read(), tuple)
+    values = bytecode._Reader(refs).read()
+    assert isinstance(values, tuple) and len(values) == 5000 and len({id(v) for v in values}) == 1
+    lines = bytecode.listing(bytecode.Code("<outer>", "f.py", b"", values, (), "3.11+"))
+    assert sum(line.lstrip().startswith("code object") for line in lines) == 2 and len(lines) < 20

@@ -18,6 +18,8 @@ from picklewarden.model import Severity
 
 MAX_TEXT: Final = 64 * 1024 * 1024
 """Largest config parsed; a larger one is an error (its contents were not seen)."""
+MAX_YAML: Final = 8 * 1024 * 1024
+"""PyYAML's pure-Python parser (the one yaml.unsafe_load uses) is slow; configs are kilobytes."""
 _MAX_NODES: Final = 2_000_000
 _PYTHON_TAG: Final = "tag:yaml.org,2002:python/"
 _VALUE_TAGS: Final = frozenset("none bool str unicode bytes int long float complex list tuple dict".split())
@@ -115,6 +117,9 @@ def target_anomaly(target: str, node: dict[str, Any], where: str, evidence: str)
 
 def open_yaml(text: str) -> Opened:
     opened = Opened("yaml")
+    if len(text) > MAX_YAML:
+        opened.errors.append(f"{len(text)}-character YAML not reviewed (larger than {MAX_YAML})")
+        return opened
     try:
         import yaml  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
