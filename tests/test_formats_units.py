@@ -82,12 +82,14 @@ def test_directory_walk_flags_remote_code_and_skips_text(tmp_path: Path) -> None
     (tmp_path / "modeling_x.py").write_text("import torch\nimport subprocess\n\nsubprocess.run(['id'])\n")
     format_samples.safetensors_benign(tmp_path / "model.safetensors", tmp_path / "canary")
     format_samples.gguf_ssti(tmp_path / "evil.gguf", tmp_path / "canary")
+    format_samples.onnx_torch_export(tmp_path / "model.onnx", tmp_path / "canary")
     report = picklewarden.scan(str(tmp_path))
     verdicts = {Path(f.path).name: f.verdict for f in report.scanned}
     assert verdicts == {
         "config.json": Verdict.SUSPICIOUS,
         "model.safetensors": Verdict.SAFE,
         "evil.gguf": Verdict.MALICIOUS,
+        "model.onnx": Verdict.SAFE,
     }
     (config,) = (f for f in report.scanned if f.path.endswith("config.json"))
     assert "modeling_x.py" in config.findings[0].message

@@ -27,8 +27,6 @@ _VALUE_TAGS: Final = frozenset("none bool str unicode bytes int long float compl
 _CALLING_TAGS: Final = {"object": "instantiates", "object/new": "instantiates", "object/apply": "calls"}
 _IMPORTING_TAGS: Final = frozenset({"name", "module"})
 YAML_MISSING = "not reviewed: PyYAML is not installed (pip install 'picklewarden[formats]')"
-YAML_MARKERS: Final = (b"_target_:", b"!!python/", b"tag:yaml.org,2002:python/")
-JSON_MARKERS: Final = (b'"_target_"', b'"auto_map"', b'"class_name"', b'"chat_template"')
 
 
 def as_text(data: Data) -> str | None:

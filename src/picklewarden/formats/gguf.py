@@ -13,7 +13,6 @@ from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.formats import templates
 from picklewarden.formats.safetensors import NOT_PICKLE
 
-MAGIC: Final = b"GGUF"
 _MAX_KV: Final = 1_000_000
 _MAX_TENSORS: Final = 10_000_000
 _MAX_DIMS: Final = 4
