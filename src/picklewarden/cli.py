@@ -17,6 +17,7 @@ import click
 
 from picklewarden import __version__
 from picklewarden.report import OutputFormat
+from picklewarden.server.serve import serve as serve_command
 
 if TYPE_CHECKING:
     from picklewarden.cache import ResultCache
@@ -563,6 +564,10 @@ def _convert_function() -> Callable[..., Any]:
         click.echo("picklewarden: error: conversion is not available in this installation", err=True)
         _exit(2)
     return target  # type: ignore[no-any-return]
+
+
+# The gateway's command lives with the gateway; its web stack is imported only when it runs.
+cli.add_command(serve_command, "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
