@@ -130,6 +130,9 @@ def test_malicious_checkpoint_is_refused_with_evidence(gw: ServerThread, tmp_pat
     assert "picklewarden refused mallory/free-weights:pytorch_model.bin: malicious" in message
     assert not list((tmp_path / "hf").rglob("pytorch_model.bin"))
 
+    # HEAD describes the file, verdict included; the GET that would deliver it is refused.
+    head = httpx.head(f"{gw.url}/{EVIL}/resolve/main/pytorch_model.bin")
+    assert head.status_code == 200 and head.headers["X-Picklewarden-Verdict"] == "malicious"
     response = httpx.get(f"{gw.url}/{EVIL}/resolve/main/pytorch_model.bin")
     assert response.status_code == 403
     assert response.headers["X-Picklewarden-Verdict"] == "malicious"
@@ -279,6 +282,9 @@ def test_private_file_is_not_served_to_another_user(gw: ServerThread, files: dic
         httpx.get(f"{gw.url}/api/v1/scans/{scan_id}", headers={"Authorization": "Bearer gw-admin"}).status_code == 200
     )
     assert "alice/secret" not in httpx.get(gw.url + "/").text
+    # A token sent for a public repository (most clients always send one) keeps its judgement public.
+    public = httpx.head(f"{gw.url}/{REPO}/resolve/main/README.md", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert httpx.get(public.headers["X-Picklewarden-Report"]).status_code == 200
 
 
 def test_upstream_unreachable_is_502(stack: Stack) -> None:

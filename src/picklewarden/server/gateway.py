@@ -62,6 +62,7 @@ class Gateway:
         )
         self._flights: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         self._scans = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+        self._public_commits: dict[tuple[str, str, str], bool] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.upstream_fetches = 0
         """Downloads started from upstream by this process (the single-flight tests count them)."""
@@ -89,13 +90,27 @@ class Gateway:
         remote = await self.upstream.describe(prefix, repo, revision, path, auth)
         sha256, size = await self._once(("blob", remote.etag), lambda: self._ensure_blob(remote, auth))
         blob = self.blobs.path(sha256)
-        private = auth is not None
+        private = auth is not None and not await self._public(prefix, repo, remote.commit, path)
         scan = await self.judge(sha256, size, path, label=f"{repo}:{path}", source="proxy", private=private)
         self.store.note_repo_file(
             RepoFile(repo_type, repo, path, remote.commit, sha256, size, scan.verdict, scan.id,
                      brings_code(path, blob), private, now())
         )  # fmt: skip
         return Served(remote, sha256, blob, size, scan, self.refused(scan))
+
+    async def _public(self, prefix: str, repo: str, commit: str, path: str) -> bool:
+        """Whether anyone may read the repository at ``commit`` (asked anonymously, once per commit): most
+        clients send a token even for public repositories, whose judgements should still be public."""
+        key = (prefix, repo, commit)
+        if key not in self._public_commits:
+            try:
+                await self.upstream.describe(prefix, repo, commit, path, None)
+                self._public_commits[key] = True
+            except UpstreamError as exc:
+                if exc.status >= 500:
+                    return False  # unknown for now: private until the hub can say otherwise
+                self._public_commits[key] = False
+        return self._public_commits[key]
 
     def refused(self, scan: ScanRecord) -> bool:
         if scan.verdict == SKIPPED:

@@ -125,11 +125,9 @@ async def passthrough(gateway: Gateway, request: Request) -> Response:
     headers["Accept-Encoding"] = "identity"
     body = await request.body()
     try:
-        response = await gateway.upstream.client.request(request.method, url, headers=headers, content=body)
-    except httpx.HTTPError as exc:
-        failure = upstream_failure(exc)
-        return JSONResponse({"error": f"picklewarden gateway: {failure.message}"}, failure.status)
-    content = response.content[:_METADATA_MAX]
+        response, content = await _bounded(gateway, request.method, url, headers, body)
+    except UpstreamError as exc:
+        return JSONResponse({"error": f"picklewarden gateway: {exc.message}"}, exc.status)
     if b"xetHash" in content and "json" in response.headers.get("content-type", ""):
         content = json.dumps(_without_xet(json.loads(content))).encode()
     own = str(request.base_url).rstrip("/")
@@ -141,6 +139,24 @@ async def passthrough(gateway: Gateway, request: Request) -> Response:
         out[key] = value.replace(gateway.upstream.base, own) if low in ("link", "location") else value
     status = 502 if response.status_code >= 500 else response.status_code
     return Response(content, status, headers=out)
+
+
+async def _bounded(
+    gateway: Gateway, method: str, url: str, headers: dict[str, str], body: bytes
+) -> tuple[httpx.Response, bytes]:
+    """The hub's answer, read whole but never more than :data:`_METADATA_MAX` bytes."""
+    client = gateway.upstream.client
+    try:
+        async with client.stream(method, url, headers=headers, content=body) as response:
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > _METADATA_MAX:
+                    raise UpstreamError(502, f"upstream metadata answer larger than {_METADATA_MAX} bytes")
+                chunks.append(chunk)
+            return response, b"".join(chunks)
+    except httpx.HTTPError as exc:
+        raise upstream_failure(exc) from exc
 
 
 def _without_xet(value: Any) -> Any:
