@@ -57,6 +57,8 @@ class FakeHub:
     hang: set[str] = field(default_factory=set)
     broken: bool = False
     """Every route answers 500."""
+    hooks: list[Any] = field(default_factory=list)
+    """JSON bodies POSTed to ``/hook`` (a webhook receiver for the gateway)."""
 
     def add(self, repo: str, files: dict[str, bytes], *, repo_type: str = "model", private: bool = False) -> Repo:
         entry = Repo(files, private)
@@ -76,6 +78,9 @@ class FakeHub:
         if self.broken:
             return Response("boom", 500)
         parts = [unquote(p) for p in request.scope["raw_path"].decode().split("/")[1:]]
+        if parts[0] == "hook":
+            self.hooks.append(await request.json())
+            return Response(status_code=204)
         if parts[0] == "cdn":
             return await self._cdn(request, parts[1], parts[2:])
         if parts[0] == "api":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +31,19 @@ def evil(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture
-def gw(tmp_path: Path, evil: bytes) -> Iterator[ServerThread]:
+def hub(evil: bytes) -> FakeHub:
     hub = FakeHub()
     hub.add("mallory/pickles", {"model.pkl": evil})
+    return hub
+
+
+@pytest.fixture
+def gw(tmp_path: Path, hub: FakeHub) -> Iterator[ServerThread]:
     with ServerThread(hub.app()) as upstream:
-        config = GatewayConfig(upstream=upstream.url, data_dir=tmp_path / "gw", token="gw-admin", max_upload=1 << 20)
+        config = GatewayConfig(
+            upstream=upstream.url, data_dir=tmp_path / "gw", token="gw-admin", max_upload=1 << 20,
+            webhook=f"{upstream.url}/hook",
+        )  # fmt: skip
         with ServerThread(create_app(config)) as server:
             server.hub_url = upstream.url  # type: ignore[attr-defined]
             yield server
@@ -106,3 +115,24 @@ def test_unknown_things_are_404(gw: ServerThread) -> None:
     assert httpx.get(f"{gw.url}/ui/scans/nope").status_code == 404
     assert httpx.get(f"{gw.url}/api/v1/repos/nobody/nothing").status_code == 404
     assert httpx.get(f"{gw.url}/api/v1/files/{'0' * 64}").status_code == 404
+
+
+def test_webhook_fires_once_on_a_new_malicious_verdict(gw: ServerThread, hub: FakeHub, evil: bytes) -> None:
+    url = f"{gw.url}/api/v1/scans"
+    first = httpx.post(url, files={"file": ("a.pkl", evil)}, headers=ADMIN).json()
+    httpx.post(url, files={"file": ("b.pkl", evil)}, headers=ADMIN)  # the same bytes again: no new verdict
+    httpx.post(url, files={"file": ("ok.pkl", b"\x80\x04K\x01.")}, headers=ADMIN)  # safe: no hook
+    deadline = time.monotonic() + 10
+    while not hub.hooks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(hub.hooks) == 1
+    assert hub.hooks[0]["scan_id"] == first["id"] and hub.hooks[0]["report"]["verdict"] == "malicious"
+
+
+def test_a_download_left_by_a_crash_is_swept_at_start(tmp_path: Path) -> None:
+    stale = tmp_path / "gw" / "blobs" / "tmp" / "part-crashed"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a file")
+    create_app(GatewayConfig(upstream="http://127.0.0.1:9", data_dir=tmp_path / "gw"))
+    assert not stale.exists()
