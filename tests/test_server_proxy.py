@@ -143,7 +143,7 @@ def test_malicious_checkpoint_is_refused_with_evidence(gw: ServerThread, tmp_pat
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     # The decompiled call, on a line flagged malicious, with the payload as an indicator.
-    flagged = [line for line in page.text.splitlines() if 'class="line malicious"' in line]
+    flagged = re.findall(r'<span class="line malicious">([^<]*)</span>', page.text)
     assert any("system(" in line and "touch" in line for line in flagged), flagged
     # Self-contained: no script, and every link or resource is the gateway's own.
     assert "<script" not in page.text
