@@ -47,6 +47,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {
         "benign": _sample("benign-torch-zip-state-dict", tmp),
         "evil": _sample("torch-zip-reduce-in-state-dict", tmp),
+        "scaler": _sample("benign-custom-class-instance", tmp),
         "config": json.dumps(config).encode(),
         "modeling": b"import torch\n\nclass TinyNet(torch.nn.Module):\n    pass\n",
     }
@@ -66,6 +67,7 @@ def hub(files: dict[str, bytes]) -> FakeHub:
     )
     hub.add(EVIL, {"pytorch_model.bin": files["evil"], "config.json": b"{}"})
     hub.add("alice/secret", {"weights.pt": files["benign"] + b""}, private=True)
+    hub.add("acme/scaler", {"scaler.pkl": files["scaler"]})
     hub.add("acme/data", {"train.pkl": files["benign"]}, repo_type="dataset")
     return hub
 
@@ -322,3 +324,19 @@ def test_path_traversal_is_refused(gw: ServerThread, stack: Stack, path: str) ->
     response = connection.getresponse()
     assert response.status == 400, response.read()
     assert sum(stack.hub.downloads.values()) == 0
+
+
+def test_suspicious_is_refused_by_default_and_served_by_policy(
+    stack: Stack, gw: ServerThread, files: dict[str, bytes]
+) -> None:
+    """A pickle of a project's own class (an unknown global): refused by default, the policy decides."""
+    path = "/acme/scaler/resolve/main/scaler.pkl"
+    refused = httpx.get(gw.url + path)
+    assert refused.status_code == 403 and refused.json()["verdict"] == "suspicious"
+    with stack.gateway(policy=parse({"fail_on": "malicious"})) as lenient:
+        served = httpx.get(lenient.url + path)
+    assert served.status_code == 200 and served.content == files["scaler"]
+    assert served.headers["X-Picklewarden-Verdict"] == "suspicious"
+    with stack.gateway(policy=parse({"trust": ["tests._benign_models"]})) as trusting:
+        trusted = httpx.get(trusting.url + path)
+    assert trusted.status_code == 200 and trusted.headers["X-Picklewarden-Verdict"] == "safe"
