@@ -52,6 +52,9 @@ def report_of(record: ScanRecord) -> FileReport:
 
 
 class Gateway:
+    """The proxy's logic. Store calls on the request path run in worker threads: a PostgreSQL round trip
+    must not stall every other request on the event loop."""
+
     def __init__(self, config: GatewayConfig, store: Store | None = None) -> None:
         self.config = config
         self.store: Store = store if store is not None else open_store(config.db, config.data_dir)
@@ -92,7 +95,8 @@ class Gateway:
         blob = self.blobs.path(sha256)
         private = auth is not None and not await self._public(prefix, repo, remote.commit, path)
         scan = await self.judge(sha256, size, path, label=f"{repo}:{path}", source="proxy", private=private)
-        self.store.note_repo_file(
+        await asyncio.to_thread(
+            self.store.note_repo_file,
             RepoFile(repo_type, repo, path, remote.commit, sha256, size, scan.verdict, scan.id,
                      brings_code(path, blob), private, now())
         )  # fmt: skip
@@ -118,7 +122,7 @@ class Gateway:
         return self.config.refused(report_of(scan).verdict)
 
     async def _ensure_blob(self, remote: RemoteFile, auth: str | None) -> tuple[str, int]:
-        known = self.store.blob_for(remote.etag)
+        known = await asyncio.to_thread(self.store.blob_for, remote.etag)
         if known is not None and self.blobs.has(known[0]):
             return known
         self.upstream_fetches += 1
@@ -130,7 +134,7 @@ class Gateway:
             incoming.discard()
             raise
         sha256 = self._commit(incoming, remote)
-        self.store.add_blob(remote.etag, sha256, incoming.size)
+        await asyncio.to_thread(self.store.add_blob, remote.etag, sha256, incoming.size)
         return sha256, incoming.size
 
     def _commit(self, incoming: Incoming, remote: RemoteFile) -> str:
@@ -144,10 +148,10 @@ class Gateway:
         """The judgement of the cached blob ``sha256`` under the current build and policy; made at most once
         per (bytes, judge key), here and, through the store, across restarts and replicas."""
         key = judge_key(name, self.config.policy, self.config.limits)
-        found = self.store.find_scan(sha256, key)
+        found = await asyncio.to_thread(self.store.find_scan, sha256, key)
         if found is not None:
             if found.private and not private:
-                found = self.store.add_scan(dataclasses.replace(found, private=False))
+                found = await asyncio.to_thread(self.store.add_scan, dataclasses.replace(found, private=False))
             return found
         return await self._once(
             ("scan", sha256, key), lambda: self._judge(sha256, size, name, key, label, source, private)
@@ -156,6 +160,10 @@ class Gateway:
     async def _judge(
         self, sha256: str, size: int, name: str, key: str, label: str, source: str, private: bool
     ) -> ScanRecord:
+        # Judged meanwhile (a flight that ended between the caller's look-up and this one)? Then reuse it.
+        done = await asyncio.to_thread(self.store.find_scan, sha256, key)
+        if done is not None:
+            return done
         async with self._scans:
             self.scans_run += 1
             judgement = await asyncio.to_thread(
@@ -166,7 +174,7 @@ class Gateway:
             new_scan_id(), sha256, key, label, size, judgement.verdict, json.dumps(encode(report)),
             judgement.program.replace(name, label) if judgement.program else "", source, private, now(),
         )  # fmt: skip
-        stored = self.store.add_scan(record)
+        stored = await asyncio.to_thread(self.store.add_scan, record)
         if stored.id == record.id and stored.verdict == "malicious" and self.config.webhook:
             task = asyncio.ensure_future(self._notify(stored))
             self._background.add(task)  # held until done: the loop keeps only weak references to tasks
