@@ -31,6 +31,9 @@ def create_app(config: GatewayConfig, store: Store | None = None) -> FastAPI:
         version=__version__,
         description="A Hugging Face pull-through proxy that scans every model file before serving it.",
         lifespan=lifespan,
+        # /openapi.json documents the API; the interactive viewers would load scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = gateway
     app.include_router(api.router(gateway))

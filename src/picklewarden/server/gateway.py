@@ -57,6 +57,8 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, store: Store | None = None) -> None:
         self.config = config
+        # Whoever can write here decides what is served (a forged result or blob): keep it to ourselves.
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store: Store = store if store is not None else open_store(config.db, config.data_dir)
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.blobs.sweep()
