@@ -13,6 +13,7 @@ import pytest
 
 from picklewarden.server.app import create_app
 from picklewarden.server.config import GatewayConfig
+from picklewarden.server.judge import excerpt
 from tests.corpus import ALL
 from tests.server_support import FakeHub, ServerThread
 
@@ -136,3 +137,16 @@ def test_a_download_left_by_a_crash_is_swept_at_start(tmp_path: Path) -> None:
     stale.write_bytes(b"half a file")
     create_app(GatewayConfig(upstream="http://127.0.0.1:9", data_dir=tmp_path / "gw"))
     assert not stale.exists()
+
+
+def test_long_program_listings_keep_their_evidence() -> None:
+    body = [f"{i:>10}  _var{i} = OrderedDict()" for i in range(10_000)]
+    body[7000] = "!!    7000  _var7000 = system('id')  # PW100"
+    program = "\n".join(["# f.pt: torch-zip, 1 pickle(s)", *body, "# error: none"]) + "\n"
+    short = excerpt(program, limit=400)
+    lines = short.splitlines()
+    assert len(lines) < 200
+    assert lines[0] == "# f.pt: torch-zip, 1 pickle(s)" and lines[-1] == "# error: none"
+    flagged = lines.index("!!    7000  _var7000 = system('id')  # PW100")
+    assert lines[flagged - 4].startswith("# ... ") and "_var6997" in lines[flagged - 3]
+    assert excerpt("a\nb\n", limit=400) == "a\nb\n"

@@ -29,6 +29,9 @@ SKIPPED = "skipped"
 """The verdict label of a file that is not a model or pickle format (served; nothing to deserialize)."""
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_PROGRAM_LINES = 4000
+"""Longest program listing kept whole; a state dict with 500k tensors decompiles to millions of lines."""
+_CONTEXT = 3
 _CONFIG_MAX = 4 << 20
 """Largest ``config.json`` read for ``auto_map`` (real ones are a few KB)."""
 
@@ -73,7 +76,31 @@ def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgeme
         if not report.skipped:
             with contextlib.suppress(Exception):  # evidence only: the verdict above stands without it
                 program = render_program(analyse_path(str(link), limits), policy, width=200)
-    return Judgement(dataclasses.replace(report, path=name), program.replace(str(link), name))
+    return Judgement(dataclasses.replace(report, path=name), excerpt(program.replace(str(link), name)))
+
+
+def excerpt(program: str, limit: int = _PROGRAM_LINES) -> str:
+    """``program`` whole when short; else its first lines, every header (``#``) line and every flagged
+    (``!``) line with a little context, the gaps marked: the evidence survives, the bulk does not."""
+    lines = program.splitlines()
+    if len(lines) <= limit:
+        return program
+    keep = set(range(limit // 4))
+    for i, line in enumerate(lines):
+        if line.startswith("!"):
+            keep.update(range(max(0, i - _CONTEXT), min(len(lines), i + _CONTEXT + 1)))
+        elif line.startswith("#"):
+            keep.add(i)
+    out: list[str] = []
+    last = -1
+    for i in sorted(keep):
+        if i != last + 1:
+            out.append(f"# ... {i - last - 1} line(s) not shown (see picklewarden show)")
+        out.append(lines[i])
+        last = i
+    if last != len(lines) - 1:
+        out.append(f"# ... {len(lines) - 1 - last} line(s) not shown (see picklewarden show)")
+    return "\n".join(out) + "\n"
 
 
 def brings_code(path: str, blob: Path) -> str:
