@@ -69,9 +69,8 @@ class Gateway:
         self._scans = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self._public_commits: dict[tuple[str, str, str], bool] = {}
         self._background: set[asyncio.Future[None]] = set()
-        self.upstream_fetches = 0
-        """Downloads started from upstream by this process (the single-flight tests count them)."""
         self.scans_run = 0
+        """Judgements made by this process (not found in the store): what single flight keeps to one."""
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -127,7 +126,6 @@ class Gateway:
         known = await asyncio.to_thread(self.store.blob_for, remote.etag)
         if known is not None and self.blobs.has(known[0]):
             return known
-        self.upstream_fetches += 1
         incoming = self.blobs.start()
         try:
             async for chunk in self.upstream.download(remote, auth):
