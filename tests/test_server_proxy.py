@@ -340,3 +340,42 @@ def test_suspicious_is_refused_by_default_and_served_by_policy(
     with stack.gateway(policy=parse({"trust": ["tests._benign_models"]})) as trusting:
         trusted = httpx.get(trusting.url + path)
     assert trusted.status_code == 200 and trusted.headers["X-Picklewarden-Verdict"] == "safe"
+
+
+def test_transformers_from_pretrained_through_the_gateway(
+    stack: Stack, gw: ServerThread, files: dict[str, bytes], tmp_path: Path
+) -> None:
+    """``from_pretrained`` with only HF_ENDPOINT set: a benign checkpoint loads, a poisoned one fails with
+    the gateway's reason in the error the user reads."""
+    import io
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=20)
+    buffer = io.BytesIO()
+    torch.save(BertModel(config).state_dict(), buffer)
+    stack.hub.add(
+        "acme/tiny-bert", {"config.json": config.to_json_string().encode(), "pytorch_model.bin": buffer.getvalue()}
+    )
+    stack.hub.add(
+        "mallory/tiny-bert", {"config.json": config.to_json_string().encode(), "pytorch_model.bin": files["evil"]}
+    )
+    script = textwrap.dedent(
+        """
+        from transformers import AutoModel
+        print("LOADED", type(AutoModel.from_pretrained("acme/tiny-bert")).__name__)
+        try:
+            AutoModel.from_pretrained("mallory/tiny-bert")
+        except OSError as exc:
+            print("REFUSED", str(exc).replace(chr(10), " "))
+        """
+    )
+    env = {**os.environ, "HF_ENDPOINT": gw.url, "HF_HOME": str(tmp_path / "home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "LOADED BertModel" in run.stdout
+    assert (
+        "REFUSED" in run.stdout
+        and "403 Forbidden: picklewarden refused mallory/tiny-bert:pytorch_model.bin: malicious" in run.stdout
+    )
