@@ -201,6 +201,14 @@ def test_tree_listing_loses_xet_hashes(gw: ServerThread) -> None:
     assert "lfs" in lfs and "xetHash" not in lfs
 
 
+def test_metadata_relay_bounds_request_bodies(gw: ServerThread) -> None:
+    url = f"{gw.url}/api/models/{REPO}/paths-info/main"
+    assert httpx.post(url, content=b"x" * ((1 << 20) + 1)).status_code == 413
+    assert (
+        httpx.post(url, data={"paths": ["config.json"]}).status_code == 404
+    )  # relayed: the fake hub has no such route
+
+
 def test_range_requests(gw: ServerThread, files: dict[str, bytes]) -> None:
     url = f"{gw.url}/{REPO}/resolve/main/pytorch_model.bin"
     response = httpx.get(url, headers={"Range": "bytes=100-199"})

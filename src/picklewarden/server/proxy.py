@@ -26,6 +26,8 @@ _HOP = frozenset(
 )  # fmt: skip
 _METADATA_MAX = 64 << 20
 """Largest metadata answer relayed (tree listings of huge repos are paginated well below this)."""
+_REQUEST_MAX = 1 << 20
+"""Largest request body relayed to the hub (a paths-info query for thousands of files stays well below)."""
 VERDICT_HEADER = "X-Picklewarden-Verdict"
 
 
@@ -123,7 +125,11 @@ async def passthrough(gateway: Gateway, request: Request) -> Response:
         url += "?" + request.url.query
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     headers["Accept-Encoding"] = "identity"
-    body = await request.body()
+    body = b""
+    async for chunk in request.stream():  # metadata queries (paths-info) are small; uploads go elsewhere
+        body += chunk
+        if len(body) > _REQUEST_MAX:
+            return JSONResponse({"error": f"request body larger than {_REQUEST_MAX} bytes"}, 413)
     try:
         response, content = await _bounded(gateway, request.method, url, headers, body)
     except UpstreamError as exc:
