@@ -66,8 +66,9 @@ def hub(files: dict[str, bytes]) -> FakeHub:
         },
     )
     hub.add(EVIL, {"pytorch_model.bin": files["evil"], "config.json": b"{}"})
-    hub.add("alice/secret", {"weights.pt": files["benign"] + b""}, private=True)
+    hub.add("alice/secret", {"weights.pt": files["benign"]}, private=True)
     hub.add("acme/scaler", {"scaler.pkl": files["scaler"]})
+    hub.add("acme/public-copy", {"weights.pt": files["benign"]})
     hub.add("acme/data", {"train.pkl": files["benign"]}, repo_type="dataset")
     return hub
 
@@ -292,6 +293,13 @@ def test_private_file_is_not_served_to_another_user(gw: ServerThread, files: dic
         httpx.get(f"{gw.url}/api/v1/scans/{scan_id}", headers={"Authorization": "Bearer gw-admin"}).status_code == 200
     )
     assert "alice/secret" not in httpx.get(gw.url + "/").text
+    # The same bytes published in a public repository: its judgement turns public under the public name only.
+    report = httpx.head(
+        f"{gw.url}/acme/public-copy/resolve/main/weights.pt", headers={"Authorization": f"Bearer {TOKEN}"}
+    ).headers["X-Picklewarden-Report"]
+    assert report.endswith(scan_id)
+    page = httpx.get(report).text
+    assert "acme/public-copy:weights.pt" in page and "alice" not in page and "secret" not in page
     # A token sent for a public repository (most clients always send one) keeps its judgement public.
     public = httpx.head(f"{gw.url}/{REPO}/resolve/main/README.md", headers={"Authorization": f"Bearer {TOKEN}"})
     assert httpx.get(public.headers["X-Picklewarden-Report"]).status_code == 200

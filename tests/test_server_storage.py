@@ -77,8 +77,27 @@ def test_private_scans_are_hidden_until_fetched_publicly(store: SqlStore) -> Non
     public = store.add_scan(_record("c" * 64, created=4.0))
     assert [r.id for r in store.recent_scans(10, private=False)] == [public.id]
     assert [r.id for r in store.recent_scans(10, private=True)] == [secret.id, public.id]
-    again = store.add_scan(_record("b" * 64, private=False))
+    public_copy = ScanRecord(
+        "x",
+        "b" * 64,
+        "k1",
+        "org/public:w.pt",
+        10,
+        "safe",
+        '{"path": "org/public:w.pt"}',
+        "# org/public:w.pt",
+        "proxy",
+        False,
+        9.0,
+    )
+    again = store.add_scan(public_copy)
     assert again.id == secret.id and again.private is False
+    # The private repository's name is gone from the public record.
+    assert (again.name, again.report, again.program) == (
+        "org/public:w.pt",
+        '{"path": "org/public:w.pt"}',
+        "# org/public:w.pt",
+    )
 
 
 def test_blobs_and_repo_files(store: SqlStore) -> None:

@@ -51,6 +51,13 @@ def report_of(record: ScanRecord) -> FileReport:
     return decode(json.loads(record.report))
 
 
+def _renamed(record: ScanRecord, label: str) -> ScanRecord:
+    """``record`` as a public judgement named ``label``: the name it was first judged under goes everywhere."""
+    report = dataclasses.replace(report_of(record), path=label)
+    program = record.program.replace(record.name, label)
+    return dataclasses.replace(record, name=label, report=json.dumps(encode(report)), program=program, private=False)
+
+
 class Gateway:
     """The proxy's logic. Store calls on the request path run in worker threads: a PostgreSQL round trip
     must not stall every other request on the event loop."""
@@ -151,7 +158,7 @@ class Gateway:
         found = await asyncio.to_thread(self.store.find_scan, sha256, key)
         if found is not None:
             if found.private and not private:
-                found = await asyncio.to_thread(self.store.add_scan, dataclasses.replace(found, private=False))
+                found = await asyncio.to_thread(self.store.add_scan, _renamed(found, label))
             return found
         return await self._once(
             ("scan", sha256, key), lambda: self._judge(sha256, size, name, key, label, source, private)

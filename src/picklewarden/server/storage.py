@@ -151,14 +151,19 @@ class SqlStore:
         return _scan(rows[0]) if rows else None
 
     def add_scan(self, record: ScanRecord) -> ScanRecord:
-        """Store ``record``; when another replica judged the same bytes first, theirs is kept and returned."""
+        """Store ``record``; when another replica judged the same bytes first, theirs is kept and returned
+        (made public, with ``record``'s name and report, if it was private and ``record`` is not)."""
         self._run(
             f"INSERT INTO scans ({_SCAN_COLUMNS}) VALUES {_marks(record)} ON CONFLICT (sha256, judge_key) DO NOTHING",
             _values(record),
         )
-        if not record.private:  # a public fetch of bytes first seen privately makes the judgement public
+        if not record.private:
+            # Bytes first judged for a private repository, now fetched publicly: the judgement becomes public,
+            # under the public name (the private repository's name must not show).
             self._run(
-                "UPDATE scans SET private = 0 WHERE sha256 = ? AND judge_key = ?", (record.sha256, record.judge_key)
+                "UPDATE scans SET private = 0, name = ?, report = ?, program = ? "
+                "WHERE sha256 = ? AND judge_key = ? AND private = 1",
+                (record.name, record.report, record.program, record.sha256, record.judge_key),
             )
         stored = self.find_scan(record.sha256, record.judge_key)
         assert stored is not None
