@@ -140,6 +140,29 @@ def legacy_tar_base256(evil: bool) -> Callable[[Path], bytes]:
     return make
 
 
+def tar_npy_polyglot(evil: bool) -> Callable[[Path], bytes]:
+    """512 bytes that are both a tar header (tarfile accepts it: no NUL anywhere, octal fields padded with
+    spaces) and an ``.npy`` header (numpy's literal_eval reads the dict, then a comment to the end of the
+    block). tarfile sees one empty member and stops at the next block; numpy unpickles the bytes after it."""
+
+    def make(c: Path) -> bytes:
+        npy = _object_npy(c if evil else None)
+        (length,) = struct.unpack_from("<H", npy, 8)
+        payload = npy[10 + length :]
+        block = bytearray(b" " * 512)
+        start = b"\x93NUMPY\x01\x00" + struct.pack("<H", 502) + b"{'descr':'|O','fortran_order':False,'shape':(3,)}#"
+        block[: len(start)] = start
+        for at, field in ((100, b"0000644 "), (108, b"0000000 "), (116, b"0000000 "), (124, b"00000000000 ")):
+            block[at : at + len(field)] = field
+        block[136:148] = b"00000000000 "
+        block[156:157] = b"0"
+        block[148:156] = b"%07o " % (sum(block[:148]) + 256 + sum(block[156:]))
+        tail = b"\0" * (-len(payload) % 512 + 1024)
+        return bytes(block) + payload + tail
+
+    return make
+
+
 # -- class 4b: npy headers as numpy parses them --------------------------------------------------------
 
 
@@ -229,6 +252,7 @@ _TN = ("torch", "numpy")
 
 BENIGN: list[Case] = [
     Case("npz-view-npy-member-benign", "with_stats.pt", "numpy", "safe", torch_zip_with_npy_member(False), _TN),
+    Case("tar-npy-polyglot-benign", "poly.npy", "numpy", "safe", tar_npy_polyglot(False), _NP),
     Case("tar-base256-checksum-benign", "old_b256.pth", "torch", "safe", legacy_tar_base256(False), _T),
     Case("npy-unary-plus-shape-benign", "plus.npy", "numpy", "safe", npy_unary_plus(False), _NP),
     Case("zip-local-damage-benign", "damaged.pt", "torch", "suspicious", torch_zip_local_damage(False), _T),
@@ -237,6 +261,7 @@ BENIGN: list[Case] = [
 MALICIOUS: list[Case] = [
     Case("npz-view-torch-zip-npy-member", "evil_stats.pt", "numpy", "malicious", torch_zip_with_npy_member(True), _TN),
     Case("npz-view-data-pkl-is-npy", "evil_npyhead.pt", "numpy", "malicious", torch_zip_data_pkl_is_npy, _TN),
+    Case("tar-npy-polyglot", "evil_poly.npy", "numpy", "malicious", tar_npy_polyglot(True), _NP),
     Case("tar-base256-checksum", "evil_b256.pth", "torch", "malicious", legacy_tar_base256(True), _T),
     Case("npy-unary-plus-shape", "evil_plus.npy", "numpy", "malicious", npy_unary_plus(True), _NP),
     Case("npz-bad-crc-payload-first", "evil_crc.npz", "numpy", "malicious", npz_bad_crc_payload_first(True), _NP),

@@ -186,6 +186,17 @@ class _Analyser:
             member = join_member(prefix, source.member)
             run = _run_source(source, self.limits, member)
             if source.optional and not any(p.statements for p in run.programs):
+                # The unpickler did nothing before it stopped: say so rather than drop the view silently.
+                stop = run.programs[0].error if run.programs else None
+                where = getattr(stop, "offset", None)
+                self.analysis.notes.append(
+                    _where(
+                        member,
+                        f"{source.label or 'pickle view'}: pickle.load stops"
+                        + (f" at offset {where}" if where is not None else "")
+                        + " having imported and called nothing",
+                    )
+                )
                 continue
             if fmt == "pickle?":
                 first = run.programs[0] if run.programs else None

@@ -88,16 +88,21 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         return _refused("cycle", "the container holds a copy of one that encloses it (a cycle): not opened again")
     head = bytes(data[:_HEAD])
     if head[:4] == ZIP_LOCAL:
-        return _open_zip(data, ctx)
+        opened = _open_zip(data, ctx)
+        if looks_like_tar(head):  # a ZIP/tar polyglot: torch and numpy read the ZIP, tar tools the tar
+            tar = _open_tar(data, head, ctx)
+            if tar is not None:
+                _merge(opened, tar, "the file is also a tar archive, which tarfile-based tools read")
+        return opened
     if looks_like_tar(head):
-        opened = _open_tar(data, head, ctx)
-        if opened is not None:
-            return opened
+        tar_view = _open_tar(data, head, ctx)
+        if tar_view is not None:
+            return _with_magic_views(tar_view, data, head, ctx)
     kind = compression_kind(head)
     if kind is not None:
-        opened = _open_compressed(kind, data, ctx)
-        if opened is not None:
-            return opened
+        decoded = _open_compressed(kind, data, ctx)
+        if decoded is not None:
+            return decoded
     if head[:6] == SEVEN_ZIP_MAGIC:
         from picklewarden.containers import archives
 
@@ -112,7 +117,13 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         )
 
     if looks_like_zip(data):
-        return _open_zip(data, ctx)
+        opened = _open_zip(data, ctx)
+        if starts_like_pickle(head):
+            # torch.load and pickle.load run the file from byte 0 whatever follows: judged when it does anything.
+            opened.sources.append(
+                PickleSource("", _whole(data), Stacking.ALL, True, optional=True, label="pickle view")
+            )
+        return opened
     if starts_like_pickle(head):
         # pickle.load does not sniff: it executes from the first byte. Read it the same way; the scanner
         # turns a stream that yields nothing into an error rather than a verdict.
@@ -135,6 +146,32 @@ def _refused(what: str, message: str) -> Opened:
     opened = Opened(what)
     opened.anomalies.append(Anomaly("PW301", None, None, message))
     opened.errors.append(message)
+    return opened
+
+
+def _merge(opened: Opened, other: Opened, note: str) -> None:
+    """Add another loader's view of the same bytes to ``opened``."""
+    opened.sources.extend(other.sources)
+    opened.anomalies.extend(other.anomalies)
+    opened.children.extend(other.children)
+    opened.checks.extend(other.checks)
+    opened.errors.extend(other.errors)
+    opened.notes.extend(other.notes)
+    opened.notes.append(note)
+
+
+def _with_magic_views(opened: Opened, data: bytes, head: bytes, ctx: Context) -> Opened:
+    """A tar header is 512 bytes of mostly free text, so it can also start with another format's magic:
+    numpy.load reads an ``.npy`` there, joblib a compressed stream. Those loaders' views are judged too."""
+    if head[:6] == NPY_MAGIC:
+        from picklewarden.containers.numpy_files import open_npy
+
+        _merge(opened, open_npy(data, ctx), "the tar header is also a NumPy header, which numpy.load reads")
+    kind = compression_kind(head)
+    if kind is not None and _plausible(kind, head):
+        other = _open_compressed(kind, data, ctx)
+        if other is not None and other.children:
+            _merge(opened, other, f"the tar archive is also a {kind} stream, which joblib.load decompresses")
     return opened
 
 
