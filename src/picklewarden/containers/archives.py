@@ -5,6 +5,16 @@ loader uses -, ``zipfile`` - also what ``numpy.load`` uses for ``.npz`` -, ``py7
 a zero-copy view of the file. Member count, total extracted bytes and compression ratio are bounded
 before anything is decompressed, and member names or links that would escape an extraction directory are
 findings.
+
+``zipfile`` refuses members that other readers take: a CRC mismatch (checked only once the member has
+been read to its end, after a streaming unpickler has already run its first opcodes), a local-header name
+that differs from the directory's, and encryption, strong-encryption or patch flags in the directory
+(where stored data is plain all the same). Such members, and archives ``zipfile`` cannot open at all,
+are read as the most lenient plausible reader takes them (torch's miniz reader, flags ignored for stored
+data); the refusal is reported (PW310) and the bytes are scanned. Only bytes no reader can obtain
+(deflated data that really is encrypted, an archive no reader finds entries in) leave an error.
+Not modelled: bzip2 and LZMA members (zipfile reads them, torch does not; they are extracted with
+zipfile when it can, else reported unreadable), and password-protected members read with a password.
 """
 
 from __future__ import annotations

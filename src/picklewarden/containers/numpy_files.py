@@ -1,11 +1,21 @@
-"""NumPy ``.npy`` files (and, through the ZIP reader, the ``.npy`` members of ``.npz`` archives).
+"""NumPy ``.npy`` files (and, through :mod:`~picklewarden.containers.npz` and the ZIP readers, the arrays of npz
+archives), as ``numpy.load(allow_pickle=True)`` reads them (numpy 2.x ``format.read_array``).
 
 An ``.npy`` file is a magic string, a version, a header length and a Python-literal header dict
-(``descr``, ``fortran_order``, ``shape``). When the dtype holds objects, ``numpy.load(allow_pickle=True)``
-calls ``pickle.load`` on the bytes right after the header; otherwise the rest is raw numbers, which are
-never read here. The header is parsed as numpy parses it (``ast.literal_eval``, with its Python-2 long
-fallback), only the dtype description decides, and anything not positively numeric is treated as
-possibly holding objects.
+(``descr``, ``fortran_order``, ``shape``). When the dtype holds objects, numpy calls ``pickle.load`` on the
+bytes right after the header; otherwise the rest is raw numbers, which are never read here.
+
+Modelled: the versions numpy accepts (1.0, 2.0, 3.0 exactly) and their length fields and encodings; the
+header parsed by the same ``ast.literal_eval`` numpy calls (parsing only), with the Python-2 ``L`` filter
+retried for versions up to 2.0; numpy's checks of the dict (exact keys, a tuple of ints for ``shape``, a
+bool for ``fortran_order``) and the int64 element count; no header size limit (``allow_pickle=True``
+lifts it; :attr:`Limits.max_header_bytes` bounds the scan, failing closed). Where numpy fails on the
+header, nothing runs: an info finding, no error.
+
+Not modelled exactly: ``descr_to_dtype``. The dtype is classified from its description (object,
+numeric, or unknown), and a spelling not known to be numeric (``'i4,O'``, a title, an odd alias) is read
+as a possible pickle too. ``mmap_mode`` (numpy refuses object arrays there) and the ``encoding`` /
+``fix_imports`` pickle options are not distinguished.
 """
 
 from __future__ import annotations

@@ -1,10 +1,33 @@
-"""Dispatch on content to the reader that sees a file the way its loader does.
+"""Dispatch on content to the readers that see a file the way each loader does, and judge every view.
 
-The order is the loaders' own: ``torch.load`` takes a file for a ZIP only when it starts with a local
-header, otherwise tries ``tarfile`` (its legacy tar format), otherwise unpickles from byte 0; joblib looks
-for compression magic first; ``numpy.load`` checks for ZIP and ``.npy`` magic before falling back to
-``pickle.load``. Where one file is two formats at once (a pickle glued before a ZIP, a tar header that is
-also a pickle), every view a loader could take is scanned.
+One file can be several formats at once, and each loader picks its own. Every view a loader in scope could
+take is scanned, so a payload is found whichever loader the victim uses.
+
+Loaders and the decisions modelled here (the readers model the rest; see their modules):
+
+* ``torch.load`` (torch 2.13, ``weights_only=False``): a file starting with ``PK\\x03\\x04`` is a ZIP
+  (:mod:`~picklewarden.containers.torchzip`); otherwise a real file at offset 0 is tried as a tar
+  (``tarfile.open(mode="r:")``: :func:`~picklewarden.containers.sniff.looks_like_tar` is tarfile's own first
+  header parse), and on ``TarError`` is unpickled from byte 0 (legacy stacked pickles). Not modelled: a
+  file-like object without ``fileno()`` skips the tar attempt (the tar view is scanned all the same, which
+  only adds a view); ``mmap=True`` and ``weights_only=True`` (the restricted unpickler refuses what is
+  flagged here anyway).
+* ``torch.jit.load``: the ZIP wherever its end record is (``legacy-fallback`` files included).
+* ``pickle.load`` / ``pandas.read_pickle`` after decompression: executes from byte 0, no sniffing. A view
+  of the file as a pickle is added beside any container view whenever its first byte is an opcode; it
+  is dropped (with a note) only when the unpickler imported and called nothing before stopping.
+* ``numpy.load(allow_pickle=True)``: ``PK\\x03\\x04``/``PK\\x05\\x06`` means npz (members starting with the
+  NumPy magic are arrays, whatever their names: :mod:`~picklewarden.containers.npz`), ``\\x93NUMPY`` means
+  npy (:mod:`~picklewarden.containers.numpy_files`), anything else is ``pickle.load``. A tar header that
+  is also an npy header gets both views.
+* ``joblib.load``: compression magic first (:func:`~picklewarden.containers.sniff.compression_kind`), then
+  its unpickler (:mod:`~picklewarden.containers.joblib_files`); a tar header that also starts a
+  compressed stream gets both views.
+* ``tarfile``/``zipfile``/``py7zr`` users extracting bundles (:mod:`~picklewarden.containers.archives`):
+  members become children; a ZIP that is also a tar gets both views; members ``zipfile`` refuses are
+  read as lenient readers take them.
+
+Not modelled: formats sniffed by file name alone (no loader in scope does), and loaders outside the list.
 """
 
 from __future__ import annotations
