@@ -272,3 +272,56 @@ def test_environment_keeps_loader_libraries() -> None:
     import torch  # noqa: F401
 
     assert os.environ.get("PYTHONHASHSEED", "") != "unset"
+
+
+# -- differential: the literal reader against ast.literal_eval itself --------------------------------------
+
+_ATOMS = st.sampled_from(
+    [
+        "3", "+3", "-3", "- 3", "--3", "+-3", "-(3)", "(-3)", "((3))", "0x1F", "0o17", "0b101", "1_000", "0_7", "007",
+        "00", "1.5", "-.5e3", "1e5", "3j", "1+2j", "-1-2.5j", "2j+1", "1+2", "(1)+2j", "True", "False", "None",
+        "-True", "...", "'a'", "b'a'", "'a' 'b'", "'a' b'b'", "r'\\d'", "'\\x41\\n'", "'\\q'", "u'x'", "f'x'",
+        "'\\N{BULLET}'", "b'\\x00\\101'", "'''t'''", "set()", "set(1)", "x", "3L", "1__0", "'é'",
+    ]
+)  # fmt: skip
+
+
+def _literal_texts() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        items = st.lists(inner, max_size=3)
+        sep = st.sampled_from([", ", ",", " ,\n ", ", # c\n"])
+        return st.one_of(
+            st.tuples(items, sep, st.booleans()).map(lambda t: "(" + t[1].join(t[0]) + ("," if t[2] else "") + ")"),
+            st.tuples(items, sep).map(lambda t: "[" + t[1].join(t[0]) + "]"),
+            st.tuples(items, sep).map(lambda t: "{" + t[1].join(t[0]) + "}"),
+            st.tuples(st.lists(st.tuples(inner, inner), max_size=3), sep).map(
+                lambda t: "{" + t[1].join(f"{k}: {v}" for k, v in t[0]) + "}"
+            ),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}, {t[1]}"),
+        )
+
+    core = st.recursive(_ATOMS, extend, max_leaves=8)
+    return st.tuples(
+        st.sampled_from(["", " ", "\t", "\n", "  "]), core, st.sampled_from(["", "\n", " # end", ","])
+    ).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=_literal_texts())
+def test_literal_reader_matches_ast_literal_eval(text: str) -> None:
+    import ast
+    import warnings
+
+    from picklewarden.containers.pyliteral import NotLiteral, literal_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid escape sequences warn
+        try:
+            theirs: object = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            theirs = NotLiteral
+    try:
+        ours: object = literal_eval(text)
+    except NotLiteral:
+        ours = NotLiteral
+    assert repr(ours) == repr(theirs), text
