@@ -314,7 +314,9 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     heads = {entry.header_offset: read[name] for name in read if (entry := archive.entries.get(name)) is not None}
     found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx, heads)
     if unpeeked:
-        opened.notes.append(f"{unpeeked} storages were not checked for hidden pickles (peek budget spent)")
+        opened.notes.append(
+            f"{unpeeked} storages were not checked for hidden pickles or NumPy headers (peek budget spent)"
+        )
     opened.anomalies.extend(found)
     opened.children.extend(payloads)
     # numpy.load reads any ZIP as an npz: members starting with a NumPy header are arrays it may unpickle.
