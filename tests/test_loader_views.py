@@ -325,3 +325,36 @@ def test_literal_reader_matches_ast_literal_eval(text: str) -> None:
     except NotLiteral:
         ours = NotLiteral
     assert repr(ours) == repr(theirs), text
+
+
+def test_scanning_every_view_executes_and_compiles_nothing(tmp_path: Path) -> None:
+    """The new readers (npz view, npy headers, lenient ZIP members, tar polyglots) run under the project's
+    audit hook: no import, compile, exec, process or written file while the malicious samples are scanned."""
+    import subprocess
+    import sys
+
+    import tests.test_never_execute as audit
+    from tests.loader_view_samples import BENIGN
+
+    canary = tmp_path / "canary"
+    evil, warm = tmp_path / "evil", tmp_path / "warm"
+    evil.mkdir()
+    warm.mkdir()
+    paths = [write(case, evil, canary) for case in MALICIOUS]
+    for bits in (0x01, 0x20):
+        path = evil / f"flags{bits}.npz"
+        path.write_bytes(central_flags(bits, False)(canary))
+        paths.append(path)
+    for case in BENIGN:
+        write(case, warm, canary)
+    done = subprocess.run(
+        [sys.executable, "-c", audit._HARNESS, str(warm), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and "VIOLATIONS []" in done.stdout, done.stdout + done.stderr
+    verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
+    assert verdicts.count("'malicious'") == len(paths), verdicts
+    assert not canary.exists()

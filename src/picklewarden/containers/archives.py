@@ -263,7 +263,7 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
             )
             opened.errors.append(f"only the first {limits.max_archive_members} ZIP entries were read")
             infos = infos[: limits.max_archive_members]
-        for info in infos:
+        for index, info in enumerate(infos):
             why = escapes(info.filename)
             if why is not None:
                 severity = Severity.MEDIUM if why.startswith("is an absolute") else None
@@ -275,7 +275,7 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
             try:
                 content = _read_zip_member(archive, info, ctx, opened)
             except _Refused as refusal:
-                content = lenient.read(info, str(refusal))
+                content = lenient.read(info, index, len(archive.filelist), str(refusal))
             if content is not None:
                 opened.children.append(Child(info.filename, content))
     return opened
@@ -365,13 +365,18 @@ class _Lenient:
                 self._directory = f"no reader finds its entries either: {exc}"
         return self._directory
 
-    def read(self, info: zipfile.ZipInfo, why: str) -> bytes | None:
+    def read(self, info: zipfile.ZipInfo, index: int, count: int, why: str) -> bytes | None:
+        """Member ``index`` of the ``count`` entries zipfile listed."""
         directory = self.directory()
-        name = info.orig_filename
         if isinstance(directory, str):
             self.opened.errors.append(f"{info.filename}: {why}; {directory}")
             return None
-        entry = next((e for e in reversed(directory.all_entries) if e.name == name), None)
+        entries = directory.all_entries
+        # The same central directory lists the same entries in the same order (names may decode differently:
+        # zipfile uses cp437 without the UTF-8 flag); otherwise look the name up.
+        entry: ZipEntry | None = entries[index] if len(entries) == count else None
+        if entry is None:
+            entry = next((e for e in reversed(entries) if e.name == info.orig_filename), None)
         if entry is None:
             self.opened.errors.append(f"{info.filename}: {why}; no other reader finds it")
             return None

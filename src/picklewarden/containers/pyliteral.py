@@ -144,15 +144,17 @@ class _Parser:
         return self.atom(depth), False, False
 
     def _parenthesised_number(self) -> bool:
+        """The next tokens are a number wrapped in parentheses that all close right after it."""
         at = self.at
         while at < len(self.tokens) and self.tokens[at].string == "(":
             at += 1
-        return (
-            at < len(self.tokens)
-            and self.tokens[at].type == tokenize.NUMBER
-            and at + 1 < len(self.tokens)
-            and (self.tokens[at + 1].string == ")")
-        )
+        opened = at - self.at
+        if at >= len(self.tokens) or self.tokens[at].type != tokenize.NUMBER:
+            return False
+        closed = 0
+        while at + 1 + closed < len(self.tokens) and self.tokens[at + 1 + closed].string == ")":
+            closed += 1
+        return closed >= opened
 
     def bare_number(self, depth: int) -> int | float | complex:
         """A number, possibly in parentheses (``-(3)`` is ``UnaryOp(USub, Constant(3))``)."""
