@@ -10,6 +10,7 @@ headers as numpy parses them, 7 damaged ZIPs (flags, CRC, local names).
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zipfile
 from collections.abc import Callable
@@ -163,6 +164,22 @@ def tar_npy_polyglot(evil: bool) -> Callable[[Path], bytes]:
     return make
 
 
+def tar_with_zip_appended(evil: bool) -> Callable[[Path], bytes]:
+    """A benign legacy torch tar with a ZIP appended: torch.load reads the tar, zipfile (which corrects
+    offsets for prepended bytes) reads the ZIP and its pickle."""
+
+    def make(c: Path) -> bytes:
+        from tests.container_samples import system_pickle
+
+        inner = system_pickle(c) if evil else pickle.dumps({"lr": 0.1}, protocol=2)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("model.pkl", inner)
+        return legacy_tar() + out.getvalue()
+
+    return make
+
+
 # -- class 4b: npy headers as numpy parses them --------------------------------------------------------
 
 
@@ -253,6 +270,7 @@ _TN = ("torch", "numpy")
 BENIGN: list[Case] = [
     Case("npz-view-npy-member-benign", "with_stats.pt", "numpy", "safe", torch_zip_with_npy_member(False), _TN),
     Case("tar-npy-polyglot-benign", "poly.npy", "numpy", "safe", tar_npy_polyglot(False), _NP),
+    Case("tar-with-zip-appended-benign", "tar_zip.pth", "zip", "safe", tar_with_zip_appended(False), _T),
     Case("tar-base256-checksum-benign", "old_b256.pth", "torch", "safe", legacy_tar_base256(False), _T),
     Case("npy-unary-plus-shape-benign", "plus.npy", "numpy", "safe", npy_unary_plus(False), _NP),
     Case("zip-local-damage-benign", "damaged.pt", "torch", "suspicious", torch_zip_local_damage(False), _T),
@@ -262,6 +280,7 @@ MALICIOUS: list[Case] = [
     Case("npz-view-torch-zip-npy-member", "evil_stats.pt", "numpy", "malicious", torch_zip_with_npy_member(True), _TN),
     Case("npz-view-data-pkl-is-npy", "evil_npyhead.pt", "numpy", "malicious", torch_zip_data_pkl_is_npy, _TN),
     Case("tar-npy-polyglot", "evil_poly.npy", "numpy", "malicious", tar_npy_polyglot(True), _NP),
+    Case("tar-with-zip-appended", "evil_tar_zip.pth", "zip", "malicious", tar_with_zip_appended(True), _T),
     Case("tar-base256-checksum", "evil_b256.pth", "torch", "malicious", legacy_tar_base256(True), _T),
     Case("npy-unary-plus-shape", "evil_plus.npy", "numpy", "malicious", npy_unary_plus(True), _NP),
     Case("npz-bad-crc-payload-first", "evil_crc.npz", "numpy", "malicious", npz_bad_crc_payload_first(True), _NP),

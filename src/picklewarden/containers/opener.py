@@ -195,11 +195,12 @@ def _with_magic_views(opened: Opened, data: bytes, head: bytes, ctx: Context) ->
         other = _open_compressed(kind, data, ctx)
         if other is not None and other.children:
             _merge(opened, other, f"the tar archive is also a {kind} stream, which joblib.load decompresses")
-    return opened
+    # A ZIP appended to a tar: torch.load reads the tar, torch.jit.load and zip tools the ZIP.
+    return _with_zip_view(opened, data, ctx)
 
 
 def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
-    """A pickle followed by a ZIP: torch.load runs the pickle, torch.jit.load and zip tools read the ZIP."""
+    """A pickle (or tar) followed by a ZIP: torch.load reads the front, torch.jit.load and zip tools the ZIP."""
     if not looks_like_zip(data):
         return opened
     from picklewarden.containers import torchzip
@@ -207,13 +208,15 @@ def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
     try:
         torchzip.open_torch_zip(data, ctx.limits)
     except ScanError:
-        return opened  # raw tensor bytes that merely contain an end-of-directory signature
+        # torch's reader cannot: zipfile corrects offsets for prepended bytes, and zip tools read what it reads.
+        from picklewarden.containers import archives
+
+        bundle = archives.open_zip_bundle(data, ctx)
+        if bundle.children and not bundle.errors:
+            _merge(opened, bundle, f"a ZIP archive follows the {opened.format}; zipfile-based tools read it")
+        return opened  # else raw tensor bytes that merely contain an end-of-directory signature
     behind = _open_zip(data, ctx)
-    opened.sources.extend(behind.sources)
-    opened.anomalies.extend(behind.anomalies)
-    opened.children.extend(behind.children)
-    opened.checks.extend(behind.checks)
-    opened.notes.append(f"a {behind.format} archive follows the pickle")
+    _merge(opened, behind, f"a {behind.format} archive follows the {opened.format}")
     return opened
 
 
