@@ -358,3 +358,19 @@ def test_scanning_every_view_executes_and_compiles_nothing(tmp_path: Path) -> No
     verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
     assert verdicts.count("'malicious'") == len(paths), verdicts
     assert not canary.exists()
+
+
+def test_a_huge_npy_header_is_not_parsed_but_the_pickle_behind_it_is(tmp_path: Path) -> None:
+    """numpy.load(allow_pickle=True) has no header limit: a megabyte-sized header is skipped quickly here, and
+    the pickle after it is still judged."""
+    from tests.loader_view_samples import _object_npy
+
+    npy = _object_npy(tmp_path / "canary")
+    (length,) = struct.unpack_from("<H", npy, 8)
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (3,), }" + b" " * 200_000 + b"\n"
+    data = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + npy[10 + length :]
+    report = scan_bytes(data, "big_header.npy")
+    assert report.verdict is Verdict.MALICIOUS, report
+    path = tmp_path / "big_header.npy"
+    path.write_bytes(data)
+    assert harness._load(path, "numpy", tmp_path / "canary", fires=True).fired, "numpy.load must run it"

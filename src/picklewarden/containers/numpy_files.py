@@ -73,6 +73,9 @@ def classify_descr(descr: Any, depth: int = 0) -> Kind:
 _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
 """numpy's ``_header_size_info``: the versions ``_check_version`` accepts, their length field and encoding."""
 _INT64 = 1 << 63
+_PARSE_CAP = 64 * 1024
+"""Headers longer than this are not tokenized (a megabyte of brackets costs seconds); the data after them is
+still scanned as a possible pickle."""
 
 
 class _Unreadable(ValueError):
@@ -160,13 +163,18 @@ def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
         opened.anomalies.append(Anomaly("PW300", member or None, start, ".npy header is truncated; numpy fails"))
         return opened
     try:
+        if length > _PARSE_CAP:
+            raise _Unreadable(f"a {length}-byte header is not parsed (numpy writes well under {_PARSE_CAP} bytes)")
         header = parse_header(raw, version)
     except _Unreadable as exc:
-        # numpy fails here too, so nothing runs; in case its parser reads what this one does not, the bytes
-        # after the header are still run as a pickle, and kept only if they do anything.
-        opened.anomalies.append(
-            Anomaly("PW300", member or None, start, f"numpy.load fails on this .npy header: {exc}", Severity.INFO)
+        # numpy fails here too (or might not, for a header too large to parse), so nothing is known to run;
+        # the bytes after the header are still run as a pickle, and kept if they do anything.
+        message = (
+            f"numpy.load fails on this .npy header: {exc}"
+            if length <= _PARSE_CAP
+            else f"{exc}; the data after it is scanned in case numpy reads a pickle there"
         )
+        opened.anomalies.append(Anomaly("PW300", member or None, start, message, Severity.INFO))
         if len(data) > end:
             opened.sources.append(
                 PickleSource(

@@ -146,8 +146,8 @@ class _Parser:
     def _parenthesised_number(self) -> bool:
         """The next tokens are a number wrapped in parentheses that all close right after it."""
         at = self.at
-        while at < len(self.tokens) and self.tokens[at].string == "(":
-            at += 1
+        while at < len(self.tokens) and self.tokens[at].string == "(" and at - self.at <= _MAX_NESTING:
+            at += 1  # bounded: a megabyte of "(" must not be rescanned at every nesting level
         opened = at - self.at
         if at >= len(self.tokens) or self.tokens[at].type != tokenize.NUMBER:
             return False
