@@ -47,8 +47,17 @@ Anomaly codes (``ZipAnomaly.code``): ``legacy-fallback``, ``prefix-data``, ``tra
 ``flag-bits``, ``unsupported-method``, ``bad-zip64-extra``, ``uninitialized-read``,
 ``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``, ``size-mismatch``,
 ``truncated``, ``overlapping-entries``, ``compressed-pickle``, and, from :func:`read_entry`,
-``bad-crc``, ``size-mismatch`` and ``deflate-slack``. Each code is listed at most 16 times; a final
-anomaly of the same code counts the rest.
+``bad-crc``, ``size-mismatch`` and ``deflate-slack``, and from :func:`read_plain` ``flags-ignored``.
+Each code is listed at most 16 times; a final anomaly of the same code counts the rest.
+
+Readers of last resort: :func:`read_plain` returns a member's bytes whatever its encryption, strong-
+encryption or patch flags say (stored data is plain; torch and ``zipfile`` refuse such members, lenient
+readers do not), and :func:`open_any_zip` lists the entries of any ZIP, without torch's prefix folder and
+version record. The scanner uses them so that damage becomes a finding, not an unscanned member.
+
+The code is split in three: :mod:`~picklewarden.containers.zipentry` (one member's bytes),
+:mod:`~picklewarden.containers.zipdir` (end record and central directory) and this module (torch's
+lookup and its own checks).
 
 The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
 checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
