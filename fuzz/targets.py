@@ -67,9 +67,10 @@ def zip_lenient(data: bytes) -> None:
     """The lenient ZIP reading (any layout, refusal flags ignored) and numpy's npz view of the archive."""
     from picklewarden.containers.base import Context
     from picklewarden.containers.npz import numpy_view
+    from picklewarden.containers.zip_lenient import open_any_zip
 
     try:
-        archive = torchzip.open_any_zip(data, LIMITS)
+        archive = open_any_zip(data, LIMITS)
     except ScanError:
         return
     for entry in archive.all_entries[:8]:
