@@ -205,17 +205,17 @@ def npy_unary_plus(evil: bool) -> Callable[[Path], bytes]:
 # -- class 7: damaged ZIPs -----------------------------------------------------------------------------
 
 
-def npz_bad_crc_payload_first(evil: bool) -> Callable[[Path], bytes]:
+def npz_bad_crc_payload_first(evil: bool, deflated: bool = False) -> Callable[[Path], bytes]:
     """zipfile checks a member's CRC only once it has read to the end: the pickle's first opcodes (past
     the unpickler's 128 KiB read-ahead) have run by then."""
 
     def make(c: Path) -> bytes:
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.savez(buf, w=np.ones(3))
         member = _object_npy(c if evil else None, padding=400_000)
-        return _patch(_rezip(buf.getvalue(), add={"objects.npy": member}), "objects.npy", _bad_crc)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED) as z:
+            z.writestr("w.npy", _np_save(list(range(3))))
+            z.writestr("objects.npy", member)
+        return _patch(out.getvalue(), "objects.npy", _bad_crc)
 
     return make
 
@@ -284,6 +284,8 @@ MALICIOUS: list[Case] = [
     Case("tar-base256-checksum", "evil_b256.pth", "torch", "malicious", legacy_tar_base256(True), _T),
     Case("npy-unary-plus-shape", "evil_plus.npy", "numpy", "malicious", npy_unary_plus(True), _NP),
     Case("npz-bad-crc-payload-first", "evil_crc.npz", "numpy", "malicious", npz_bad_crc_payload_first(True), _NP),
+    Case("npz-deflated-bad-crc-payload-first", "evil_crc_z.npz", "numpy", "malicious",
+         npz_bad_crc_payload_first(True, deflated=True), _NP),
     Case("npz-local-flags", "evil_flags.npz", "numpy", "malicious", npz_local_flags, _NP),
     Case("torch-zip-local-damage", "evil_damaged.pt", "torch", "malicious", torch_zip_local_damage(True), _T),
 ]  # fmt: skip
