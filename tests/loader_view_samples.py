@@ -180,6 +180,22 @@ def tar_with_zip_appended(evil: bool) -> Callable[[Path], bytes]:
     return make
 
 
+def tar_bundle_torch_last(_c: Path) -> bytes:
+    """A plain tar bundle whose last member is a torch checkpoint: the checkpoint's end record lies near the
+    end of the tar, but it is a member (scanned as one), not an appended archive."""
+    import tarfile
+
+    import torch
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, body in (("README.md", b"# weights\n"), ("model.pt", _torch_save({"w": torch.arange(6.0)}))):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
 # -- class 4b: npy headers as numpy parses them --------------------------------------------------------
 
 
@@ -271,6 +287,7 @@ BENIGN: list[Case] = [
     Case("npz-view-npy-member-benign", "with_stats.pt", "numpy", "safe", torch_zip_with_npy_member(False), _TN),
     Case("tar-npy-polyglot-benign", "poly.npy", "numpy", "safe", tar_npy_polyglot(False), _NP),
     Case("tar-with-zip-appended-benign", "tar_zip.pth", "zip", "safe", tar_with_zip_appended(False), _T),
+    Case("tar-bundle-torch-member-last", "bundle.tar", "tar", "safe", tar_bundle_torch_last, _T),
     Case("tar-base256-checksum-benign", "old_b256.pth", "torch", "safe", legacy_tar_base256(False), _T),
     Case("npy-unary-plus-shape-benign", "plus.npy", "numpy", "safe", npy_unary_plus(False), _NP),
     Case("zip-local-damage-benign", "damaged.pt", "torch", "suspicious", torch_zip_local_damage(False), _T),

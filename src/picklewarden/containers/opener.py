@@ -115,12 +115,12 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         if looks_like_tar(head):  # a ZIP/tar polyglot: torch and numpy read the ZIP, tar tools the tar
             tar = _open_tar(data, head, ctx)
             if tar is not None:
-                _merge(opened, tar, "the file is also a tar archive, which tarfile-based tools read")
+                _merge(opened, tar[0], "the file is also a tar archive, which tarfile-based tools read")
         return opened
     if looks_like_tar(head):
         tar_view = _open_tar(data, head, ctx)
         if tar_view is not None:
-            return _with_magic_views(tar_view, data, head, ctx)
+            return _with_magic_views(*tar_view, data, head, ctx)
     kind = compression_kind(head)
     if kind is not None:
         decoded = _open_compressed(kind, data, ctx)
@@ -183,9 +183,10 @@ def _merge(opened: Opened, other: Opened, note: str) -> None:
     opened.notes.append(note)
 
 
-def _with_magic_views(opened: Opened, data: bytes, head: bytes, ctx: Context) -> Opened:
+def _with_magic_views(opened: Opened, tar_end: int, data: bytes, head: bytes, ctx: Context) -> Opened:
     """A tar header is 512 bytes of mostly free text, so it can also start with another format's magic:
-    numpy.load reads an ``.npy`` there, joblib a compressed stream. Those loaders' views are judged too."""
+    numpy.load reads an ``.npy`` there, joblib a compressed stream. Those loaders' views are judged too, and
+    a ZIP appended after the tar's last member (``tar_end``)."""
     if head[:6] == NPY_MAGIC:
         from picklewarden.containers.numpy_files import open_npy
 
@@ -196,11 +197,14 @@ def _with_magic_views(opened: Opened, data: bytes, head: bytes, ctx: Context) ->
         if other is not None and other.children:
             _merge(opened, other, f"the tar archive is also a {kind} stream, which joblib.load decompresses")
     # A ZIP appended to a tar: torch.load reads the tar, torch.jit.load and zip tools the ZIP.
-    return _with_zip_view(opened, data, ctx)
+    return _with_zip_view(opened, data, ctx, after=tar_end)
 
 
-def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
-    """A pickle (or tar) followed by a ZIP: torch.load reads the front, torch.jit.load and zip tools the ZIP."""
+def _with_zip_view(opened: Opened, data: bytes, ctx: Context, after: int = 0) -> Opened:
+    """A pickle (or tar) followed by a ZIP: torch.load reads the front, torch.jit.load and zip tools the ZIP.
+
+    A ZIP that only ``zipfile`` finds (it corrects for prepended bytes) counts when it starts at or after
+    ``after``: a ZIP stored as a tar member is that member's business, not an appended archive."""
     if not looks_like_zip(data):
         return opened
     from picklewarden.containers import torchzip
@@ -211,6 +215,8 @@ def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
         # torch's reader cannot: zipfile corrects offsets for prepended bytes, and zip tools read what it reads.
         from picklewarden.containers import archives
 
+        if _zipfile_start(data) < after:
+            return opened
         bundle = archives.open_zip_bundle(data, ctx)
         if bundle.children and not bundle.errors:
             _merge(opened, bundle, f"a ZIP archive follows the {opened.format}; zipfile-based tools read it")
@@ -237,7 +243,22 @@ def _open_compressed(kind: str, data: bytes, ctx: Context) -> Opened | None:
     return opened
 
 
-def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
+def _zipfile_start(data: bytes) -> int:
+    """Where ``zipfile`` places the first member of the ZIP it finds at the end of ``data`` (-1: none)."""
+    import zipfile
+
+    from picklewarden.containers.archives import ZIP_ERRORS
+    from picklewarden.containers.base import BufferReader
+
+    try:
+        with zipfile.ZipFile(BufferReader(data)) as archive:
+            return min((info.header_offset for info in archive.infolist()), default=-1)
+    except ZIP_ERRORS:
+        return -1
+
+
+def _open_tar(data: bytes, head: bytes, ctx: Context) -> tuple[Opened, int] | None:
+    """The tar view, and the offset just past its last member's data."""
     from picklewarden.containers import archives
     from picklewarden.containers.legacy_tar import TORCH_MEMBERS, open_legacy_tar
 
@@ -254,7 +275,7 @@ def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
     if looks_like_pickle(head, ctx.limits):
         # A tar header can also be a pickle: torch.load sees the tar, pickle.load runs the header.
         opened.sources.append(PickleSource("", _whole(data), Stacking.ALL, True, optional=True, label="pickle view"))
-    return opened
+    return opened, max((m.offset_data + m.size for m in members), default=0)
 
 
 def _is_pickle_record(name: str) -> bool:
