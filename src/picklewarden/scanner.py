@@ -234,6 +234,17 @@ class _Analyser:
             member = join_member(prefix, source.member)
             run = _run_source(source, self.limits, member)
             if source.optional and not any(p.statements for p in run.programs):
+                # The unpickler did nothing before it stopped: say so rather than drop the view silently.
+                stop = run.programs[0].error if run.programs else None
+                where = getattr(stop, "offset", None)
+                self.analysis.notes.append(
+                    _where(
+                        member,
+                        f"{source.label or 'pickle view'}: pickle.load stops"
+                        + (f" at offset {where}" if where is not None else "")
+                        + " having imported and called nothing",
+                    )
+                )
                 continue
             if fmt == "pickle?":
                 first = run.programs[0] if run.programs else None
@@ -470,13 +481,35 @@ def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
     return apply_file(policy, report)
 
 
+_WALK_HEAD = 64 * 1024
+
+
 def _is_model_file(path: Path, limits: Limits) -> bool:
     try:
         with open_regular(path) as handle:
-            head = handle.read(64 * 1024)
+            head = handle.read(_WALK_HEAD)
     except OSError:
         return True  # let the scan report why it cannot be read
-    return sniff_format(head, limits) is not None
+    fmt = sniff_format(head, limits)
+    if fmt == "pickle" and head[:1] != b"\x80":
+        return _unpickling_acts(head, len(head) < _WALK_HEAD, limits)
+    return fmt is not None
+
+
+def _unpickling_acts(head: bytes, whole: bool, limits: Limits) -> bool:
+    """Whether ``pickle.load`` does anything with a file that has no protocol marker (text decodes as
+    protocol-0 opcodes): it returns an object, or imports, calls or looks up an extension before it fails.
+
+    A README or requirements file fails at once having run nothing; no loader unpickles anything from it,
+    so a directory walk skips it (a file named explicitly is still scanned and reported). Where the sample
+    is cut short of the file (``whole`` False) and the stream is still decoding at its end, it counts.
+    """
+    program, _ = run_pickle(head, 0, limits, plain=_plain_result)
+    if program.complete or program.globals or program.calls or program.extensions:
+        return True
+    error = program.error
+    offset = getattr(error, "offset", None)
+    return not whole and (offset is None or offset >= len(head) - 1024)
 
 
 def scan_path(
