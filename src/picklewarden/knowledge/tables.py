@@ -64,7 +64,6 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             _C,
             "compiles or runs Python source",
         ),
-        ("types", _C, "builds functions and code objects from data"),
         ("_thread threading", _C, "starts threads that call attacker-chosen callables"),
         ("importlib pkgutil zipimport imp", _I, "imports modules by name"),
         (
@@ -93,13 +92,79 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
         ("torch.hub", _N, "downloads and runs code from a hub"),
         ("torch.utils.cpp_extension", _C, "compiles and loads native extensions"),
         ("torch._dynamo torch._inductor torch.fx.experimental", _C, "compiles and runs generated code"),
-        ("torch.jit torch._C torch.package", _C, "compiles, loads or runs serialized code"),
+        ("torch.jit torch.package", _C, "compiles, loads or runs serialized code"),
+        # torch._C as a whole is torch's native core (every operator lives there), so its members are judged
+        # one by one (TORCH_C_SINKS below, safe operators in SAFE); only these native submodules are sinks
+        # through and through.
+        (
+            "torch._C._distributed torch._C._distributed_c10d torch._C._distributed_rpc torch._C._distributed_autograd",
+            _N,
+            "torch's distributed runtime: stores, process groups and RPC open network connections",
+        ),
+        ("torch._C._dynamo torch._C._jit torch._C._lazy_ts_backend", _C, "installs frame hooks or runs compiled code"),
+        ("torch._C._profiler torch._C._monitor torch._C._itt", _F, "writes traces and event logs to files"),
     )
     for name in names.split()
 }
 
+# The sinks among torch._C's members: serialized-code loaders, file readers and writers, compilers, and
+# setters of process-wide state that later loads rely on. Every other member is unknown unless listed safe.
+TORCH_C_SINKS: Final[dict[tuple[str, str], Knowledge]] = {
+    **_names(
+        "torch._C",
+        "import_ir_module import_ir_module_from_buffer _import_ir_module_from_package _load_for_lite_interpreter "
+        "_load_for_lite_interpreter_from_buffer _load_jit_module_from_bytes _load_jit_module_from_file "
+        "_load_mobile_module_from_bytes _load_mobile_module_from_file _pickle_load_obj "
+        "DeserializationStorageContext _get_model_extra_files _get_model_extra_files_from_buffer",
+        _D,
+        "loads serialized TorchScript or pickled objects",
+    ),
+    **_names(
+        "torch._C",
+        "PyTorchFileReader PyTorchFileWriter _save_jit_module _save_mobile_module _save_parameters _pickle_save "
+        "_backport_for_mobile _backport_for_mobile_to_buffer _backport_for_mobile_from_buffer "
+        "_backport_for_mobile_from_buffer_to_buffer _gds_load_storage _gds_save_storage _get_file_format "
+        "_jit_set_logging_stream _jit_set_onnx_log_output_stream _valgrind_toggle_and_dump_stats "
+        "_dispatch_dump _dispatch_dump_table _mps_profilerStartTrace _VariableFunctionsClass.from_file "
+        "_VariableFunctions.from_file",
+        _F,
+        "reads or writes files at a path the caller chooses",
+    ),
+    **_names(
+        "torch._C",
+        "CompilationUnit ScriptModule ScriptFunction ScriptMethod ScriptClass ScriptObject LiteScriptModule "
+        "ScriptModuleSerializer _jit_script_compile _jit_script_class_compile _jit_script_compile_overload "
+        "_jit_script_interface_compile _compile_graph_to_code_table parse_ir _parse_source_def "
+        "_replace_overloaded_method_decl _run_emit_module_hook _jit_set_emit_hooks fork _dispatch_library "
+        "_dispatch_set_report_error_callback _jit_nvfuser_set_comparison_callback _set_dispatch_mode "
+        "_set_torch_function_state _set_tracing_state _tracer_set_get_unique_name_fn _logging_set_logger "
+        "_set_worker_signal_handlers _set_worker_pids _set_print_stack_traces_on_fatal_signal _rpc_init",
+        _C,
+        "compiles or runs TorchScript, or installs callbacks and hooks the interpreter later calls",
+    ),
+    **_names(
+        "torch._C",
+        "_set_default_dtype _set_default_tensor_type _set_deterministic_algorithms _set_grad_enabled "
+        "_set_check_sparse_tensor_invariants _set_warnAlways _set_generator_metaclass _add_docstr",
+        Category.TAMPER,
+        "changes torch's process-wide state for everything loaded afterwards",
+    ),
+}
+
+# types: everything that builds code, functions or classes; its plain value types are listed safe.
+_TYPES_SINKS: Final[dict[tuple[str, str], Knowledge]] = _names(
+    "types",
+    "FunctionType LambdaType CodeType MethodType CellType ModuleType new_class prepare_class resolve_bases "
+    "coroutine DynamicClassAttribute MethodDescriptorType WrapperDescriptorType BuiltinFunctionType "
+    "BuiltinMethodType FrameType TracebackType GeneratorType CoroutineType AsyncGeneratorType get_original_bases",
+    _C,
+    "builds functions, code objects, modules or classes from data",
+)
+
 # Single globals in otherwise harmless modules.
 DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
+    **TORCH_C_SINKS,
+    **_TYPES_SINKS,
     **_names("builtins", "eval exec compile breakpoint", _C, "evaluates Python source"),
     **_names("builtins", "__import__", _I, "imports a module by name"),
     **_names("builtins", "open", _F, "opens a file"),
@@ -160,6 +225,157 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **_names("_codecs", "open", _F, "opens a file"),
 }
 
+
+def _each(module: str, names: str, reason: str) -> dict[tuple[str, str], str]:
+    return {(module, name): reason for name in names.split()}
+
+
+_EXCEPTION = "exception value: BaseException.__reduce__ rebuilds it from its args and sets its __dict__"
+_TORCH_OP = "a torch operator used as a value (activation, loss or reduction); pure tensor math"
+# Reviewed hand entries for values a training run pickles that the generated data does not derive: each
+# class's unpickling (reconstructor, __new__, __setstate__ or __dict__ update) only stores data.
+HAND_SAFE: Final[dict[tuple[str, str], str]] = {
+    # stdlib value types
+    ("array", "array"): "typed array of numbers; __reduce_ex__ rebuilds it from its bytes",
+    ("array", "_array_reconstructor"): "rebuilds an array from its type code, machine format and bytes",
+    **_each(
+        "ipaddress",
+        "IPv4Address IPv6Address IPv4Network IPv6Network IPv4Interface IPv6Interface",
+        "IP address value parsed from its text (no lookup, no connection)",
+    ),
+    **_each("collections", "ChainMap UserDict UserList UserString", "standard container"),
+    ("time", "struct_time"): "time tuple value (a structseq built from a tuple)",
+    ("random", "Random"): "random generator; __setstate__ restores its Mersenne Twister state only",
+    ("platform", "uname_result"): "named tuple of platform strings",
+    ("types", "SimpleNamespace"): "plain attribute bag (configs); BUILD sets its attributes",
+    ("zoneinfo", "ZoneInfo"): "time zone class; used as a value or as the base of its _unpickle",
+    ("zoneinfo", "ZoneInfo._unpickle"): "rebuilds a time zone from its IANA key, which zoneinfo validates as a "
+    "relative name inside the time-zone search path; reads only tz data",
+    ("copyreg", "__newobj_ex__"): "calls cls.__new__ with keyword arguments; the class is judged separately",
+    **_each(
+        "builtins",
+        "BaseException Exception ArithmeticError AssertionError AttributeError EOFError FloatingPointError "
+        "ImportError IndexError KeyError LookupError MemoryError ModuleNotFoundError NameError "
+        "NotImplementedError OSError OverflowError RecursionError RuntimeError StopIteration "
+        "TimeoutError TypeError ValueError ZeroDivisionError FileNotFoundError FileExistsError "
+        "PermissionError Warning UserWarning DeprecationWarning FutureWarning RuntimeWarning",
+        _EXCEPTION,
+    ),
+    **_each("builtins", "abs pow min max sum round divmod len", "pure built-in function of numbers or sequences"),
+    **{
+        (module, name): "pure operator function (arithmetic or comparison on its arguments)"
+        for module in ("operator", "_operator")
+        for name in "add sub mul truediv floordiv mod pow neg pos abs eq ne lt le gt ge and_ or_ xor not_ "
+        "truth invert lshift rshift matmul index concat contains is_ is_not".split()
+    },
+    # numpy value types
+    **_each(
+        "numpy",
+        "bool bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 intc uintc intp uintp int_ uint short "
+        "ushort byte ubyte longlong ulonglong long ulong float16 float32 float64 half single double longdouble "
+        "complex64 complex128 csingle cdouble clongdouble str_ bytes_ void object_ datetime64 timedelta64 "
+        "generic number integer signedinteger unsignedinteger inexact floating complexfloating character "
+        "flexible record recarray matrix",
+        "numpy scalar or array type used as a value (dtype argument, class reference)",
+    ),
+    **_each("numpy.matrixlib.defmatrix", "matrix", "numpy matrix (an ndarray subclass; rebuilt as an array)"),
+    **_each("numpy.rec", "recarray record", "numpy record array (an ndarray subclass; rebuilt as an array)"),
+    **{
+        (module, name): "numpy record array (an ndarray subclass; rebuilt as an array)"
+        for module in ("numpy.core.records", "numpy._core.records")
+        for name in ("recarray", "record")
+    },
+    **_each("numpy.ma", "MaskedArray", "numpy masked array (data and mask arrays)"),
+    **_each("numpy.ma.core", "MaskedArray MaskedConstant", "numpy masked array (data and mask arrays)"),
+    ("numpy.ma.core", "_mareconstruct"): "rebuilds a masked array from its class, base class and shape",
+    **_each(
+        "numpy.random._pickle",
+        "__randomstate_ctor __generator_ctor __bit_generator_ctor",
+        "rebuilds a numpy random generator by bit-generator name from a fixed table; state set by BUILD",
+    ),
+    **{
+        (f"numpy.random._{name.lower()}", name): "numpy bit generator; __setstate__ restores its state dict"
+        for name in ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+    },
+    ("numpy.random.mtrand", "RandomState"): "numpy random generator; state set by __setstate__",
+    ("numpy.random._generator", "Generator"): "numpy random generator; state set by __setstate__",
+    # torch operators as values: how torch.tanh and F.gelu & co. pickle
+    ("torch._C", "_VariableFunctionsClass"): "namespace class of torch's operator functions (the base of "
+    "getattr(_VariableFunctionsClass, 'tanh'), which is how torch.tanh pickles)",
+    **{
+        (module, f"{prefix}{name}"): _TORCH_OP
+        for module, prefix in (("torch._C", "_VariableFunctionsClass."), ("torch", ""))
+        for name in "abs acos asin atan atan2 add sub mul div true_divide floor_divide remainder fmod pow sqrt "
+        "rsqrt exp exp2 expm1 log log2 log10 log1p sin cos tan sinh cosh tanh asinh acosh atanh sigmoid relu "
+        "selu celu rrelu prelu hardshrink erf erfc erfinv sign neg reciprocal floor ceil round trunc frac clamp "
+        "clip min max minimum maximum mean sum prod std var norm softmax log_softmax logsumexp matmul mm bmm "
+        "einsum cat stack flatten transpose permute reshape squeeze unsqueeze where dropout layer_norm "
+        "group_norm batch_norm instance_norm square lerp cumsum cumprod argmax argmin topk sort".split()
+    },
+    **_each(
+        "torch._C._nn",
+        "gelu silu mish hardswish hardsigmoid elu elu_ leaky_relu leaky_relu_ hardtanh hardtanh_ log_sigmoid "
+        "softplus softshrink linear one_hot avg_pool2d avg_pool3d adaptive_avg_pool2d adaptive_avg_pool3d "
+        "scaled_dot_product_attention cross_entropy_loss nll_loss mse_loss l1_loss smooth_l1_loss huber_loss "
+        "binary_cross_entropy glu relu6 upsample_nearest2d upsample_bilinear2d pad",
+        _TORCH_OP,
+    ),
+    **_each(
+        "torch.nn.functional",
+        "relu relu6 elu selu celu gelu silu mish hardswish hardsigmoid hardtanh leaky_relu logsigmoid softplus "
+        "softsign softshrink tanhshrink sigmoid tanh softmax softmin log_softmax glu normalize dropout "
+        "layer_norm group_norm cross_entropy nll_loss mse_loss l1_loss smooth_l1_loss huber_loss "
+        "binary_cross_entropy binary_cross_entropy_with_logits kl_div cosine_similarity linear one_hot",
+        _TORCH_OP,
+    ),
+    # torch utility objects of a training run
+    ("torch.nn.utils.rnn", "PackedSequence"): "named tuple of tensors; __new__ checks and stores them",
+    ("torch.utils.data.dataset", "TensorDataset"): "holds a tuple of tensors; __dict__ update",
+    ("torch.optim.swa_utils", "AveragedModel"): "nn.Module wrapper holding the averaged copy; Module.__setstate__ "
+    "updates its __dict__",
+    ("torch.nn.modules.module", "_WrappedHook"): "holds a module hook (judged on its own) and, after "
+    "__setstate__, a weak reference to its module",
+    ("torch.nn.utils.weight_norm", "WeightNorm"): "weight-norm forward pre-hook: stores a parameter name and dim",
+    **_each(
+        "torch.nn.utils.spectral_norm",
+        "SpectralNorm SpectralNormStateDictHook SpectralNormLoadStateDictPreHook",
+        "spectral-norm hook: stores its settings (name, iterations, dim, eps)",
+    ),
+    ("torch.amp.grad_scaler", "GradScaler"): "mixed-precision loss scaler; __setstate__ updates its __dict__",
+    ("torch.cuda.amp.grad_scaler", "GradScaler"): "mixed-precision loss scaler; __setstate__ updates its __dict__",
+    ("torch.amp.grad_scaler", "_refresh_per_optimizer_state"): "default factory of the scaler's per-optimizer "
+    "state: returns a fresh dict",
+    ("torch.amp.grad_scaler", "OptState"): "enum of the scaler's per-optimizer stage",
+    **{
+        (f"torch.distributions.{module}", name): "probability distribution: its parameters (tensors) in __dict__"
+        for module, name in (
+            ("normal", "Normal"),
+            ("uniform", "Uniform"),
+            ("bernoulli", "Bernoulli"),
+            ("categorical", "Categorical"),
+            ("multivariate_normal", "MultivariateNormal"),
+            ("beta", "Beta"),
+            ("gamma", "Gamma"),
+            ("dirichlet", "Dirichlet"),
+            ("laplace", "Laplace"),
+            ("exponential", "Exponential"),
+            ("poisson", "Poisson"),
+            ("binomial", "Binomial"),
+            ("multinomial", "Multinomial"),
+            ("one_hot_categorical", "OneHotCategorical"),
+            ("log_normal", "LogNormal"),
+            ("studentT", "StudentT"),
+            ("independent", "Independent"),
+            ("constraints", "_Real"),
+            ("constraints", "_GreaterThan"),
+            ("constraints", "_Interval"),
+            ("constraints", "_Simplex"),
+            ("constraints", "_Boolean"),
+            ("constraints", "_IntegerInterval"),
+        )
+    },
+}
+
 # Canonical names the everyday checkpoint uses (THREATS.md section 6), on top of the generated data.
 SAFE: Final[dict[tuple[str, str], str]] = {
     **{("collections", n): "standard container" for n in "OrderedDict defaultdict Counter deque".split()},
@@ -194,6 +410,7 @@ SAFE: Final[dict[tuple[str, str], str]] = {
         (m, "_frombuffer"): "numpy array from raw bytes (protocol-5 pickles)"
         for m in ("numpy.core.numeric", "numpy._core.numeric")
     },
+    **HAND_SAFE,
 }
 
 # Attribute names that walk from any object to globals, builtins or arbitrary classes.
