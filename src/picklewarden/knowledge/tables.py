@@ -13,7 +13,9 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from picklewarden.knowledge.values import HAND_SAFE
 
 
 class Category(enum.Enum):
@@ -226,156 +228,6 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
 }
 
 
-def _each(module: str, names: str, reason: str) -> dict[tuple[str, str], str]:
-    return {(module, name): reason for name in names.split()}
-
-
-_EXCEPTION = "exception value: BaseException.__reduce__ rebuilds it from its args and sets its __dict__"
-_TORCH_OP = "a torch operator used as a value (activation, loss or reduction); pure tensor math"
-# Reviewed hand entries for values a training run pickles that the generated data does not derive: each
-# class's unpickling (reconstructor, __new__, __setstate__ or __dict__ update) only stores data.
-HAND_SAFE: Final[dict[tuple[str, str], str]] = {
-    # stdlib value types
-    ("array", "array"): "typed array of numbers; __reduce_ex__ rebuilds it from its bytes",
-    ("array", "_array_reconstructor"): "rebuilds an array from its type code, machine format and bytes",
-    **_each(
-        "ipaddress",
-        "IPv4Address IPv6Address IPv4Network IPv6Network IPv4Interface IPv6Interface",
-        "IP address value parsed from its text (no lookup, no connection)",
-    ),
-    **_each("collections", "ChainMap UserDict UserList UserString", "standard container"),
-    ("time", "struct_time"): "time tuple value (a structseq built from a tuple)",
-    ("random", "Random"): "random generator; __setstate__ restores its Mersenne Twister state only",
-    ("platform", "uname_result"): "named tuple of platform strings",
-    ("types", "SimpleNamespace"): "plain attribute bag (configs); BUILD sets its attributes",
-    ("zoneinfo", "ZoneInfo"): "time zone class; used as a value or as the base of its _unpickle",
-    ("zoneinfo", "ZoneInfo._unpickle"): "rebuilds a time zone from its IANA key, which zoneinfo validates as a "
-    "relative name inside the time-zone search path; reads only tz data",
-    ("copyreg", "__newobj_ex__"): "calls cls.__new__ with keyword arguments; the class is judged separately",
-    **_each(
-        "builtins",
-        "BaseException Exception ArithmeticError AssertionError AttributeError EOFError FloatingPointError "
-        "ImportError IndexError KeyError LookupError MemoryError ModuleNotFoundError NameError "
-        "NotImplementedError OSError OverflowError RecursionError RuntimeError StopIteration "
-        "TimeoutError TypeError ValueError ZeroDivisionError FileNotFoundError FileExistsError "
-        "PermissionError Warning UserWarning DeprecationWarning FutureWarning RuntimeWarning",
-        _EXCEPTION,
-    ),
-    **_each("builtins", "abs pow min max sum round divmod len", "pure built-in function of numbers or sequences"),
-    **{
-        (module, name): "pure operator function (arithmetic or comparison on its arguments)"
-        for module in ("operator", "_operator")
-        for name in "add sub mul truediv floordiv mod pow neg pos abs eq ne lt le gt ge and_ or_ xor not_ "
-        "truth invert lshift rshift matmul index concat contains is_ is_not".split()
-    },
-    # numpy value types
-    **_each(
-        "numpy",
-        "bool bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 intc uintc intp uintp int_ uint short "
-        "ushort byte ubyte longlong ulonglong long ulong float16 float32 float64 half single double longdouble "
-        "complex64 complex128 csingle cdouble clongdouble str_ bytes_ void object_ datetime64 timedelta64 "
-        "generic number integer signedinteger unsignedinteger inexact floating complexfloating character "
-        "flexible record recarray matrix",
-        "numpy scalar or array type used as a value (dtype argument, class reference)",
-    ),
-    **_each("numpy.matrixlib.defmatrix", "matrix", "numpy matrix (an ndarray subclass; rebuilt as an array)"),
-    **_each("numpy.rec", "recarray record", "numpy record array (an ndarray subclass; rebuilt as an array)"),
-    **{
-        (module, name): "numpy record array (an ndarray subclass; rebuilt as an array)"
-        for module in ("numpy.core.records", "numpy._core.records")
-        for name in ("recarray", "record")
-    },
-    **_each("numpy.ma", "MaskedArray", "numpy masked array (data and mask arrays)"),
-    **_each("numpy.ma.core", "MaskedArray MaskedConstant", "numpy masked array (data and mask arrays)"),
-    ("numpy.ma.core", "_mareconstruct"): "rebuilds a masked array from its class, base class and shape",
-    **_each(
-        "numpy.random._pickle",
-        "__randomstate_ctor __generator_ctor __bit_generator_ctor",
-        "rebuilds a numpy random generator by bit-generator name from a fixed table; state set by BUILD",
-    ),
-    **{
-        (f"numpy.random._{name.lower()}", name): "numpy bit generator; __setstate__ restores its state dict"
-        for name in ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
-    },
-    ("numpy.random.mtrand", "RandomState"): "numpy random generator; state set by __setstate__",
-    ("numpy.random._generator", "Generator"): "numpy random generator; state set by __setstate__",
-    # torch operators as values: how torch.tanh and F.gelu & co. pickle
-    ("torch._C", "_VariableFunctionsClass"): "namespace class of torch's operator functions (the base of "
-    "getattr(_VariableFunctionsClass, 'tanh'), which is how torch.tanh pickles)",
-    **{
-        (module, f"{prefix}{name}"): _TORCH_OP
-        for module, prefix in (("torch._C", "_VariableFunctionsClass."), ("torch", ""))
-        for name in "abs acos asin atan atan2 add sub mul div true_divide floor_divide remainder fmod pow sqrt "
-        "rsqrt exp exp2 expm1 log log2 log10 log1p sin cos tan sinh cosh tanh asinh acosh atanh sigmoid relu "
-        "selu celu rrelu prelu hardshrink erf erfc erfinv sign neg reciprocal floor ceil round trunc frac clamp "
-        "clip min max minimum maximum mean sum prod std var norm softmax log_softmax logsumexp matmul mm bmm "
-        "einsum cat stack flatten transpose permute reshape squeeze unsqueeze where dropout layer_norm "
-        "group_norm batch_norm instance_norm square lerp cumsum cumprod argmax argmin topk sort".split()
-    },
-    **_each(
-        "torch._C._nn",
-        "gelu silu mish hardswish hardsigmoid elu elu_ leaky_relu leaky_relu_ hardtanh hardtanh_ log_sigmoid "
-        "softplus softshrink linear one_hot avg_pool2d avg_pool3d adaptive_avg_pool2d adaptive_avg_pool3d "
-        "scaled_dot_product_attention cross_entropy_loss nll_loss mse_loss l1_loss smooth_l1_loss huber_loss "
-        "binary_cross_entropy glu relu6 upsample_nearest2d upsample_bilinear2d pad",
-        _TORCH_OP,
-    ),
-    **_each(
-        "torch.nn.functional",
-        "relu relu6 elu selu celu gelu silu mish hardswish hardsigmoid hardtanh leaky_relu logsigmoid softplus "
-        "softsign softshrink tanhshrink sigmoid tanh softmax softmin log_softmax glu normalize dropout "
-        "layer_norm group_norm cross_entropy nll_loss mse_loss l1_loss smooth_l1_loss huber_loss "
-        "binary_cross_entropy binary_cross_entropy_with_logits kl_div cosine_similarity linear one_hot",
-        _TORCH_OP,
-    ),
-    # torch utility objects of a training run
-    ("torch.nn.utils.rnn", "PackedSequence"): "named tuple of tensors; __new__ checks and stores them",
-    ("torch.utils.data.dataset", "TensorDataset"): "holds a tuple of tensors; __dict__ update",
-    ("torch.optim.swa_utils", "AveragedModel"): "nn.Module wrapper holding the averaged copy; Module.__setstate__ "
-    "updates its __dict__",
-    ("torch.nn.modules.module", "_WrappedHook"): "holds a module hook (judged on its own) and, after "
-    "__setstate__, a weak reference to its module",
-    ("torch.nn.utils.weight_norm", "WeightNorm"): "weight-norm forward pre-hook: stores a parameter name and dim",
-    **_each(
-        "torch.nn.utils.spectral_norm",
-        "SpectralNorm SpectralNormStateDictHook SpectralNormLoadStateDictPreHook",
-        "spectral-norm hook: stores its settings (name, iterations, dim, eps)",
-    ),
-    ("torch.amp.grad_scaler", "GradScaler"): "mixed-precision loss scaler; __setstate__ updates its __dict__",
-    ("torch.cuda.amp.grad_scaler", "GradScaler"): "mixed-precision loss scaler; __setstate__ updates its __dict__",
-    ("torch.amp.grad_scaler", "_refresh_per_optimizer_state"): "default factory of the scaler's per-optimizer "
-    "state: returns a fresh dict",
-    ("torch.amp.grad_scaler", "OptState"): "enum of the scaler's per-optimizer stage",
-    **{
-        (f"torch.distributions.{module}", name): "probability distribution: its parameters (tensors) in __dict__"
-        for module, name in (
-            ("normal", "Normal"),
-            ("uniform", "Uniform"),
-            ("bernoulli", "Bernoulli"),
-            ("categorical", "Categorical"),
-            ("multivariate_normal", "MultivariateNormal"),
-            ("beta", "Beta"),
-            ("gamma", "Gamma"),
-            ("dirichlet", "Dirichlet"),
-            ("laplace", "Laplace"),
-            ("exponential", "Exponential"),
-            ("poisson", "Poisson"),
-            ("binomial", "Binomial"),
-            ("multinomial", "Multinomial"),
-            ("one_hot_categorical", "OneHotCategorical"),
-            ("log_normal", "LogNormal"),
-            ("studentT", "StudentT"),
-            ("independent", "Independent"),
-            ("constraints", "_Real"),
-            ("constraints", "_GreaterThan"),
-            ("constraints", "_Interval"),
-            ("constraints", "_Simplex"),
-            ("constraints", "_Boolean"),
-            ("constraints", "_IntegerInterval"),
-        )
-    },
-}
-
 # Canonical names the everyday checkpoint uses (THREATS.md section 6), on top of the generated data.
 SAFE: Final[dict[tuple[str, str], str]] = {
     **{("collections", n): "standard container" for n in "OrderedDict defaultdict Counter deque".split()},
@@ -445,3 +297,30 @@ def generated() -> Generated:
         (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])
     }
     return Generated(raw.get("springboards", {}), safe, sinks)
+
+
+@dataclass(frozen=True)
+class Ecosystem:
+    """Reviewed data produced by ``scripts/gen_ecosystem.py`` from the ML packages' own code (never imported
+    at scan time): classes and functions whose unpickling only stores data, and those that reach a sink."""
+
+    safe: dict[tuple[str, str], str]
+    sinks: dict[tuple[str, str], Knowledge]
+
+
+def _data(name: str) -> dict[str, Any]:
+    """A shipped data file beside this module ({} when absent)."""
+    try:
+        return dict(json.loads((Path(__file__).parent / "data" / name).read_text("utf-8")))
+    except FileNotFoundError:
+        return {}
+
+
+@functools.cache
+def ecosystem() -> Ecosystem:
+    """Load the shipped ecosystem data once, on first need."""
+    raw = _data("ecosystem.json")
+    return Ecosystem(
+        {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])},
+        {(e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])},
+    )
