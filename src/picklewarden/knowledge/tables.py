@@ -200,6 +200,7 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
         _F,
         "reads or writes files (numpy.load may unpickle)",
     ),
+    **_names("numpy", "ndarray.tofile ndarray.dump", _F, "writes the array to a file (dump pickles it)"),
     **_names("numpy.testing._private.utils", "runstring", _C, "execs a string"),
     **_names("torch", "load", _D, "torch.load deserializes a nested payload with the full unpickler"),
     **_names(
