@@ -248,3 +248,22 @@ def test_old_joblib_wrapper_leaving_the_directory_is_malicious(tmp_path: Path) -
     assert not canary.exists()
     _joblib_load(path)
     assert canary.exists()
+
+
+def test_hand_entries_name_real_members_of_the_installed_packages() -> None:
+    """A misspelt entry would silently allow nothing (or, for a sink, miss it)."""
+    import importlib
+    import importlib.util
+
+    from picklewarden.knowledge.tables import TORCH_C_SINKS
+    from picklewarden.knowledge.values import HAND_SAFE
+
+    checked = 0
+    for module, qualname in sorted({*HAND_SAFE, *TORCH_C_SINKS}):
+        if importlib.util.find_spec(module.partition(".")[0]) is None:
+            continue
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        checked += 1
+    assert checked >= 300

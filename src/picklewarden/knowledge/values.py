@@ -77,8 +77,14 @@ HAND_SAFE: Final[dict[tuple[str, str], str]] = {
         "rebuilds a numpy random generator by bit-generator name from a fixed table; state set by BUILD",
     ),
     **{
-        (f"numpy.random._{name.lower()}", name): "numpy bit generator; __setstate__ restores its state dict"
-        for name in ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+        (f"numpy.random._{module}", name): "numpy bit generator; __setstate__ restores its state dict"
+        for module, name in (
+            ("mt19937", "MT19937"),
+            ("pcg64", "PCG64"),
+            ("pcg64", "PCG64DXSM"),
+            ("philox", "Philox"),
+            ("sfc64", "SFC64"),
+        )
     },
     ("numpy.random.mtrand", "RandomState"): "numpy random generator; state set by __setstate__",
     ("numpy.random._generator", "Generator"): "numpy random generator; state set by __setstate__",
