@@ -267,3 +267,18 @@ def test_hand_entries_name_real_members_of_the_installed_packages() -> None:
             obj = getattr(obj, part)
         checked += 1
     assert checked >= 300
+
+
+def test_joblib_own_pre_0_10_pickles_are_suspicious_not_malicious() -> None:
+    """The old-format files joblib ships for its own compatibility tests (sibling .npy files beside them)."""
+    import joblib
+
+    data = Path(joblib.__file__).parent / "test" / "data"
+    old = sorted(data.glob("joblib_0.9.2_pickle_py3*.pkl"))  # py27 ones need a latin-1 decode
+    assert old, "joblib ships its 0.9.2 pickles"
+    for path in old:
+        with pytest.warns(DeprecationWarning, match="less than 0.10"):
+            joblib.load(path)  # really loads, reading its sibling .npy files
+        report = scan(path).files[0]
+        assert report.verdict is Verdict.SUSPICIOUS, (path.name, [(f.rule, f.message) for f in report.findings])
+        assert {f.rule for f in report.findings if f.severity} == {"PW103"}
