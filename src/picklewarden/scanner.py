@@ -308,6 +308,9 @@ class _Analyser:
         found: list[Finding] = []
         for program in programs:
             judge, judged = self.judge(program, source)
+            seen_through: set[int | None] = set()
+            inner = self.payloads(program, judge, source, ctx, seen_through)
+            judged = [_seen_through(f, seen_through) for f in judged]
             if program.reader and not source.python:
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
@@ -317,11 +320,14 @@ class _Analyser:
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]
             found.extend(judged)
-            found.extend(self.payloads(program, judge, source, ctx))
+            found.extend(inner)
         return found
 
-    def payloads(self, program: Program, judge: ProgramJudge, source: PickleSource, ctx: Context) -> list[Finding]:
-        """Scan what the program's values hide (handed to deserializers, or merely embedded)."""
+    def payloads(
+        self, program: Program, judge: ProgramJudge, source: PickleSource, ctx: Context, seen_through: set[int | None]
+    ) -> list[Finding]:
+        """Scan what the program's values hide (handed to deserializers, or merely embedded). The offsets of
+        nested loads whose every byte was scanned without error are added to ``seen_through``."""
         found: list[Finding] = []
 
         def called(call: CallResult) -> str | None:
@@ -351,8 +357,11 @@ class _Analyser:
                     offset=payload.offset,
                 )
             )
-            _, inner = self.container(opened, payload.data, inner_ctx, where)
+            errors = len(self.analysis.errors)
+            inner_fmt, inner = self.container(opened, payload.data, inner_ctx, where)
             found.extend(inner if payload.handed else [_dormant(f) for f in inner])
+            if payload.whole and inner_fmt != "unknown" and len(self.analysis.errors) == errors:
+                seen_through.add(payload.offset)
         return found
 
     def child(self, child: Child, data: bytes, ctx: Context, prefix: str) -> tuple[str, list[Finding]]:
@@ -367,6 +376,15 @@ class _Analyser:
             if fmt != "unknown" and not any(n.startswith(f"{member}: ") for n in self.analysis.notes):
                 self.analysis.notes.append(f"{member}: {fmt}")
         return fmt, [_dormant(f) for f in found] if child.dormant else found
+
+
+def _seen_through(item: Finding, offsets: set[int | None]) -> Finding:
+    """A nested load whose bytes were all scanned is judged by what they hold (the nested findings): the
+    load itself is only noted."""
+    if item.rule != "PW103" or item.offset is None or item.offset not in offsets:
+        return item
+    note = "; its bytes are all in this file and were scanned, so what they hold decides"
+    return replace(item, severity=Severity.INFO, message=item.message + note)
 
 
 def _relocate(run: _Run, origin: OffsetMap) -> None:
