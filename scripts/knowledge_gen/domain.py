@@ -111,6 +111,9 @@ def _walk(package: types.ModuleType, domain: Domain) -> None:
         domain.failures[package.__name__] = f"cannot list submodules: {brief(exc)}"
         return
     for info in infos:
+        if not all(part.isidentifier() for part in info.name.split(".")):
+            domain.failures[info.name] = "not an identifier: not analysed, stays unknown"
+            continue
         if info.name in sys.modules:
             module = sys.modules[info.name]
         else:
@@ -147,7 +150,14 @@ def import_domain(packages: tuple[str, ...] = PACKAGES) -> tuple[Domain, dict[st
 
 def in_domain(name: str) -> bool:
     top = name.split(".")[0]
+    if top == "test":  # not in stdlib_module_names; only its helper packages are analysed
+        return any(name == root or name.startswith(root + ".") for root in STDLIB_TEST_ROOTS)
     return top in sys.stdlib_module_names or top in PACKAGES
+
+
+def closed_roots() -> list[str]:
+    """The module roots whose every submodule was imported and walked: the closed world."""
+    return sorted({*sys.stdlib_module_names, *PACKAGES, *STDLIB_TEST_ROOTS} - {"__main__", "test"})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
-from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Program
+from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Persistent, Program
 
 
 @dataclass(frozen=True)
@@ -340,6 +340,8 @@ class ProgramJudge:
                     yield from self._call_of_global(stmt, callee, reported_unknown)
                 else:
                     yield from self._indirect_call(stmt)
+            elif isinstance(stmt, Persistent):
+                yield from self._legacy_module_pid(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -366,7 +368,42 @@ class ProgramJudge:
         if program.error is not None:
             yield error_finding(program.error, member)
 
-    def _evidence(self, *stmts: Global | CallResult | Mutation) -> str:
+    def _legacy_module_call(
+        self, call: CallResult, target: Resolved, known: Knowledge | None, evidence: str
+    ) -> Iterator[Finding]:
+        """A call of the class a legacy ``('module', cls, ...)`` persistent id handed back: a call of ``cls``."""
+        if known is not None and known.category is Category.SAFE:
+            return
+        how = "instantiates" if call.how is CallHow.NEW else "calls"
+        rule = "PW201" if known is None else _RULE_FOR_CATEGORY[known.category]
+        reason = "unknown global" if known is None else known.reason
+        yield finding(
+            rule,
+            f"{how} {target.display}, handed back by a legacy torch ('module', ...) persistent id: {reason}",
+            member=self.program.member,
+            offset=call.offset,
+            evidence=evidence,
+            symbol=target.symbol,
+            indicators=extract(call.args, command=known is not None and known.category is Category.PROCESS),
+        )
+
+    def _legacy_module_pid(self, pid: Persistent) -> Iterator[Finding]:
+        """A legacy ``('module', cls, ...)`` persistent id hands ``cls`` to the pickle: judged as what it is."""
+        target = self.launderer.ref(pid)
+        known = classify(target) if isinstance(target, Resolved) else None
+        if target is None or known is None or known.category is Category.SAFE:
+            return
+        assert isinstance(target, Resolved)
+        yield finding(
+            _RULE_FOR_CATEGORY[known.category],
+            f"a legacy torch ('module', ...) persistent id hands {target.display} to the pickle: {known.reason}",
+            member=self.program.member,
+            offset=pid.offset,
+            evidence=self._evidence(pid),
+            symbol=target.symbol,
+        )
+
+    def _evidence(self, *stmts: Global | CallResult | Mutation | Persistent) -> str:
         return "\n".join(self.decompiler.render(s) for s in stmts)
 
     def _call_of_global(self, call: CallResult, callee: Global, reported: set[str]) -> Iterator[Finding]:
@@ -421,6 +458,9 @@ class ProgramJudge:
         evidence = self._evidence(call)
         target = self.launderer.called(call)
         known = classify(target) if target is not None else None
+        if isinstance(call.callee, Persistent) and target is not None:
+            yield from self._legacy_module_call(call, target, known, evidence)
+            return
         if target is not None and known is not None and known.category is not Category.SAFE:
             yield finding(
                 _RULE_FOR_CATEGORY[known.category],

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from picklewarden.containers import decoders
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
@@ -202,7 +203,12 @@ def _apply(symbol: str, args: tuple[Any, ...], inner: _Decoded) -> _Decoded | No
         else:
             return None
     else:
-        return None
+        other = decoders.apply(symbol, args, data)
+        if other is None:
+            return None
+        out, step = other
+        if not step:
+            return inner
     if out is None:
         return None
     return _Decoded(out, (*inner.steps, step), inner.leaf)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -64,7 +64,6 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             _C,
             "compiles or runs Python source",
         ),
-        ("types", _C, "builds functions and code objects from data"),
         ("_thread threading", _C, "starts threads that call attacker-chosen callables"),
         ("importlib pkgutil zipimport imp", _I, "imports modules by name"),
         (
@@ -84,8 +83,7 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             "opens network connections",
         ),
         (
-            "operator _operator functools _functools itertools contextlib weakref _weakref atexit sched "
-            "copy inspect gc",
+            "itertools contextlib weakref _weakref atexit sched copy inspect gc",
             _X,
             "calls or looks up other callables on the pickle's behalf",
         ),
@@ -93,7 +91,7 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
         ("torch.hub", _N, "downloads and runs code from a hub"),
         ("torch.utils.cpp_extension", _C, "compiles and loads native extensions"),
         ("torch._dynamo torch._inductor torch.fx.experimental", _C, "compiles and runs generated code"),
-        ("torch.jit torch._C torch.package", _C, "compiles, loads or runs serialized code"),
+        ("torch.jit torch.package", _C, "compiles, loads or runs serialized code"),
     )
     for name in names.split()
 }
@@ -152,8 +150,8 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **_names("numpy.lib.npyio", "load", _D, "numpy.load may unpickle"),
     **_names(
         "copyreg",
-        "add_extension remove_extension pickle constructor",
-        _X,
+        "add_extension remove_extension clear_extension_cache pickle constructor",
+        Category.TAMPER,
         "changes how later pickles resolve globals or reduce objects",
     ),
     **_names("string", "Formatter", _X, "format fields reach attributes of arguments"),
@@ -212,6 +210,14 @@ class Generated:
     springboards: dict[str, dict[str, str]]
     safe: dict[tuple[str, str], str]
     sinks: dict[tuple[str, str], Knowledge]
+    closed: frozenset[str] = frozenset()
+    """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
+    failures: frozenset[str] = frozenset()
+    """Modules under ``closed`` that failed to import at generation time: they stay unknown."""
+    effects: dict[str, Knowledge] = field(default_factory=dict)
+    """Modules whose import itself runs a program (an unguarded ``__main__``)."""
+    versions: str = ""
+    """What was analysed, for messages: ``python 3.11.7, numpy 2.4.6, torch 2.13.0``."""
 
 
 @functools.cache
@@ -224,7 +230,23 @@ def generated() -> Generated:
         return Generated({}, {}, {})
     raw = json.loads(text)
     safe = {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])}
+    # Sinks come grouped by module, each [category, index into sink_reasons]; one Knowledge per distinct pair.
+    reasons = raw.get("sink_reasons", [])
+    made: dict[tuple[str, int], Knowledge] = {}
     sinks = {
-        (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])
+        (module, qualname): made.get((category, at))
+        or made.setdefault((category, at), Knowledge(Category(category), reasons[at]))
+        for module, entries in raw.get("sinks", {}).items()
+        for qualname, (category, at) in entries.items()
     }
-    return Generated(raw.get("springboards", {}), safe, sinks)
+    effects = {m: Knowledge(Category(c), r) for m, (c, r) in raw.get("import_effects", {}).items()}
+    seen = ", ".join(f"{k} {raw[k]}" for k in ("python", "numpy", "torch") if raw.get(k))
+    return Generated(
+        raw.get("springboards", {}),
+        safe,
+        sinks,
+        frozenset(raw.get("closed", ())),
+        frozenset(raw.get("import_failures", {})),
+        effects,
+        seen,
+    )

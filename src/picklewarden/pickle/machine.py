@@ -220,7 +220,10 @@ class _Recorder:
         self.next_id = node_id + 1
         node = Persistent(node_id, offset, pid)
         self._record(node)
-        return _Value(node, self)
+        # torch's legacy loader answers ('module', cls, source_file, source) with cls itself, which the pickle
+        # then instantiates with NEWOBJ: the stand-in must be a type for the C unpickler to accept that.
+        legacy_class = isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module"
+        return self._standin(node, as_type=legacy_class)
 
     def call(self, callee: Node, args: tuple[Any, ...], kwargs: dict[str, Any] | None, how: CallHow) -> Any:
         opname = None
