@@ -3,8 +3,8 @@
 
 Run by hand at development time, never by the scanner::
 
-    python scripts/gen_knowledge.py > src/picklewarden/knowledge/data/generated.json
-    python scripts/gen_knowledge.py --output src/picklewarden/knowledge/data/generated.json
+    python scripts/gen_knowledge.py                      # writes src/picklewarden/knowledge/data/
+    python scripts/gen_knowledge.py --output-dir /tmp/kb  # generated.json and generated_sinks.json
 
 It imports every module of the standard library, numpy and torch (``pkgutil`` walk, ``__main__`` modules
 judged from their source first) in a sandboxed child process (``knowledge_gen/sandbox.py``), and introspects
@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+DATA = Path(__file__).resolve().parent.parent / "src" / "picklewarden" / "knowledge" / "data"
 
 from knowledge_gen import sandbox
 from knowledge_gen.generate import render
@@ -49,13 +50,13 @@ from knowledge_gen.generate import render
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--output", "-o", help="write here instead of standard output")
+    parser.add_argument(
+        "--output-dir", "-o", type=Path, default=DATA, help="where generated.json and generated_sinks.json go"
+    )
     args = parser.parse_args(argv)
-    text = render(sandbox.run("generate", timeout=7200))
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    text, sinks = render(sandbox.run("generate", timeout=7200))
+    (args.output_dir / "generated.json").write_text(text, encoding="utf-8")
+    (args.output_dir / "generated_sinks.json").write_text(sinks, encoding="utf-8")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 DATA = Path(__file__).resolve().parent / ".." / "src" / "picklewarden" / "knowledge" / "data" / "generated.json"
+SINKS = DATA.with_name("generated_sinks.json")
 CATEGORIES = frozenset({"process", "code", "file", "network", "import", "deserialize", "tamper", "indirection"})
 TOP_KEYS = {
     "generated_by",
@@ -36,10 +37,15 @@ SINK_REASON = re.compile(r"^(root sink \S+: .+|native sink \S+: .+|calls \S+( \(
 
 @cache
 def data() -> dict[str, Any]:
+    """Both files, merged: the main one and the sink table the scanner reads only when it needs it."""
     with DATA.open(encoding="utf-8") as handle:
         loaded = json.load(handle)
-    assert isinstance(loaded, dict)
-    return loaded
+    with SINKS.open(encoding="utf-8") as handle:
+        sinks = json.load(handle)
+    assert isinstance(loaded, dict) and isinstance(sinks, dict)
+    assert set(sinks) == {"generated_by", "sink_reasons", "sinks"}
+    assert sinks["generated_by"] == loaded["generated_by"]
+    return {**loaded, **sinks}
 
 
 def sink_entries() -> list[dict[str, str]]:

@@ -92,8 +92,9 @@ def generate() -> dict[str, Any]:
     }
 
 
-def render(data: dict[str, Any]) -> str:
-    """JSON with one springboard module and one safe/sink entry per line: small, diffable, reviewable."""
+def render(data: dict[str, Any]) -> tuple[str, str]:
+    """Two JSON texts, one springboard module, safe entry or sink module per line (small, diffable,
+    reviewable): the main file, and the sink table the scanner reads only when a global is not known safe."""
 
     def dump(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
@@ -113,18 +114,18 @@ def render(data: dict[str, Any]) -> str:
     lines.append(" },")
     lines.append(' "safe": [')
     lines += block([dump(entry) for entry in data["safe"]], "  ")
-    lines.append(" ],")
-    lines.append(' "sink_reasons": [')
-    lines += block([dump(reason) for reason in data["sink_reasons"]], "  ")
-    lines.append(" ],")
-    lines.append(' "sinks": {')
-    lines += block([f"{dump(m)}: {dump(entries)}" for m, entries in data["sinks"].items()], "  ")
-    lines.append(" }")
+    lines.append(" ]")
     lines.append("}")
     text = "\n".join(lines) + "\n"
-    if json.loads(text) != data:
+    sinks = ["{", f' "generated_by": {dump(data["generated_by"])},', ' "sink_reasons": [']
+    sinks += block([dump(reason) for reason in data["sink_reasons"]], "  ")
+    sinks += [" ],", ' "sinks": {']
+    sinks += block([f"{dump(m)}: {dump(entries)}" for m, entries in data["sinks"].items()], "  ")
+    sinks += [" }", "}"]
+    sinks_text = "\n".join(sinks) + "\n"
+    if {**json.loads(text), **json.loads(sinks_text)} != data:
         raise AssertionError("rendered JSON does not round-trip")
-    return text
+    return text, sinks_text
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 
 class Category(enum.Enum):
@@ -209,7 +209,7 @@ class Generated:
 
     springboards: dict[str, dict[str, str]]
     safe: dict[tuple[str, str], str]
-    sinks: dict[tuple[str, str], Knowledge]
+    sinks: Sinks
     closed: frozenset[str] = frozenset()
     """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
     failures: frozenset[str] = frozenset()
@@ -220,25 +220,49 @@ class Generated:
     """What was analysed, for messages: ``python 3.11.7, numpy 2.4.6, torch 2.13.0``."""
 
 
+_DATA = Path(__file__).parent / "data"
+
+
+class Sinks:
+    """The generated sink table (``data/generated_sinks.json``), read on the first lookup only: a file whose
+    globals are all known safe never pays for parsing it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._raw: dict[str, Any] | None = None
+        self._made: dict[tuple[str, int], Knowledge] = {}
+
+    def _table(self) -> dict[str, Any]:
+        if self._raw is None:
+            try:
+                self._raw = json.loads(self._path.read_text("utf-8"))
+            except FileNotFoundError:
+                self._raw = {}
+        return self._raw
+
+    def get(self, key: tuple[str, str]) -> Knowledge | None:
+        raw = self._table()
+        entry = raw.get("sinks", {}).get(key[0], {}).get(key[1])
+        if entry is None:
+            return None
+        category, at = entry  # [category, index into sink_reasons]: reasons are shared between entries
+        known = self._made.get((category, at))
+        if known is None:
+            known = self._made[(category, at)] = Knowledge(Category(category), raw["sink_reasons"][at])
+        return known
+
+
 @functools.cache
 def generated() -> Generated:
     """Load the shipped data file once, on first need."""
+    sinks = Sinks(_DATA / "generated_sinks.json")
     try:
         # A plain path beside this module: importlib.resources costs ~20 ms of start-up for the same read.
-        text = (Path(__file__).parent / "data" / "generated.json").read_text("utf-8")
+        text = (_DATA / "generated.json").read_text("utf-8")
     except FileNotFoundError:
-        return Generated({}, {}, {})
+        return Generated({}, {}, sinks)
     raw = json.loads(text)
     safe = {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])}
-    # Sinks come grouped by module, each [category, index into sink_reasons]; one Knowledge per distinct pair.
-    reasons = raw.get("sink_reasons", [])
-    made: dict[tuple[str, int], Knowledge] = {}
-    sinks = {
-        (module, qualname): made.get((category, at))
-        or made.setdefault((category, at), Knowledge(Category(category), reasons[at]))
-        for module, entries in raw.get("sinks", {}).items()
-        for qualname, (category, at) in entries.items()
-    }
     effects = {m: Knowledge(Category(c), r) for m, (c, r) in raw.get("import_effects", {}).items()}
     seen = ", ".join(f"{k} {raw[k]}" for k in ("python", "numpy", "torch") if raw.get(k))
     return Generated(
