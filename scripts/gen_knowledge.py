@@ -42,10 +42,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-DATA = Path(__file__).resolve().parent.parent / "src" / "picklewarden" / "knowledge" / "data"
 
 from knowledge_gen import sandbox
 from knowledge_gen.generate import render
+
+DATA = Path(__file__).resolve().parent.parent / "src" / "picklewarden" / "knowledge" / "data"
 
 
 def main(argv: list[str] | None = None) -> int:
