@@ -219,6 +219,14 @@ def hidden_inner(c: Path) -> bytes:
     return a.stop().bytes()
 
 
+def hidden_exec(c: Path) -> bytes:
+    """``exec(codecs.decode(S, 'rot13'))``: the source exists only once decoded."""
+    source = codecs.encode(f"open({str(c)!r}, 'w').close()", "rot13")
+    a = _global(Asm(4), "builtins", "exec")
+    _global(a, "codecs", "decode").text(source).text("rot13").tuple2().reduce()
+    return a.tuple1().reduce().stop().bytes()
+
+
 def hidden_twin(_c: Path) -> bytes:
     """The same pure decoding of harmless text, handed to no loader."""
     a = _global(Asm(4), "codecs", "encode").text("uryyb jbeyq").text("rot13").tuple2().reduce()
@@ -272,5 +280,6 @@ CASES: tuple[Case, ...] = (
     Case("legacy-module-pid", "persistent", "torch", "malicious", legacy_module_pid, "posix.system"),
     Case("legacy-module-pid-twin", "persistent", "torch", "safe", legacy_module_twin),
     Case("hidden-rot13-b85-zlib", "hidden", "pickle", "malicious", hidden_inner, "os.system"),
+    Case("hidden-exec-rot13", "hidden", "pickle", "malicious", hidden_exec, "builtins.exec"),
     Case("hidden-twin-rot13-value", "hidden", "pickle", "safe", hidden_twin),
 )

@@ -24,6 +24,7 @@ TOP_KEYS = {
     "torch",
     "platform",
     "closed",
+    "counts",
     "import_failures",
     "import_effects",
     "springboards",

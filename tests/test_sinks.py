@@ -120,3 +120,55 @@ def test_new_sink_messages_say_how_the_effect_is_reached() -> None:
     report = picklewarden.scan_bytes(case.make(Path("/tmp/c")), "t.bin")
     message = next(f.message for f in report.findings if f.symbol == "typing.get_type_hints")
     assert "builtins.eval" in message and "ForwardRef._evaluate" in message, message
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "category"),
+    [
+        # re-exports judged as their canonical definition
+        ("types", "FunctionType", "code"),
+        ("types", "CodeType", "code"),
+        ("torch.distributed", "FileStore", "file"),
+        ("functools", "partial", "indirection"),
+        ("operator", "attrgetter", "indirection"),
+        # per callable, not per module (issue 13): these modules are no longer blanket sinks
+        ("types", "SimpleNamespace", "safe"),
+        ("operator", "itemgetter", "safe"),
+        ("torch._C._nn", "gelu", "safe"),
+        # mutating module state through a dotted name
+        ("copyreg", "dispatch_table.update", "tamper"),
+        ("torch.serialization", "_package_registry.append", "tamper"),
+        # a module whose import runs a program
+        ("venv.__main__", "main", "code"),
+        # the closed world: analysed and reaching no sink
+        ("colorsys", "rgb_to_hls", "safe"),
+        ("torch.utils.file_baton", "FileBaton", "safe"),
+        ("torch.utils.file_baton", "FileBaton.try_acquire", "file"),
+    ],
+)
+def test_classification(module: str, name: str, category: str) -> None:
+    from picklewarden.knowledge.resolve import classify, resolve
+
+    known = classify(resolve(module, name, 4))
+    assert known is not None and known.category.value == category, (module, name, known)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("mylib.models", "Net"),  # outside the analysed packages
+        ("test.test_os", "TestCase"),  # the stdlib's test suites are not analysed (only test.support)
+        ("torch._native.ops.scatter_add._ptx", "kernel"),  # failed to import at generation time (no triton)
+    ],
+)
+def test_unknown_outside_the_closed_world(module: str, name: str) -> None:
+    from picklewarden.knowledge.resolve import classify, resolve
+
+    assert classify(resolve(module, name, 4)) is None
+
+
+def test_decoded_source_is_an_indicator() -> None:
+    case = next(c for c in CASES if c.id == "hidden-exec-rot13")
+    report = picklewarden.scan_bytes(case.make(Path("/tmp/pw-canary")), "e.bin")
+    shown = [i for f in report.findings if f.symbol == "builtins.exec" for i in f.indicators if i.kind == "code"]
+    assert [i.value for i in shown] == ["open('/tmp/pw-canary', 'w').close()"], report.findings

@@ -14,7 +14,7 @@ from knowledge_gen import native
 from knowledge_gen.domain import closed_roots, import_domain, native_callables
 from knowledge_gen.introspect import GENERATED_BY, MISSING, build_springboards, domain_modules, log, resolve_dotted
 from knowledge_gen.safe import build_safe
-from knowledge_gen.sinks import EXPECTED_SINKS, build_sinks
+from knowledge_gen.sinks import COUNTS, EXPECTED_SINKS, build_sinks, package_of
 
 # --------------------------------------------------------------------------------------------------
 # Putting it together
@@ -27,7 +27,11 @@ def generate() -> dict[str, Any]:
     log(f"imported {len(sys.modules)} modules in {time.monotonic() - started:.1f}s")
     log(f"{len(domain.failures)} modules failed to import, {len(domain.effects)} run code when imported")
     table = native.expand()
-    natives = {key: found for key in native_callables() if (found := native.lookup(key[0], key[1], table)) is not None}
+    natives: dict[tuple[str, str], tuple[str, str, Any]] = {}
+    for key, (_where, obj) in native_callables().items():
+        found = native.lookup(key[0], key[1], table)
+        if found is not None:
+            natives[key] = (*found, obj)
     modules = domain_modules()
     springboards = build_springboards(modules)
     log(f"springboards: {len(springboards)} modules, {sum(map(len, springboards.values()))} attributes")
@@ -79,6 +83,11 @@ def generate() -> dict[str, Any]:
         # The closed world: every module under these top-level names was imported and walked, so a callable
         # there that is not a sink is known not to reach one. Modules that failed to import stay unknown.
         "closed": closed_roots(),
+        # Per package: every name a pickle can reach that was classified, and how many of them are sinks.
+        "counts": {
+            package: {"callables": total, "sinks": sum(1 for m, _q in sinks if package_of(m) == package)}
+            for package, total in sorted(COUNTS.items())
+        },
         "import_failures": dict(sorted(domain.failures.items())),
         "import_effects": {m: list(v) for m, v in sorted(domain.effects.items())},
         "springboards": springboards,
@@ -105,6 +114,7 @@ def render(data: dict[str, Any]) -> tuple[str, str]:
     lines = ["{"]
     lines += [f" {dump(key)}: {dump(data[key])}," for key in ("generated_by", "python", "numpy", "torch", "platform")]
     lines.append(f' "closed": {dump(data["closed"])},')
+    lines.append(f' "counts": {dump(data["counts"])},')
     for section in ("import_failures", "import_effects"):
         lines.append(f' "{section}": {{')
         lines += block([f"{dump(m)}: {dump(v)}" for m, v in data[section].items()], "  ")

@@ -88,6 +88,7 @@ NATIVE: tuple[Native, ...] = (
         "calls a callable given as data (key= or function argument) on each item",
     ),
     Native("builtins", "memoryview classmethod staticmethod property", INDIR, "wraps callables or raw memory"),
+    Native("builtins", "method", INDIR, "binds a callable given as data to an object (types.MethodType)"),
     Native("builtins", "type", INDIR, "builds classes with attribute dicts given as data"),
     Native("io", "", FILE, "io.open and io.open_code open files"),
     Native("io", "text_encoding", SAFE, "returns an encoding name"),

@@ -7,7 +7,7 @@ import dis
 import re
 import sys
 import types
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -427,16 +427,14 @@ class Walker:
                 self.objects[key] = node
                 self.roots.setdefault(key, (f"{module_name}.{name}", category, desc))
 
-    def add_native_roots(self, natives: dict[tuple[str, str], tuple[str, str]]) -> None:
+    def add_native_roots(self, natives: dict[tuple[str, str], tuple[str, str, Any]]) -> None:
         """Native sinks listed *by name* in the reviewed table propagate to their callers; module-wide
         entries only classify the natives themselves (``posix.getcwd`` is not a process sink)."""
         named = native.expand()
-        for (module_name, qualname), (category, reason) in sorted(natives.items()):
+        for (module_name, qualname), (category, reason, obj) in sorted(natives.items(), key=lambda item: item[0]):
             if category == native.SAFE or not self._named(named, module_name, qualname):
                 continue
-            module = sys.modules.get(module_name)
-            obj = resolve_dotted(module, qualname) if module is not None else MISSING
-            node = to_node(obj) if obj is not MISSING else None
+            node = to_node(obj)
             if node is None:
                 continue
             key = node_key(node)
@@ -694,8 +692,17 @@ def sink_entries(
     return out
 
 
+COUNTS: Counter[str] = Counter()
+"""Callables classified per package by the last :func:`build_sinks` (every name a pickle can reach)."""
+
+
+def package_of(module: str) -> str:
+    top = module.split(".")[0]
+    return top if top in ("numpy", "torch") else "stdlib"
+
+
 def build_sinks(
-    modules: dict[str, types.ModuleType], natives: dict[tuple[str, str], tuple[str, str]]
+    modules: dict[str, types.ModuleType], natives: dict[tuple[str, str], tuple[str, str, Any]]
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """(module, qualname) -> (category, reason) for every sink of the domain, native ones included."""
     walker = Walker()
@@ -703,6 +710,8 @@ def build_sinks(
     walker.add_native_roots(natives)
     entries = sink_entries(modules)
     log(f"sink walk: {len(entries)} candidate globals, {len(walker.roots)} root sinks")
+    COUNTS.clear()
+    COUNTS.update(Counter(package_of(module) for (module, _qualname), _node, _owner in entries))
     walker.explore(node for _key, node, _owner in entries)
     log(f"sink walk: {len(walker.edges)} functions walked")
     distances = walker.distances()
@@ -716,14 +725,11 @@ def build_sinks(
     # Native sinks under their canonical name and under every name that reaches the same object
     # (types.FunctionType is builtins.function; torch.distributed.FileStore is torch._C._distributed_c10d's).
     by_object: dict[int, tuple[str, str]] = {}
-    for (module_name, qualname), (category, reason) in sorted(natives.items()):
+    for (module_name, qualname), (category, reason, obj) in sorted(natives.items(), key=lambda item: item[0]):
         if category == native.SAFE:
             continue
         out.setdefault((module_name, qualname), (category, f"native sink {module_name}.{qualname}: {reason}"))
-        module = sys.modules.get(module_name)
-        obj = resolve_dotted(module, qualname) if module is not None else MISSING
-        if obj is not MISSING:
-            by_object.setdefault(id(obj), (category, f"native sink {module_name}.{qualname}: {reason}"))
+        by_object.setdefault(id(obj), (category, f"native sink {module_name}.{qualname}: {reason}"))
     for key, node, _owner in entries:
         found = by_object.get(id(node[1]))
         if found is not None and key not in out:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from picklewarden.containers import nested
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.indicators import extract
 from picklewarden.knowledge.launder import Launderer
@@ -17,6 +18,7 @@ from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
+from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Persistent, Program
 
 
@@ -368,6 +370,20 @@ class ProgramJudge:
         if program.error is not None:
             yield error_finding(program.error, member)
 
+    def _decoded(self, args: tuple[object, ...], category: Category) -> tuple[Indicator, ...]:
+        """Source or a command the pickle decodes at load time (``exec(codecs.decode(s, 'rot13'))``), shown
+        decoded: the responder sees what runs, not the wrapping."""
+        if category not in (Category.CODE, Category.PROCESS):
+            return ()
+        kind = "code" if category is Category.CODE else "command"
+        found = []
+        for arg in args[:2]:
+            decoded = nested.evaluate(arg, lambda g: self.knowledge(g)[0].symbol) if node_of(arg) else None
+            if decoded is not None and decoded.steps:
+                text = decoded.data.decode("latin-1")
+                found.append(Indicator(kind, text if len(text) <= 200 else text[:200] + "..."))
+        return tuple(found)
+
     def _legacy_module_call(
         self, call: CallResult, target: Resolved, known: Knowledge | None, evidence: str
     ) -> Iterator[Finding]:
@@ -435,7 +451,8 @@ class ProgramJudge:
             offset=call.offset,
             evidence=evidence,
             symbol=resolved.symbol,
-            indicators=extract(call.args, command=known.category is Category.PROCESS),
+            indicators=extract(call.args, command=known.category is Category.PROCESS)
+            + self._decoded(call.args, known.category),
         )
         if call.how is CallHow.SETSTATE:
             yield finding(

@@ -201,7 +201,7 @@ def _apply(symbol: str, args: tuple[Any, ...], inner: _Decoded) -> _Decoded | No
         elif codec in _BZ2_CODECS:
             out, step = _bounded(bz2.BZ2Decompressor(), data), "bz2"
         else:
-            return None
+            out, step = decoders.apply(symbol, args, data) or (None, "")
     else:
         other = decoders.apply(symbol, args, data)
         if other is None:
