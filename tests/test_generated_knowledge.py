@@ -25,6 +25,7 @@ TOP_KEYS = {
     "platform",
     "closed",
     "counts",
+    "modules",
     "import_failures",
     "import_effects",
     "springboards",

@@ -83,6 +83,9 @@ def generate() -> dict[str, Any]:
         # The closed world: every module under these top-level names was imported and walked, so a callable
         # there that is not a sink is known not to reach one. Modules that failed to import stay unknown.
         "closed": closed_roots(),
+        # Every module that was imported and walked: a module these versions lack (torch.utils.bottleneck
+        # is gone from torch 2.13) stays unknown rather than being taken as analysed.
+        "modules": sorted(modules),
         # Per package: every name a pickle can reach that was classified, and how many of them are sinks.
         "counts": {
             package: {"callables": total, "sinks": sum(1 for m, _q in sinks if package_of(m) == package)}
@@ -115,6 +118,7 @@ def render(data: dict[str, Any]) -> tuple[str, str]:
     lines += [f" {dump(key)}: {dump(data[key])}," for key in ("generated_by", "python", "numpy", "torch", "platform")]
     lines.append(f' "closed": {dump(data["closed"])},')
     lines.append(f' "counts": {dump(data["counts"])},')
+    lines.append(f' "modules": {dump(data["modules"])},')
     for section in ("import_failures", "import_effects"):
         lines.append(f' "{section}": {{')
         lines += block([f"{dump(m)}: {dump(v)}" for m, v in data[section].items()], "  ")

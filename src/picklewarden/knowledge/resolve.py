@@ -131,11 +131,12 @@ def _closed_world(resolved: Resolved, data: Generated) -> Knowledge | None:
     """Inside the analysed packages (``closed`` roots: the stdlib, ``test.support``, numpy, torch) every callable
     was walked: one that is no sink reaches none.
 
-    Modules that failed to import when the data was generated stay unknown, as does everything outside.
+    Modules that failed to import when the data was generated, or that the analysed versions do not have, stay
+    unknown, as does everything outside.
     """
     ancestors = _ancestors(resolved.module)
     roots = [a for a in ancestors if a in data.closed]
-    if not roots or any(a in data.failures for a in ancestors):
+    if not roots or resolved.module not in data.modules or any(a in data.failures for a in ancestors):
         return None
     top = roots[-1]
     head, _, last = resolved.qualname.rpartition(".")

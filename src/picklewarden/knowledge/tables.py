@@ -212,6 +212,8 @@ class Generated:
     sinks: Sinks
     closed: frozenset[str] = frozenset()
     """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
+    modules: frozenset[str] = frozenset()
+    """Every module that was imported and walked (only those are closed)."""
     failures: frozenset[str] = frozenset()
     """Modules under ``closed`` that failed to import at generation time: they stay unknown."""
     effects: dict[str, Knowledge] = field(default_factory=dict)
@@ -270,6 +272,7 @@ def generated() -> Generated:
         safe,
         sinks,
         frozenset(raw.get("closed", ())),
+        frozenset(raw.get("modules", ())),
         frozenset(raw.get("import_failures", {})),
         effects,
         seen,
