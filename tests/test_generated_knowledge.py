@@ -15,22 +15,57 @@ from typing import Any
 import pytest
 
 DATA = Path(__file__).resolve().parent / ".." / "src" / "picklewarden" / "knowledge" / "data" / "generated.json"
-CATEGORIES = frozenset({"process", "code", "file", "network", "import", "deserialize", "indirection"})
-TOP_KEYS = {"generated_by", "python", "numpy", "torch", "springboards", "safe", "sinks"}
+SINKS = DATA.with_name("generated_sinks.json")
+CATEGORIES = frozenset({"process", "code", "file", "network", "import", "deserialize", "tamper", "indirection"})
+TOP_KEYS = {
+    "generated_by",
+    "python",
+    "numpy",
+    "torch",
+    "platform",
+    "closed",
+    "counts",
+    "modules",
+    "import_failures",
+    "import_effects",
+    "springboards",
+    "safe",
+    "sink_reasons",
+    "sinks",
+}
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-SINK_REASON = re.compile(r"^(root sink \S+: .+|calls \S+( \(via \S+( -> \S+)*\))?)$")
+SINK_REASON = re.compile(r"^(root sink \S+: .+|native sink \S+: .+|calls \S+( \(via \S+( -> \S+)*\))?)$")
 
 
 @cache
 def data() -> dict[str, Any]:
+    """Both files, merged: the main one and the sink table the scanner reads only when it needs it."""
     with DATA.open(encoding="utf-8") as handle:
         loaded = json.load(handle)
-    assert isinstance(loaded, dict)
-    return loaded
+    with SINKS.open(encoding="utf-8") as handle:
+        sinks = json.load(handle)
+    assert isinstance(loaded, dict) and isinstance(sinks, dict)
+    assert set(sinks) == {"generated_by", "sink_reasons", "sinks"}
+    assert sinks["generated_by"] == loaded["generated_by"]
+    return {**loaded, **sinks}
+
+
+def sink_entries() -> list[dict[str, str]]:
+    """The sinks as flat entries (the file groups them by module and shares their reasons)."""
+    reasons = data()["sink_reasons"]
+    return [
+        {"module": module, "qualname": qualname, "category": category, "reason": reasons[at]}
+        for module, entries in data()["sinks"].items()
+        for qualname, (category, at) in entries.items()
+    ]
+
+
+def section_entries(section: str) -> list[dict[str, str]]:
+    return sink_entries() if section == "sinks" else list(data()[section])
 
 
 def keys(section: str) -> list[tuple[str, str]]:
-    return [(entry["module"], entry["qualname"]) for entry in data()[section]]
+    return [(entry["module"], entry["qualname"]) for entry in section_entries(section)]
 
 
 def requires(package: str) -> pytest.MarkDecorator:
@@ -47,7 +82,10 @@ def test_top_level_schema() -> None:
         assert raw[package] is None or (isinstance(raw[package], str) and raw[package])
     assert isinstance(raw["springboards"], dict)
     assert isinstance(raw["safe"], list)
-    assert isinstance(raw["sinks"], list)
+    assert isinstance(raw["sinks"], dict)
+    assert isinstance(raw["sink_reasons"], list)
+    assert raw["platform"] and isinstance(raw["closed"], list) and {"os", "numpy", "torch"} <= set(raw["closed"])
+    assert isinstance(raw["import_failures"], dict) and isinstance(raw["import_effects"], dict)
 
 
 def test_springboards_schema_and_order() -> None:
@@ -67,7 +105,7 @@ def test_springboards_schema_and_order() -> None:
 @pytest.mark.parametrize("section", ["safe", "sinks"])
 def test_entries_schema(section: str) -> None:
     expected = {"module", "qualname", "reason"} | ({"category"} if section == "sinks" else set())
-    for entry in data()[section]:
+    for entry in section_entries(section):
         assert isinstance(entry, dict) and set(entry) == expected, entry
         assert isinstance(entry["module"], str) and DOTTED.match(entry["module"]), entry
         assert isinstance(entry["qualname"], str) and DOTTED.match(entry["qualname"]), entry
@@ -163,10 +201,8 @@ def test_dangerous_globals_are_never_safe() -> None:
 
 
 def sink_category(module: str, qualname: str) -> str | None:
-    for entry in data()["sinks"]:
-        if (entry["module"], entry["qualname"]) == (module, qualname):
-            return str(entry["category"])
-    return None
+    found = data()["sinks"].get(module, {}).get(qualname)
+    return str(found[0]) if found else None
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import sys
 import types
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 PACKAGES = ("numpy", "torch")
 # Top-level stdlib modules whose import itself has an effect; they are listed, not imported.
@@ -111,6 +112,9 @@ def _walk(package: types.ModuleType, domain: Domain) -> None:
         domain.failures[package.__name__] = f"cannot list submodules: {brief(exc)}"
         return
     for info in infos:
+        if not all(part.isidentifier() for part in info.name.split(".")):
+            domain.failures[info.name] = "not an identifier: not analysed, stays unknown"
+            continue
         if info.name in sys.modules:
             module = sys.modules[info.name]
         else:
@@ -147,7 +151,14 @@ def import_domain(packages: tuple[str, ...] = PACKAGES) -> tuple[Domain, dict[st
 
 def in_domain(name: str) -> bool:
     top = name.split(".")[0]
+    if top == "test":  # not in stdlib_module_names; only its helper packages are analysed
+        return any(name == root or name.startswith(root + ".") for root in STDLIB_TEST_ROOTS)
     return top in sys.stdlib_module_names or top in PACKAGES
+
+
+def closed_roots() -> list[str]:
+    """The module roots whose every submodule was imported and walked: the closed world."""
+    return sorted({*sys.stdlib_module_names, *PACKAGES, *STDLIB_TEST_ROOTS} - {"__main__", "test"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,14 +190,15 @@ def _defining_module(value: object, holder: str) -> str:
     return module if isinstance(module, str) and in_domain(module) else holder
 
 
-def native_callables() -> dict[tuple[str, str], str]:
+def native_callables() -> dict[tuple[str, str], tuple[str, Any]]:
     """Every native callable reachable by name in the imported domain: (module, qualname) -> where seen.
 
-    ``module`` is the defining module (the callable's ``__module__``), so a re-export is listed once under
+    Each maps to ``(where it was seen, the object)``. ``module`` is the defining module (the callable's
+    ``__module__``), so a re-export is listed once under
     its canonical name; pybind11 functions carry no usable ``__qualname__``, so their name is the
     attribute's.
     """
-    out: dict[tuple[str, str], str] = {}
+    out: dict[tuple[str, str], tuple[str, Any]] = {}
     seen: set[int] = set()
     # Extension modules first: a pybind11 function is listed under the extension that defines it, not under
     # the Python modules that re-export it (torch.autograd re-exports torch._C functions).
@@ -207,12 +219,12 @@ def native_callables() -> dict[tuple[str, str], str]:
                     name = owner.__name__ if isinstance(owner.__name__, str) else holder
                     if not in_domain(name):
                         continue
-                    out.setdefault((name, attr), f"{holder}.{attr}")
+                    out.setdefault((name, attr), (f"{holder}.{attr}", value))
                 elif owner is None or type(owner).__name__.startswith("pybind11_detail_function_record"):
                     # pybind11 and static functions carry no usable defining module: the first holder in
                     # extension-first order stands for it.
                     seen.add(id(value))
-                    out.setdefault((holder, attr), f"{holder}.{attr}")
+                    out.setdefault((holder, attr), (f"{holder}.{attr}", value))
                 # otherwise a bound method of some object: judged with that object's class
             elif is_native_class(value):
                 seen.add(id(value))
@@ -220,7 +232,7 @@ def native_callables() -> dict[tuple[str, str], str]:
                 if defining != getattr(value, "__module__", None):
                     continue  # a C type of a package outside the domain, re-exported here
                 qual = type.__dict__["__qualname__"].__get__(value)
-                out.setdefault((defining, qual), f"{holder}.{attr}")
+                out.setdefault((defining, qual), (f"{holder}.{attr}", value))
                 for name, member in sorted(type.__dict__["__dict__"].__get__(value).items()):
                     if name.startswith("__") and name.endswith("__") and name not in _ROUTINE_DUNDERS:
                         continue
@@ -229,5 +241,5 @@ def native_callables() -> dict[tuple[str, str], str]:
                     if isinstance(member, (staticmethod, classmethod)):
                         member = member.__func__
                     if isinstance(member, _NATIVE_MEMBERS) or type(member).__name__ == "instancemethod":
-                        out.setdefault((defining, f"{qual}.{name}"), f"{holder}.{attr}.{name}")
+                        out.setdefault((defining, f"{qual}.{name}"), (f"{holder}.{attr}.{name}", member))
     return out

@@ -88,6 +88,7 @@ NATIVE: tuple[Native, ...] = (
         "calls a callable given as data (key= or function argument) on each item",
     ),
     Native("builtins", "memoryview classmethod staticmethod property", INDIR, "wraps callables or raw memory"),
+    Native("builtins", "method", INDIR, "binds a callable given as data to an object (types.MethodType)"),
     Native("builtins", "type", INDIR, "builds classes with attribute dicts given as data"),
     Native("io", "", FILE, "io.open and io.open_code open files"),
     Native("io", "text_encoding", SAFE, "returns an encoding name"),
@@ -197,8 +198,7 @@ NATIVE: tuple[Native, ...] = (
     ),
     Native(
         "torch",
-        "ScriptModule ScriptClass ScriptClassFunction ScriptMethod ScriptObject LiteScriptModule StaticModule "
-        "ThroughputBenchmark",
+        "ScriptModule LiteScriptModule StaticModule ThroughputBenchmark",
         CODE,
         "loads, compiles or runs TorchScript code",
     ),
@@ -248,11 +248,11 @@ NATIVE: tuple[Native, ...] = (
     Native(
         "torch._C",
         "_dispatch_library _DispatchModule _dispatch_pystub _dispatch_set_report_error_callback "
-        "_set_dispatch_mode _push_on_torch_dispatch_stack _set_torch_function_state _register_py_class_for_device "
+        "_set_torch_function_state _register_py_class_for_device "
         "_register_opaque_type _jit_register_decomposition_for_schema _jit_register_shape_compute_graph_for_node "
         "_set_worker_signal_handlers _initCrashHandler _set_print_stack_traces_on_fatal_signal "
         "_tracer_set_get_unique_name_fn _logging_set_logger _jit_nvfuser_set_comparison_callback "
-        "_set_default_dtype _set_default_tensor_type _add_docstr _set_deterministic_algorithms",
+        "_add_docstr",
         TAMPER,
         "replaces operator implementations, dispatch modes, hooks or process-wide defaults",
     ),

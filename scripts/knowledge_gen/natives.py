@@ -22,7 +22,7 @@ def main() -> int:
     payload = {
         "versions": versions,
         "failures": domain.failures,
-        "natives": sorted([m, q, where] for (m, q), where in found.items()),
+        "natives": sorted([m, q, where] for (m, q), (where, _obj) in found.items()),
     }
     sys.stdout.write(json.dumps(payload))
     return 0

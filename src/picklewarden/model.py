@@ -56,7 +56,7 @@ class Indicator:
     """One indicator of compromise pulled from a call's arguments."""
 
     kind: str
-    """``command``, ``url``, ``ip``, ``path``, ``base64``, ``hex``, ``zlib``, ``marshal`` or ``pickle``."""
+    """``command``, ``code``, ``url``, ``ip``, ``path``, ``base64``, ``hex``, ``zlib``, ``marshal`` or ``pickle``."""
     value: str
     """The indicator (decoded payloads are shown decoded, truncated to a readable length)."""
 

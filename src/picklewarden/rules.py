@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from picklewarden.containers import nested
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.indicators import extract
 from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
@@ -18,7 +19,8 @@ from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
-from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Program
+from picklewarden.pickle.machine import node_of
+from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Persistent, Program
 
 
 @dataclass(frozen=True)
@@ -436,6 +438,8 @@ class ProgramJudge:
                         yield from self._call_of_global(stmt, callee, reported_unknown, called)
                 else:
                     yield from self._indirect_call(stmt)
+            elif isinstance(stmt, Persistent):
+                yield from self._legacy_module_pid(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -488,7 +492,56 @@ class ProgramJudge:
                 symbol=next(self.knowledge(g)[0].symbol for g in self.program.globals if self._key(g) in WRAPPERS),
             )
 
-    def _evidence(self, *stmts: Global | CallResult | Mutation) -> str:
+    def _decoded(self, args: tuple[object, ...], category: Category) -> tuple[Indicator, ...]:
+        """Source or a command the pickle decodes at load time (``exec(codecs.decode(s, 'rot13'))``), shown
+        decoded: the responder sees what runs, not the wrapping."""
+        if category not in (Category.CODE, Category.PROCESS):
+            return ()
+        kind = "code" if category is Category.CODE else "command"
+        found = []
+        for arg in args[:2]:
+            decoded = nested.evaluate(arg, lambda g: self.knowledge(g)[0].symbol) if node_of(arg) else None
+            if decoded is not None and decoded.steps:
+                text = decoded.data.decode("latin-1")
+                found.append(Indicator(kind, text if len(text) <= 200 else text[:200] + "..."))
+        return tuple(found)
+
+    def _legacy_module_call(
+        self, call: CallResult, target: Resolved, known: Knowledge | None, evidence: str
+    ) -> Iterator[Finding]:
+        """A call of the class a legacy ``('module', cls, ...)`` persistent id handed back: a call of ``cls``."""
+        if known is not None and known.category is Category.SAFE:
+            return
+        how = "instantiates" if call.how is CallHow.NEW else "calls"
+        rule = "PW201" if known is None else _RULE_FOR_CATEGORY[known.category]
+        reason = "unknown global" if known is None else known.reason
+        yield finding(
+            rule,
+            f"{how} {target.display}, handed back by a legacy torch ('module', ...) persistent id: {reason}",
+            member=self.program.member,
+            offset=call.offset,
+            evidence=evidence,
+            symbol=target.symbol,
+            indicators=extract(call.args, command=known is not None and known.category is Category.PROCESS),
+        )
+
+    def _legacy_module_pid(self, pid: Persistent) -> Iterator[Finding]:
+        """A legacy ``('module', cls, ...)`` persistent id hands ``cls`` to the pickle: judged as what it is."""
+        target = self.launderer.ref(pid)
+        known = classify(target) if isinstance(target, Resolved) else None
+        if target is None or known is None or known.category is Category.SAFE:
+            return
+        assert isinstance(target, Resolved)
+        yield finding(
+            _RULE_FOR_CATEGORY[known.category],
+            f"a legacy torch ('module', ...) persistent id hands {target.display} to the pickle: {known.reason}",
+            member=self.program.member,
+            offset=pid.offset,
+            evidence=self._evidence(pid),
+            symbol=target.symbol,
+        )
+
+    def _evidence(self, *stmts: Global | CallResult | Mutation | Persistent) -> str:
         return "\n".join(self.decompiler.render(s) for s in stmts)
 
     def _call_of_global(
@@ -529,7 +582,8 @@ class ProgramJudge:
             offset=call.offset,
             evidence=evidence,
             symbol=resolved.symbol,
-            indicators=extract(call.args, command=known.category is Category.PROCESS),
+            indicators=extract(call.args, command=known.category is Category.PROCESS)
+            + self._decoded(call.args, known.category),
         )
         if call.how is CallHow.SETSTATE:
             yield finding(
@@ -584,6 +638,9 @@ class ProgramJudge:
         evidence = self._evidence(call)
         target = self.launderer.called(call)
         known = classify(target) if target is not None else None
+        if isinstance(call.callee, Persistent) and target is not None:
+            yield from self._legacy_module_call(call, target, known, evidence)
+            return
         if target is not None and call.how is not CallHow.SETSTATE and isinstance(call.callee, CallResult):
             # The value was built by helpers each judged where they were called (getattr on a global,
             # partial...), so calling it is calling its target, judged as that global would be.

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from picklewarden.containers import decoders
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
@@ -211,9 +212,14 @@ def _apply(symbol: str, args: tuple[Any, ...], inner: _Decoded) -> _Decoded | No
         elif codec in _BZ2_CODECS:
             out, step = _bounded(bz2.BZ2Decompressor(), data), "bz2"
         else:
-            return None
+            out, step = decoders.apply(symbol, args, data) or (None, "")
     else:
-        return None
+        other = decoders.apply(symbol, args, data)
+        if other is None:
+            return None
+        out, step = other
+        if not step:
+            return inner
     if out is None:
         return None
     return _Decoded(out, (*inner.steps, step), inner.leaf)

@@ -27,6 +27,7 @@ from typing import Any, Final
 from picklewarden.errors import LimitExceeded
 from picklewarden.extract.dtypes import DType, dtype_global, storage_dtype
 from picklewarden.extract.errors import ConvertError
+from picklewarden.knowledge.launder import legacy_module_class
 from picklewarden.knowledge.resolve import resolve
 from picklewarden.limits import Limits
 from picklewarden.pickle.machine import node_of
@@ -384,6 +385,9 @@ class Interpreter:
         if not isinstance(node, CallResult):
             return _Opaque("an unknown value")
         callee = node.callee
+        if isinstance(callee, Persistent):  # torch's legacy ('module', cls, ...) id stands for cls itself
+            held = node_of(legacy_module_class(callee))
+            callee = held if isinstance(held, Global) else callee
         if not isinstance(callee, Global):
             return _Opaque("the result of a call through a computed callable")
         key = self.symbol(callee)

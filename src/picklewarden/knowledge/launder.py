@@ -16,7 +16,7 @@ from typing import Any
 from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
 from picklewarden.pickle.machine import node_of
-from picklewarden.pickle.program import CallResult, Global, Node
+from picklewarden.pickle.program import CallResult, Global, Node, Persistent
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,20 @@ class MethodCaller:
 
 
 Ref = Resolved | ModuleRef | Getter | MethodCaller
+
+
+def legacy_module_class(node: Persistent) -> Any:
+    """The class a legacy torch ``('module', cls, source_file, source)`` persistent id hands back, or None.
+
+    ``torch.serialization._legacy_load`` returns ``cls`` to the pickle (after comparing its source and, when
+    ``cls.dump_patches`` is set, writing ``<name>.patch`` into the working directory).
+    """
+    pid = node.pid
+    if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+        return pid[1]
+    return None
+
+
 _MAX_DEPTH = 16
 
 
@@ -111,6 +125,10 @@ class Launderer:
     def _evaluate(self, node: Node, depth: int) -> Ref | None:
         if isinstance(node, Global):
             return self._global_ref(node)
+        if isinstance(node, Persistent):
+            # torch's legacy loader answers ('module', cls, source_file, source) with cls itself.
+            held = legacy_module_class(node)
+            return self.ref(held, depth + 1) if held is not None else None
         if not isinstance(node, CallResult):
             return None
         callee = self.ref(node.callee, depth + 1)

@@ -17,6 +17,7 @@ from picklewarden.knowledge.tables import (
     INTROSPECTION_ATTRIBUTES,
     SAFE,
     Category,
+    Generated,
     Knowledge,
     ecosystem,
     generated,
@@ -95,12 +96,16 @@ def classify(resolved: Resolved) -> Knowledge | None:
     key = (resolved.module, resolved.qualname)
     if resolved.introspection is not None:
         return Knowledge(Category.INDIRECTION, f"walks through {resolved.introspection} to reach other objects")
-    reason = SAFE.get(key)
     data = generated()
     eco = ecosystem()
+    for ancestor in _ancestors(resolved.module):
+        effect = data.effects.get(ancestor)
+        if effect is not None:
+            return effect
+    reason = SAFE.get(key)
     if reason is None:
         reason = data.safe.get(key)
-    if reason is None and key not in data.sinks:
+    if reason is None and data.sinks.get(key) is None:
         reason = eco.safe.get(key)
     if reason is not None:
         return Knowledge(Category.SAFE, reason)
@@ -114,4 +119,34 @@ def classify(resolved: Resolved) -> Knowledge | None:
         known = DANGEROUS_MODULES.get(ancestor)
         if known is not None:
             return known
-    return None
+    return _closed_world(resolved, data)
+
+
+# Methods that change the object they are called on: reached through a module-level object
+# (``copyreg.dispatch_table.update``, ``torch.serialization._package_registry.append``) they change state that
+# later code in the loading process relies on.
+_MUTATORS = frozenset(
+    "append extend insert update setdefault pop popitem clear remove add discard register "
+    "__setitem__ __delitem__ __setattr__ __delattr__ __iadd__ __ior__".split()
+)
+
+
+def _closed_world(resolved: Resolved, data: Generated) -> Knowledge | None:
+    """Inside the analysed packages (``closed`` roots: the stdlib, ``test.support``, numpy, torch) every callable
+    was walked: one that is no sink reaches none.
+
+    Modules that failed to import when the data was generated, or that the analysed versions do not have, stay
+    unknown, as does everything outside.
+    """
+    ancestors = _ancestors(resolved.module)
+    roots = [a for a in ancestors if a in data.closed]
+    if not roots or resolved.module not in data.modules or any(a in data.failures for a in ancestors):
+        return None
+    top = roots[-1]
+    head, _, last = resolved.qualname.rpartition(".")
+    if head and last in _MUTATORS:
+        return Knowledge(
+            Category.TAMPER,
+            f"mutates {resolved.module}.{head} in place: module state that later code in the loading process uses",
+        )
+    return Knowledge(Category.SAFE, f"reaches no sink: every module of {top} was walked ({data.versions})")

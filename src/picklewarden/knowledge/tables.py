@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -85,8 +85,7 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             "opens network connections",
         ),
         (
-            "operator _operator functools _functools itertools contextlib weakref _weakref atexit sched "
-            "copy inspect gc",
+            "itertools contextlib weakref _weakref atexit sched copy inspect gc",
             _X,
             "calls or looks up other callables on the pickle's behalf",
         ),
@@ -220,8 +219,8 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **_names("numpy.lib.npyio", "load", _D, "numpy.load may unpickle"),
     **_names(
         "copyreg",
-        "add_extension remove_extension pickle constructor",
-        _X,
+        "add_extension remove_extension clear_extension_cache pickle constructor",
+        Category.TAMPER,
         "changes how later pickles resolve globals or reduce objects",
     ),
     **_names("string", "Formatter", _X, "format fields reach attributes of arguments"),
@@ -281,23 +280,74 @@ class Generated:
 
     springboards: dict[str, dict[str, str]]
     safe: dict[tuple[str, str], str]
-    sinks: dict[tuple[str, str], Knowledge]
+    sinks: Sinks
+    closed: frozenset[str] = frozenset()
+    """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
+    modules: frozenset[str] = frozenset()
+    """Every module that was imported and walked (only those are closed)."""
+    failures: frozenset[str] = frozenset()
+    """Modules under ``closed`` that failed to import at generation time: they stay unknown."""
+    effects: dict[str, Knowledge] = field(default_factory=dict)
+    """Modules whose import itself runs a program (an unguarded ``__main__``)."""
+    versions: str = ""
+    """What was analysed, for messages: ``python 3.11.7, numpy 2.4.6, torch 2.13.0``."""
+
+
+_DATA = Path(__file__).parent / "data"
+
+
+class Sinks:
+    """The generated sink table (``data/generated_sinks.json``), read on the first lookup only: a file whose
+    globals are all known safe never pays for parsing it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._raw: dict[str, Any] | None = None
+        self._made: dict[tuple[str, int], Knowledge] = {}
+
+    def _table(self) -> dict[str, Any]:
+        if self._raw is None:
+            try:
+                self._raw = json.loads(self._path.read_text("utf-8"))
+            except FileNotFoundError:
+                self._raw = {}
+        return self._raw
+
+    def get(self, key: tuple[str, str]) -> Knowledge | None:
+        raw = self._table()
+        entry = raw.get("sinks", {}).get(key[0], {}).get(key[1])
+        if entry is None:
+            return None
+        category, at = entry  # [category, index into sink_reasons]: reasons are shared between entries
+        known = self._made.get((category, at))
+        if known is None:
+            known = self._made[(category, at)] = Knowledge(Category(category), raw["sink_reasons"][at])
+        return known
 
 
 @functools.cache
 def generated() -> Generated:
     """Load the shipped data file once, on first need."""
+    sinks = Sinks(_DATA / "generated_sinks.json")
     try:
         # A plain path beside this module: importlib.resources costs ~20 ms of start-up for the same read.
-        text = (Path(__file__).parent / "data" / "generated.json").read_text("utf-8")
+        text = (_DATA / "generated.json").read_text("utf-8")
     except FileNotFoundError:
-        return Generated({}, {}, {})
+        return Generated({}, {}, sinks)
     raw = json.loads(text)
     safe = {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])}
-    sinks = {
-        (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])
-    }
-    return Generated(raw.get("springboards", {}), safe, sinks)
+    effects = {m: Knowledge(Category(c), r) for m, (c, r) in raw.get("import_effects", {}).items()}
+    seen = ", ".join(f"{k} {raw[k]}" for k in ("python", "numpy", "torch") if raw.get(k))
+    return Generated(
+        raw.get("springboards", {}),
+        safe,
+        sinks,
+        frozenset(raw.get("closed", ())),
+        frozenset(raw.get("modules", ())),
+        frozenset(raw.get("import_failures", {})),
+        effects,
+        seen,
+    )
 
 
 @dataclass(frozen=True)
