@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from picklewarden import walk
+from picklewarden import fxcode, walk
 from picklewarden.containers import joblib_files, nested
 from picklewarden.containers.base import (
     Anomaly,
@@ -215,7 +215,7 @@ class _Analyser:
         self.analysis.judges.append(judge)
         found = []
         machinery = _loader_machinery(judge, source.vouched) if source.vouched else frozenset()
-        for item in judge.findings():
+        for item in fxcode.rejudge(judge, judge.findings()):
             if item.rule in _VOUCHABLE and item.offset in machinery:
                 continue
             found.append(item)
