@@ -98,7 +98,6 @@ _DENY: dict[str, tuple[str, str]] = {
             "setattr",
             "delattr",
             "input",
-            "builtins",
             "__builtins__",
             "importlib",
             "runpy",
@@ -152,6 +151,8 @@ def parse(source: str) -> ast.Module | None:
 
 def _deny(name: str) -> tuple[str, str] | None:
     parts = name.split(".")
+    if parts[0] == "builtins" and len(parts) > 1:
+        parts = parts[1:]  # builtins.open is open
     if parts[0] == "ops":
         parts = ["torch", *parts]  # TorchScript's serialized code writes ops.aten.save for torch.ops.aten.save
     for end in range(len(parts), 0, -1):
@@ -287,7 +288,12 @@ def fx_review(source: str) -> list[Issue] | None:
                 if alias.name.split(".")[0] not in _FX_IMPORT_ROOTS:
                     odd(node, alias.name, "imports a module other than torch or math")
         elif isinstance(node, ast.ImportFrom):
-            if node.level or (node.module or "").split(".")[0] not in _FX_IMPORT_ROOTS:
+            if node.module == "builtins" and not node.level:
+                # FX writes ``from builtins import getattr as getattr`` when a graph calls a builtin.
+                for alias in node.names:
+                    if alias.name not in _SAFE_BUILTINS:
+                        odd(node, f"builtins.{alias.name}", "imports a builtin torch.fx graphs do not call")
+            elif node.level or (node.module or "").split(".")[0] not in _FX_IMPORT_ROOTS:
                 odd(node, node.module or ".", "imports from a module other than torch or math")
         elif isinstance(node, ast.Attribute) and node.attr.startswith("__") and node.attr.endswith("__"):
             odd(node, node.attr, "walks a dunder attribute")

@@ -180,7 +180,7 @@ def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) ->
     if view is None:
         return
     run.programs.append(view)
-    stop = program.error.offset if isinstance(program.error, MalformedPickle) else None
+    stop = program.error.offset if isinstance(program.error, (MalformedPickle, LimitExceeded)) else None
     run.findings.append(
         finding(
             "PW309",

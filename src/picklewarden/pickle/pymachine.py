@@ -248,8 +248,12 @@ def _based(error: ScanError, base: int) -> ScanError:
 def further(program: Program, data: bytes, limits: Limits, plain: machine.PlainResult) -> Program | None:
     """The pure-Python reading of a stream the C machine gave up on, when it gets further than ``program``
     (more statements, or to STOP): what joblib.load or dill.load runs from the same bytes."""
-    if program.complete or not isinstance(program.error, MalformedPickle):
-        return None  # complete: the Python reading does the same or fails earlier; a limit: so would it
+    error = program.error
+    memo = isinstance(error, LimitExceeded) and error.resource == "memo index"
+    if program.complete or not (isinstance(error, MalformedPickle) or memo):
+        # Complete: the Python reading does the same or fails earlier. Over another limit: so would it. The
+        # memo limit is the C unpickler's (it allocates a table up to the index); a dict has no such bound.
+        return None
     view = run_pickle_python(data, program.start, limits, member=program.member, index=program.index, plain=plain)
     if len(view.statements) > len(program.statements) or (view.complete and view.statements):
         return view
