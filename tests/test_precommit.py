@@ -2,9 +2,8 @@
 
 The hook repository is a temporary git copy of the package sources and ``.pre-commit-hooks.yaml`` (so the
 test sees the working tree, committed or not); the target is a temporary git repository with model files.
-``language: python`` makes pre-commit build a virtualenv and ``pip install`` the hook repository. Where the
-machine has a local package mirror (``/opt/pypi/simple``), pip is pointed at it alone so the test runs
-offline; elsewhere pip uses its normal configuration.
+``language: python`` makes pre-commit build a virtualenv and ``pip install`` the hook repository, with pip's
+own configuration of this machine (its index, mirrors and constraints), as a user's pre-commit would.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import pytest
 from tests.asm import Asm
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_INDEX = Path("/opt/pypi/simple")
 
 pytestmark = pytest.mark.skipif(
     subprocess.run([sys.executable, "-m", "pre_commit", "--version"], capture_output=True).returncode != 0,
@@ -63,12 +61,9 @@ def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _try_repo(hook: Path, target: Path, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PRE_COMMIT"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRE_COMMIT")}
     env["PRE_COMMIT_HOME"] = str(home)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    if LOCAL_INDEX.is_dir():
-        env["PIP_CONFIG_FILE"] = os.devnull
-        env["PIP_INDEX_URL"] = LOCAL_INDEX.as_uri()
     command = [sys.executable, "-m", "pre_commit", "try-repo", str(hook), "picklewarden", "--all-files"]
     return subprocess.run(command, cwd=target, env=env, capture_output=True, text=True, timeout=900)
 

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Final, Protocol, overload
 
 from picklewarden.errors import ScanError
 from picklewarden.limits import DEFAULT_LIMITS, Limits
@@ -171,6 +171,15 @@ class RangedFile:
         return data
 
 
+_BACKENDS: Final[dict[str, str]] = {
+    "s3": "pip install 'picklewarden[remote]' s3fs",
+    "gs": "pip install 'picklewarden[remote]' gcsfs",
+    "gcs": "pip install 'picklewarden[remote]' gcsfs",
+    "hf": "pip install 'picklewarden[remote]' huggingface_hub",
+}
+"""What to install for a scheme beyond the ``remote`` extra (fsspec + aiohttp for http(s)://)."""
+
+
 class FsspecSource:
     """A :class:`RangeSource` over any URL fsspec opens."""
 
@@ -178,10 +187,15 @@ class FsspecSource:
         try:
             # Through importlib: fsspec ships no type information, and it is an optional dependency.
             fsspec: Any = importlib.import_module("fsspec")
+            self._fs, self._path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         except ImportError as exc:
-            raise ScanError("remote URLs need the optional extra: pip install 'picklewarden[remote]'") from exc
+            # fsspec often comes with torch, without the backend for the scheme (aiohttp for https://).
+            scheme = url.partition("://")[0]
+            backend = _BACKENDS.get(scheme, "pip install 'picklewarden[remote]'")
+            raise ScanError(
+                f"reading {scheme}:// URLs needs packages that are not installed: {backend} ({exc})"
+            ) from exc
         self.url = url
-        self._fs, self._path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         self.info: Mapping[str, Any] = self._fs.info(self._path)
         size = self.info.get("size")
         self._size = int(size) if size is not None else int(self._fs.size(self._path))

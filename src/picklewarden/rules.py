@@ -271,6 +271,92 @@ RULES: Final[tuple[Rule, ...]] = (
         "A pickled numpy dtype whose object flag disagrees with its type code makes numpy treat raw bytes "
         "as object pointers (memory corruption) or unpickle what looks like numbers.",
     ),
+    Rule(
+        "PW400",
+        "keras-lambda-bytecode",
+        Severity.CRITICAL,
+        94,
+        "A Keras Lambda layer carries Python bytecode",
+        "keras.models.load_model rebuilds Lambda layers from marshalled bytecode stored in the model config "
+        "and runs it (safe_mode=False, or any Keras before 2.13). The bytecode is disassembled, never loaded, "
+        "and shown as evidence.",
+    ),
+    Rule(
+        "PW401",
+        "yaml-python-tag",
+        Severity.MEDIUM,
+        502,
+        "A YAML document uses Python tags",
+        "!!python/object/apply, /new, /name and /module tags make PyYAML's unsafe loaders import and call "
+        "the named callable (yaml.unsafe_load, Loader=yaml.UnsafeLoader or the old yaml.load default); the "
+        "callable is judged like a pickle global. Plain value tags (tuple, bytes...) are harmless.",
+    ),
+    Rule(
+        "PW402",
+        "config-callable",
+        Severity.INFO,
+        829,
+        "A config names a callable its loader instantiates",
+        "Hydra/OmegaConf _target_ entries and Keras module/class_name entries import and call what they name "
+        "when the config is instantiated. Known sinks are reported under their own rules; other callables "
+        "are listed here so the packages they come from can be reviewed.",
+    ),
+    Rule(
+        "PW403",
+        "template-injection",
+        Severity.CRITICAL,
+        1336,
+        "A Jinja template reaches Python internals",
+        "The template (a GGUF chat template, for instance) walks private or dunder attributes such as "
+        "__class__, __globals__ or __subclasses__. Runtimes that render it with an unsandboxed Jinja "
+        "environment (CVE-2024-34359) run the code it reaches.",
+    ),
+    Rule(
+        "PW404",
+        "external-data-escape",
+        Severity.HIGH,
+        22,
+        "Model data is read from outside the model directory",
+        "An ONNX tensor's external_data location is absolute or climbs out with '..': loading the model "
+        "reads (and may disclose) an arbitrary file of the victim's disk.",
+    ),
+    Rule(
+        "PW405",
+        "custom-operator",
+        Severity.INFO,
+        829,
+        "The model uses operators outside the standard domains",
+        "ONNX nodes in a custom domain run kernels from a library the loading process registers; what they "
+        "do is not visible in the file.",
+    ),
+    Rule(
+        "PW406",
+        "executable",
+        Severity.HIGH,
+        506,
+        "An executable where a model is expected",
+        "The file is a native executable (ELF, PE, Mach-O), a script, or a llamafile (an executable that "
+        "bundles weights). Running it runs its code; no model loader needs one.",
+    ),
+    Rule(
+        "PW407",
+        "remote-code",
+        Severity.MEDIUM,
+        829,
+        "The repository requires trust_remote_code",
+        "config.json auto_map makes transformers import Python files shipped with the model when "
+        "trust_remote_code=True. Those files run with the user's rights; review them before trusting.",
+    ),
+    Rule(
+        "PW408",
+        "invalid-format",
+        Severity.MEDIUM,
+        20,
+        "A data-only model format is malformed",
+        "A safetensors, GGUF or ONNX file (formats whose loaders never unpickle) breaks its own "
+        "specification: out-of-range sizes or offsets, overlapping or missing tensor data. Loaders refuse it "
+        "or read memory it does not describe; crafted headers target parser bugs.",
+    ),
 )
 BY_ID: Final[dict[str, Rule]] = {rule.id: rule for rule in RULES}
 
@@ -284,6 +370,8 @@ _RULE_FOR_CATEGORY: Final[dict[Category, str]] = {
     Category.INDIRECTION: "PW106",
     Category.TAMPER: "PW107",
 }
+RULE_FOR_CATEGORY: Final = _RULE_FOR_CATEGORY
+"""The rule that reports reaching a callable of each dangerous category (pickles and configs alike)."""
 
 
 def finding(

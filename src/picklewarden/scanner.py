@@ -117,6 +117,8 @@ def _anomaly_finding(anomaly: Anomaly, prefix: str) -> Finding:
         member=join_member(prefix, anomaly.member or ""),
         offset=anomaly.offset,
         severity=anomaly.severity,
+        evidence=anomaly.evidence,
+        symbol=anomaly.symbol,
     )
 
 

@@ -44,6 +44,10 @@ class Anomaly:
     message: str
     severity: Severity | None = None
     """Overrides the rule's default severity (e.g. ``INFO`` for a harmless variant)."""
+    evidence: str = ""
+    """What shows it (a config line, disassembled code), for formats that are not pickles."""
+    symbol: str = ""
+    """The canonical ``module.qualname`` involved, when one is."""
 
 
 @dataclass(frozen=True)

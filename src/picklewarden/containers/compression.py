@@ -92,8 +92,8 @@ def _factory(kind: str) -> Callable[[], _Decoder] | str:
                 import lz4.frame  # type: ignore[import-not-found,import-untyped,unused-ignore]
             except ImportError:
                 return (
-                    "lz4-compressed data cannot be read: the optional 'lz4' package is not installed "
-                    "(pip install 'picklewarden[lz4]')"
+                    "lz4-compressed data cannot be read: the 'lz4' package, a dependency of picklewarden, is missing "
+                    "(reinstall picklewarden, or pip install lz4)"
                 )
             return lz4.frame.LZ4FrameDecompressor  # type: ignore[no-any-return]
         case _:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import mmap
 import zipfile
-import zlib
 from collections.abc import Iterable, Sequence
 
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
-from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
+from picklewarden.containers.torchzip import TorchZip, data_start, read_entry
+from picklewarden.containers.zipentry import peek_member
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
@@ -157,27 +157,15 @@ def _complete_pickle(head: bytes, ctx: Context) -> bool:
     return layout.end is not None and bool(layout.imports)
 
 
-def _peek(data: Data, entry: ZipEntry) -> bytes:
-    """The first bytes of an entry's content, inflating no more than that (storages may be gigabytes)."""
-    try:
-        start = data_start(data, entry)
-    except ScanError:
-        return b""
-    raw = bytes(data[start : start + min(entry.compressed_size, _PEEK)])
-    if entry.method != 8:
-        return raw[: entry.size]
-    try:
-        return zlib.decompressobj(-15).decompress(raw, _PEEK)
-    except zlib.error:
-        return b""
-
-
-def storage_payloads(data: Data, archive: TorchZip, ctx: Context) -> tuple[list[Anomaly], list[Child], int]:
+def storage_payloads(
+    data: Data, archive: TorchZip, ctx: Context, heads: dict[int, bytes] | None = None
+) -> tuple[list[Anomaly], list[Child], int]:
     """Storages whose bytes are a pickle: a finding each, and the bytes to scan as a dormant payload; and
     how many storages were not looked at because the peek budget ran out.
 
     Torch only copies storage bytes, so a pickle there is dormant (something else must load it); looking
     costs a scattered read per storage, so the first bytes of each are read until ``_PEEK_BUDGET`` is spent.
+    The first bytes of every storage looked at are put in ``heads`` (by header offset) when it is given.
     """
     anomalies: list[Anomaly] = []
     children: list[Child] = []
@@ -189,7 +177,9 @@ def storage_payloads(data: Data, archive: TorchZip, ctx: Context) -> tuple[list[
         if spent >= _PEEK_BUDGET:
             skipped += 1
             continue
-        head = _peek(data, entry)
+        head = peek_member(data, entry, _PEEK)
+        if heads is not None:
+            heads[entry.header_offset] = head
         spent += max(mmap.PAGESIZE, _LOCAL_HEADER + len(entry.name) + len(head))  # a page from disk at least
         if not looks_like_pickle(head, ctx.limits) or entry.size > ctx.limits.max_pickle_bytes:
             continue

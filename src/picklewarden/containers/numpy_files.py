@@ -10,6 +10,7 @@ possibly holding objects.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import struct
@@ -58,109 +59,61 @@ def classify_descr(descr: Any, depth: int = 0) -> Kind:
     return "unknown"
 
 
-class _NotLiteral(ValueError):
-    """The header is not a literal this parser reads (numpy's ``safe_eval`` may or may not)."""
+_VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
+"""numpy's ``_header_size_info``: the versions ``_check_version`` accepts, their length field and encoding."""
+_INT64 = 1 << 63
 
 
-_SKIP = frozenset({tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT})
-_CLOSING = {"{": "}", "(": ")", "[": "]"}
-_MAX_NESTING = 64
+class _Unreadable(ValueError):
+    """numpy's own header parser raises here too: ``numpy.load`` fails before it reads any data."""
 
 
-def _string(text: str) -> str | bytes:
-    quote = text.lstrip("rRbBuU")[:3]
-    quote = quote if quote in ('"""', "'''") else quote[:1]
-    prefix = text[: len(text) - len(text.lstrip("rRbBuU"))].lower()
-    body = text[len(prefix) + len(quote) : len(text) - len(quote)]
-    if "\\" in body and "r" not in prefix:
-        if not body.isascii():
-            raise _NotLiteral("escaped non-ASCII string")
-        body = body.encode("ascii").decode("unicode_escape")
-    return body.encode("latin-1") if "b" in prefix else body
+def _filter_header(text: str) -> str:
+    """numpy's ``_filter_header``: drop the ``L`` after a number (headers Python 2 wrote), by tokens."""
+    tokens = []
+    after_number = False
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if after_number and token.type == tokenize.NAME and token.string == "L":
+            continue
+        tokens.append(token)
+        after_number = token.type == tokenize.NUMBER
+    return str(tokenize.untokenize(tokens))
 
 
-def _literal(text: str) -> Any:
-    """The Python literal numpy's ``safe_eval`` reads from an ``.npy`` header (dicts, tuples, lists, strings,
-    ints, True/False/None, Python 2 ``10L`` longs), parsed from tokens.
+def parse_header(raw: bytes, version: tuple[int, int]) -> dict[str, Any]:
+    """The header dict exactly as numpy's ``_read_array_header`` reads it from ``raw`` (its bytes).
 
-    ``ast.literal_eval`` would first compile the attacker's text; this never does.
+    numpy evaluates the text with ``ast.literal_eval``, which only parses (it builds a syntax tree and
+    reads literals from it; nothing is compiled or run), so this calls the same function on the same text:
+    whatever literal syntax it accepts (a unary ``+`` in a shape, ``0x`` numbers, nested tuples) is
+    accepted here. As in numpy, a SyntaxError in a version 1.0 or 2.0 header is retried after the Python 2
+    ``L`` suffixes are filtered out. Raises :class:`_Unreadable` wherever numpy raises.
+    ``RecursionError``/``MemoryError`` (text nested too deep for the parser) propagate: whether numpy's
+    process survives them depends on its stack, so the caller fails closed.
     """
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in _SKIP]
-    position = 0
-
-    def value(depth: int) -> Any:
-        nonlocal position
-        if depth > _MAX_NESTING or position >= len(tokens):
-            raise _NotLiteral("header nests too deep or ends early")
-        token = tokens[position]
-        position += 1
-        kind, string = token.type, token.string
-        if kind == tokenize.STRING:
-            parts = [_string(string)]
-            while position < len(tokens) and tokens[position].type == tokenize.STRING:
-                parts.append(_string(tokens[position].string))
-                position += 1
-            if all(isinstance(p, str) for p in parts):
-                return "".join(p for p in parts if isinstance(p, str))
-            if all(isinstance(p, bytes) for p in parts):
-                return b"".join(p for p in parts if isinstance(p, bytes))
-            raise _NotLiteral("mixed bytes and str literals")
-        if kind == tokenize.NUMBER or (kind == tokenize.OP and string == "-"):
-            negative = string == "-"
-            if negative:
-                if position >= len(tokens) or tokens[position].type != tokenize.NUMBER:
-                    raise _NotLiteral("'-' without a number")
-                string = tokens[position].string
-                position += 1
-            if position < len(tokens) and tokens[position].string in ("L", "l"):
-                position += 1  # Python 2 long, as numpy's header filter drops it
-            try:
-                number = int(string, 0)
-            except ValueError:
-                raise _NotLiteral(f"number {string!r}") from None
-            return -number if negative else number
-        if kind == tokenize.NAME and string in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": None}[string]
-        if kind == tokenize.OP and string in _CLOSING:
-            return container(string, depth)
-        raise _NotLiteral(f"unexpected {string!r}")
-
-    def container(opening: str, depth: int) -> Any:
-        nonlocal position
-        closing = _CLOSING[opening]
-        items: list[Any] = []
-        comma = False
-        while True:
-            if position >= len(tokens):
-                raise _NotLiteral("unclosed bracket")
-            if tokens[position].string == closing:
-                position += 1
-                break
-            item = value(depth + 1)
-            if opening == "{":
-                if position >= len(tokens) or tokens[position].string != ":":
-                    raise _NotLiteral("dict entry without ':'")
-                position += 1
-                item = (item, value(depth + 1))
-            items.append(item)
-            if position < len(tokens) and tokens[position].string == ",":
-                position += 1
-                comma = True
-            elif position < len(tokens) and tokens[position].string != closing:
-                raise _NotLiteral("missing ','")
-        if opening == "{":
-            try:
-                return dict(items)
-            except TypeError:
-                raise _NotLiteral("unhashable dict key") from None
-        if opening == "[":
-            return items
-        return items[0] if len(items) == 1 and not comma else tuple(items)
-
-    result = value(0)
-    if position != len(tokens) - 1 or tokens[-1].type != tokenize.ENDMARKER:
-        raise _NotLiteral("text after the literal")
-    return result
+    try:
+        text = raw.decode(_VERSIONS[version][1])
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"header is not {_VERSIONS[version][1]}: {exc}") from None
+    try:
+        try:
+            header = ast.literal_eval(text)
+        except SyntaxError:
+            if version > (2, 0):
+                raise
+            header = ast.literal_eval(_filter_header(text))
+    except (SyntaxError, ValueError, TypeError, tokenize.TokenError) as exc:
+        raise _Unreadable(f"header is not a literal numpy reads: {type(exc).__name__}: {exc}") from None
+    if not isinstance(header, dict) or header.keys() != _KEYS:
+        raise _Unreadable("header is not a dict of exactly descr/fortran_order/shape")
+    shape = header["shape"]
+    if not isinstance(shape, tuple) or not all(isinstance(x, int) for x in shape):
+        raise _Unreadable(f"shape {shape!r} is not a tuple of ints")
+    if not all(-_INT64 <= x < _INT64 for x in shape):
+        raise _Unreadable(f"shape {shape!r} does not fit int64 (numpy's element count overflows)")
+    if not isinstance(header["fortran_order"], bool):
+        raise _Unreadable(f"fortran_order {header['fortran_order']!r} is not a bool")
+    return header
 
 
 def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
@@ -172,24 +125,26 @@ def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
             Anomaly("PW300", member or None, 0, "truncated .npy header; numpy fails", Severity.INFO)
         )
         return opened
-    major, minor = view[6], view[7]
-    if major == 1:
-        (length,) = struct.unpack_from("<H", view, 8)
-        start = 10
-    elif major in (2, 3):
-        if len(view) < 12:
-            opened.anomalies.append(Anomaly("PW300", member or None, 0, "truncated .npy header", Severity.INFO))
-            return opened
-        (length,) = struct.unpack_from("<I", view, 8)
-        start = 12
-    else:
+    version = (view[6], view[7])
+    if version not in _VERSIONS:
         opened.anomalies.append(
             Anomaly(
-                "PW300", member or None, 6, f".npy version {major}.{minor}: numpy refuses to read it", Severity.INFO
+                "PW300",
+                member or None,
+                6,
+                f".npy version {version[0]}.{version[1]}: numpy refuses to read it",
+                Severity.INFO,
             )
         )
         return opened
+    length_format = _VERSIONS[version][0]
+    start = 6 + 2 + struct.calcsize(length_format)
+    if len(view) < start:
+        opened.anomalies.append(Anomaly("PW300", member or None, 0, "truncated .npy header", Severity.INFO))
+        return opened
+    (length,) = struct.unpack_from(length_format, view, 8)
     if length > ctx.limits.max_header_bytes:
+        # numpy.load(allow_pickle=True) has no header limit: a pickle may follow, so the scan is incomplete.
         opened.anomalies.append(
             Anomaly("PW301", member or None, 8, f".npy header of {length} bytes exceeds max_header_bytes")
         )
@@ -201,21 +156,25 @@ def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
         opened.anomalies.append(Anomaly("PW300", member or None, start, ".npy header is truncated; numpy fails"))
         return opened
     try:
-        header = _literal(raw.decode("utf-8" if major == 3 else "latin1"))
-    except (_NotLiteral, tokenize.TokenError, SyntaxError, UnicodeError) as exc:
-        # numpy's own parser may read what ours does not: never conclude "numpy fails, so nothing runs".
-        opened.errors.append(f".npy header could not be read: {exc}")
-        return opened
-    if not isinstance(header, dict) or set(header) != _KEYS:
+        header = parse_header(raw, version)
+    except _Unreadable as exc:
         opened.anomalies.append(
-            Anomaly("PW300", member or None, start, ".npy header lacks descr/fortran_order/shape; numpy fails")
+            Anomaly("PW300", member or None, start, f"numpy.load fails on this .npy header: {exc}", Severity.INFO)
         )
+        return opened
+    except (RecursionError, MemoryError):
+        opened.errors.append(".npy header nests too deeply to parse; numpy may or may not read it")
         return opened
     kind = classify_descr(header["descr"])
     if kind == "numeric":
         opened.notes.append(f"numeric array {header['descr']!r} of shape {header['shape']!r}: data not read")
         return opened
     opened.format = "npy-object"
+    if len(data) - end > ctx.limits.max_pickle_bytes:
+        message = f"the .npy data after the header exceeds max_pickle_bytes ({ctx.limits.max_pickle_bytes})"
+        opened.anomalies.append(Anomaly("PW301", member or None, end, message))
+        opened.errors.append(f"{member or '.npy'}: pickle not read: {message}")
+        return opened
     whole = bytes(data[: len(data)])
     source = PickleSource(member, whole, Stacking.ONE, file_like=True, start=end, label="npy")
     if kind == "object":

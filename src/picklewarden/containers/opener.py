@@ -53,7 +53,9 @@ def sniff_format(head: bytes, limits: Limits) -> str | None:
         return "pickle"
     if looks_like_zip(head):
         return "zip"
-    return None
+    from picklewarden.formats import sniff
+
+    return sniff(head)
 
 
 def _plausible(kind: str, head: bytes) -> bool:
@@ -106,6 +108,11 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         from picklewarden.containers.numpy_files import open_npy
 
         return open_npy(data, ctx)
+    from picklewarden.formats import open_format
+
+    other = open_format(data, head, ctx)
+    if other is not None:
+        return other
     if looks_like_pickle(head, limits):
         return _with_zip_view(
             Opened("pickle", [PickleSource("", _whole(data), Stacking.ALL, file_like=True)]), data, ctx
@@ -201,7 +208,8 @@ def _is_pickle_record(name: str) -> bool:
 
 
 def _open_zip(data: bytes, ctx: Context) -> Opened:
-    from picklewarden.containers import archives, consistency, torchscript, torchzip
+    from picklewarden.containers import archives, consistency, npz, torchscript, torchzip
+    from picklewarden.containers.zipentry import to_anomaly
 
     limits = ctx.limits
     try:
@@ -218,7 +226,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         return archives.open_zip_bundle(data, ctx)
     scripted = archive.record("constants.pkl") is not None
     opened = Opened("torchscript" if scripted else "torch-zip")
-    opened.anomalies.extend(_anomaly(a) for a in archive.anomalies)
+    opened.anomalies.extend(to_anomaly(a) for a in archive.anomalies)
     vouched = torchscript.VOUCHED if scripted else frozenset()
     read: dict[str, bytes] = {}
     reported = {a.member or consistency.ARCHIVE_WIDE for a in archive.anomalies}
@@ -228,11 +236,11 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         if entry is None or not _is_pickle_record(name):
             continue
         try:
-            payload, problems = torchzip.read_entry(data, entry, limits)
+            payload, problems = torchzip.read_plain(data, entry, limits)
         except ScanError as exc:
             opened.errors.append(f"{name}: {exc}")
             continue
-        opened.anomalies.extend(_anomaly(a) for a in problems)
+        opened.anomalies.extend(to_anomaly(a) for a in problems)
         reported.update(a.member or consistency.ARCHIVE_WIDE for a in problems)
         opened.sources.append(PickleSource(name, payload, Stacking.ONE, file_like=False, vouched=vouched))
         read[name] = payload
@@ -242,7 +250,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         if chosen is None or chosen is entry or not _is_pickle_record(entry.name):
             continue
         try:
-            payload, _ = torchzip.read_entry(data, entry, limits)
+            payload, _ = torchzip.read_plain(data, entry, limits)
         except ScanError:
             continue
         label = f"{entry.name} (duplicate entry #{entry.index})"
@@ -254,20 +262,17 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         opened.anomalies.extend(found)
         opened.errors.extend(errors)
     opened.checks.append(consistency.storage_check(archive))
-    found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx)
+    heads = {entry.header_offset: read[name] for name in read if (entry := archive.entries.get(name)) is not None}
+    found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx, heads)
     if unpeeked:
         opened.notes.append(f"{unpeeked} storages were not checked for hidden pickles (peek budget spent)")
     opened.anomalies.extend(found)
     opened.children.extend(payloads)
+    # numpy.load reads any ZIP as an npz: members starting with a NumPy header are arrays it may unpickle.
+    numpy_view = npz.numpy_view(data, archive, ctx, heads)
+    opened.sources.extend(numpy_view.sources)
+    opened.anomalies.extend(numpy_view.anomalies)
+    opened.errors.extend(numpy_view.errors)
+    opened.notes.extend(numpy_view.notes)
     opened.anomalies.extend(consistency.zipfile_differential(data, archive, read, reported))
     return opened
-
-
-def _anomaly(problem: object) -> Anomaly:
-    code = getattr(problem, "code", "zip")
-    return Anomaly(
-        "PW310",
-        getattr(problem, "member", None),
-        getattr(problem, "offset", None),
-        f"{code}: {getattr(problem, 'message', '')}",
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle as _stdlib_pickle
 import re
-import struct
+import tarfile
 
 from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
@@ -58,23 +58,22 @@ def starts_like_pickle(head: bytes) -> bool:
 
 
 def looks_like_tar(head: bytes) -> bool:
-    """The first block is a tar header with a valid checksum: ``tarfile.open`` (and torch.load) accept it."""
+    """The first block is a member header that ``tarfile`` accepts, so ``tarfile.open`` (and torch.load's
+    legacy tar loader) read the file as a tar archive.
+
+    Acceptance is ``tarfile``'s own: the header is parsed by ``TarInfo.frombuf``, the function
+    ``TarFile.next`` calls for the first member. That takes every checksum encoding ``tarfile`` takes
+    (octal text with spaces, a sign, underscores or an ``0o`` prefix, GNU base-256 and its negative form,
+    signed and unsigned sums), and rejects what ``tarfile`` rejects. Parsing a header runs nothing.
+    An all-zero first block opens as an empty archive, from which no loader reads anything: not a tar here.
+    """
     if len(head) < _TAR_BLOCK:
         return False
-    block = head[:_TAR_BLOCK]
-    if block.count(0) == _TAR_BLOCK:
-        return False
-    field = block[148:156]
     try:
-        if field[0] in (0o200, 0o377):
-            return False  # base-256 checksums never occur in practice; tarfile would try, we do not guess
-        text = field.split(b"\x00", 1)[0].strip()
-        stored = int(text or b"0", 8)
-    except ValueError:
+        tarfile.TarInfo.frombuf(bytes(head[:_TAR_BLOCK]), tarfile.ENCODING, "surrogateescape")
+    except (tarfile.TarError, ValueError, OverflowError):
         return False
-    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
-    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
-    return stored in (unsigned, signed)
+    return True
 
 
 def compression_kind(head: bytes) -> str | None:

@@ -58,70 +58,57 @@ Torch copies such records and never unpickles them, so a header trick there cann
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import struct
 import types
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
-from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
+from picklewarden.containers.zipdir import DirectoryReader, _c_string, _Raw, _zipfile_extra_corrupt
+from picklewarden.containers.zipentry import (
+    _ATTR_DOS_DIRECTORY,
+    _DEFLATED,
+    _FLAG_ENCRYPTED,
+    _FLAG_PATCH,
+    _FLAG_STRONG,
+    _FLAG_UTF8,
+    _FLAGS_DEFLATE_OPTIONS,
+    _FLAGS_USUAL,
+    _LOCAL,
+    _LOCAL_SIZE,
+    _STORED,
+    _U64_MASK,
+    Buffer,
+    _decode,
+    _encode,
+    _extract,
+    _is_tensor_data,
+    _pread,
+)
+from picklewarden.containers.zipentry import (
+    ZIP_MAGIC as ZIP_MAGIC,
+)
+from picklewarden.containers.zipentry import (
+    ZipAnomaly as ZipAnomaly,
+)
+from picklewarden.containers.zipentry import (
+    ZipEntry as ZipEntry,
+)
+from picklewarden.containers.zipentry import (
+    data_start as data_start,
+)
+from picklewarden.containers.zipentry import (
+    read_entry as read_entry,
+)
+from picklewarden.containers.zipentry import (
+    read_plain as read_plain,
+)
+from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
-
-Buffer = bytes | bytearray | memoryview | mmap.mmap
-"""Anything sliceable holding a whole file (``bytes`` or an ``mmap`` in practice)."""
-
-ZIP_MAGIC = b"PK\x03\x04"
-
-_EOCD_SIG = b"PK\x05\x06"
-_Z64_LOCATOR_SIG = b"PK\x06\x07"
-_Z64_EOCD_SIG = b"PK\x06\x06"
-_CDH_SIG = b"PK\x01\x02"
-
-_EOCD_SIZE = 22
-_Z64_LOCATOR_SIZE = 20
-_Z64_EOCD_SIZE = 56
-_CDH_SIZE = 46
-_LOCAL_SIZE = 30
-
-_EOCD = struct.Struct("<4sHHHHIIH")
-_Z64_LOCATOR = struct.Struct("<4sIQI")
-_Z64_EOCD = struct.Struct("<4sQHHIIQQQQ")
-_CDH = struct.Struct("<4sHHHHHHIIIHHHHHII")
-_LOCAL = struct.Struct("<4sHHHHHIIIHH")
-
-_U16_MAX = 0xFFFF
-_U32_MAX = 0xFFFFFFFF
-_U64_MASK = 0xFFFFFFFFFFFFFFFF
-
-# miniz's backwards search for the end-of-central-directory record.
-_SEARCH_BLOCK = 4096
-_SEARCH_STEP = _SEARCH_BLOCK - 3
-_SEARCH_GIVE_UP = _U16_MAX + _EOCD_SIZE
-# Python's zipfile only looks this far back for the record.
-_ZIPFILE_WINDOW = (1 << 16) + _EOCD_SIZE
-
-_FLAG_ENCRYPTED = 0x0001
-_FLAG_DESCRIPTOR = 0x0008
-_FLAG_PATCH = 0x0020
-_FLAG_STRONG = 0x0040
-_FLAG_UTF8 = 0x0800
-_FLAG_MASKED = 0x2000
-_FLAGS_DEFLATE_OPTIONS = 0x0006
-_FLAGS_USUAL = _FLAG_DESCRIPTOR | _FLAG_UTF8
-_ATTR_DOS_DIRECTORY = 0x10
-
-_STORED = 0
-_DEFLATED = 8
 
 _MAX_FILENAME_BUFFER = 512  # MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE: getAllRecords truncates names to 511 bytes
 _MIN_VERSION = 1
 _MAX_VERSION = 10  # kMaxSupportedFileFormatVersion in torch 2.13
-_INFLATE_CHUNK = 1 << 20
 _VERSION_RECORD_CAP = 1 << 16
-_MAX_PER_CODE = 16  # anomalies listed per code; the rest are counted
 
 _TORCH_RECORDS = (
     "data.pkl",
@@ -136,45 +123,6 @@ _TORCH_RECORDS = (
 """Records torch.load and torch.jit.load look up by fixed name."""
 
 _ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
-
-
-@dataclass(frozen=True)
-class ZipEntry:
-    """One central-directory entry, with the values torch uses when it reads it."""
-
-    name: str
-    """Central-directory name (what torch looks up); undecodable bytes are kept as surrogates."""
-    header_offset: int
-    """Offset of the local header in the file."""
-    data_offset: int
-    """Offset of the member's data (header + 30 + local name and extra lengths). For tensor-data records
-    whose local header was not read (``local_read`` False) a lower bound: use :func:`data_start`."""
-    compressed_size: int
-    size: int
-    """Uncompressed size: the number of bytes torch allocates and returns."""
-    method: int
-    """0 stored, 8 deflate; anything else torch refuses to read."""
-    crc32: int
-    flags: int
-    index: int = -1
-    """Position in the central directory."""
-    directory: bool = False
-    """miniz considers it a directory (name ends in '/' or DOS directory attribute): torch reads nothing."""
-    stat_error: str | None = None
-    """Why torch fails as soon as it looks this entry up, or None."""
-    local_read: bool = True
-    """Whether the local header was read when the directory was. Tensor-data records' headers are not: they
-    sit between gigabytes of weights, one page each, and torch never unpickles what they hold."""
-
-
-@dataclass(frozen=True)
-class ZipAnomaly:
-    """Something odd about the archive, or about how torch and other readers see it."""
-
-    code: str
-    member: str | None
-    offset: int | None
-    message: str
 
 
 @dataclass(frozen=True)
@@ -211,39 +159,14 @@ def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
     return _Reader(data, limits).run()
 
 
-def read_entry(data: Buffer, entry: ZipEntry, limits: Limits) -> tuple[bytes, tuple[ZipAnomaly, ...]]:
-    """The bytes torch reads for ``entry``, and anything odd noticed while reading them.
+def open_any_zip(data: Buffer, limits: Limits) -> TorchZip:
+    """Every entry of a ZIP as torch's miniz reader finds it, whatever its folder layout (npz files, bundles).
 
-    Raises :class:`LimitExceeded` when the member is larger than ``limits.max_pickle_bytes``, and
-    :class:`ScanError` whenever torch itself could not read the member (or would read uninitialised
-    memory). The CRC is checked here, although torch does not check it.
+    For readers of last resort: when Python's ``zipfile`` refuses an archive or a member that miniz
+    reads, the bytes miniz would take are what a lenient reader gets. ``entries`` keeps the *last* entry
+    of each exact name, as ``zipfile`` does; ``prefix`` is empty. Raises like :func:`open_torch_zip`.
     """
-    payload, anomalies = _extract(data, entry, limits.max_pickle_bytes)
-    actual = zlib.crc32(payload)
-    if actual != entry.crc32:
-        extra = " (torch.save writes 0 when CRC computation is disabled)" if entry.crc32 == 0 else ""
-        anomalies.append(
-            ZipAnomaly(
-                "bad-crc",
-                entry.name,
-                entry.header_offset,
-                f"CRC-32 of the data torch reads is {actual:08x} but the directory says {entry.crc32:08x}{extra}; "
-                "torch does not check CRCs and uses the data, while Python's zipfile refuses it",
-            )
-        )
-    return payload, tuple(anomalies)
-
-
-# ----------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _encode(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+    return _AnyReader(data, limits).run()
 
 
 def _lookup_key(name: bytes) -> bytes:
@@ -252,167 +175,6 @@ def _lookup_key(name: bytes) -> bytes:
     if nul >= 0:
         name = name[:nul]
     return name.translate(_ASCII_FOLD)
-
-
-def _pread(data: Buffer, size: int, offset: int, length: int) -> bytes | None:
-    """``length`` bytes at ``offset``, or None when the file does not hold them all (a short read)."""
-    if offset < 0 or length < 0 or offset > size or length > size - offset:
-        return None
-    return bytes(data[offset : offset + length])
-
-
-def _anomaly(code: str, member: str | None, offset: int | None, message: str) -> ZipAnomaly:
-    return ZipAnomaly(code, member, offset, message)
-
-
-def data_start(data: Buffer, entry: ZipEntry) -> int:
-    """Where ``entry``'s data starts, reading its local header if the directory pass did not."""
-    return entry.data_offset if entry.local_read else _local_header(data, len(data), entry)
-
-
-def _is_tensor_data(name: bytes) -> bool:
-    """A record under a ``data/`` folder that is not a pickle: raw storage bytes that torch only copies."""
-    return b"/data/" in b"/" + name and not name.endswith(b".pkl") and not name.endswith(b"/")
-
-
-def _local_header(data: Buffer, size: int, entry: ZipEntry) -> int:
-    """The data offset the local header gives torch; ScanError when torch fails reading it."""
-    raw = _pread(data, size, entry.header_offset, _LOCAL_SIZE)
-    if raw is None:
-        raise ScanError(f"local header of {entry.name!r} at offset {entry.header_offset} is past the end of the file")
-    fields = _LOCAL.unpack(raw)
-    if fields[0] != ZIP_MAGIC:
-        raise ScanError(f"no local header signature at offset {entry.header_offset} for {entry.name!r}")
-    return int(entry.header_offset + _LOCAL_SIZE + fields[9] + fields[10])
-
-
-def _extract(data: Buffer, entry: ZipEntry, limit: int) -> tuple[bytes, list[ZipAnomaly]]:
-    """(bytes torch reads, anomalies seen reading them), following mz_zip_reader_extract_to_mem.
-
-    Everything torch checks is checked before ``limit`` (LimitExceeded) is applied to the size.
-    """
-    size = len(data)
-    if entry.stat_error is not None:
-        raise ScanError(f"torch cannot read {entry.name!r}: {entry.stat_error}")
-    _check_supported(entry)
-    if entry.directory or entry.compressed_size == 0:
-        if entry.size == 0:
-            return b"", []
-        what = "a directory" if entry.directory else "a member with compressed size 0"
-        raise ScanError(
-            f"{entry.name!r} is {what} with size {entry.size}: torch returns that many bytes of uninitialised memory"
-        )
-    data_offset = _local_header(data, size, entry)
-    if ((data_offset + entry.compressed_size) & _U64_MASK) > size:
-        raise ScanError(
-            f"data of {entry.name!r} ({entry.compressed_size} bytes at offset {data_offset}) runs past the end of "
-            "the file"
-        )
-    if entry.method == _STORED and entry.size > size - data_offset:
-        raise ScanError(
-            f"{entry.name!r} is stored with size {entry.size} at offset {data_offset}, past the end of the file"
-        )
-    if entry.size > limit:
-        raise LimitExceeded("pickle bytes", limit, entry.size, entry.header_offset)
-    _will_need(data, data_offset, entry.compressed_size)
-    if entry.method == _STORED:
-        return bytes(data[data_offset : data_offset + entry.size]), []
-    return _inflate(data, data_offset, entry)
-
-
-def _will_need(data: Buffer, start: int, length: int) -> None:
-    """Ask the kernel for a member's pages in one go: the scanner maps files with read-ahead turned off
-    (so the reads between gigabytes of tensors cost their own pages only), which a bulk read needs back."""
-    if isinstance(data, mmap.mmap) and length > mmap.PAGESIZE and hasattr(mmap, "MADV_WILLNEED"):
-        aligned = start - start % mmap.PAGESIZE
-        with contextlib.suppress(OSError, ValueError):
-            data.madvise(mmap.MADV_WILLNEED, aligned, min(length + start - aligned, len(data) - aligned))
-
-
-def _check_supported(entry: ZipEntry) -> None:
-    """The checks mz_zip_reader_file_stat makes (torch fails 'retrieving file meta-data')."""
-    if entry.method not in (_STORED, _DEFLATED):
-        raise ScanError(f"torch cannot read {entry.name!r}: unsupported compression method {entry.method}")
-    if entry.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG):
-        raise ScanError(f"torch cannot read {entry.name!r}: it is marked encrypted (flags {entry.flags:#06x})")
-    if entry.flags & _FLAG_PATCH:
-        raise ScanError(f"torch cannot read {entry.name!r}: it is marked as patch data (flags {entry.flags:#06x})")
-
-
-def _inflate(data: Buffer, data_offset: int, entry: ZipEntry) -> tuple[bytes, list[ZipAnomaly]]:
-    """Inflate into a buffer of exactly ``entry.size`` bytes as miniz's tinfl does for torch.
-
-    miniz only reports an error when the stream ends early; when it is corrupt, cut short or longer than
-    the buffer it stops without setting one, and torch uses the buffer as it is: the first ``size`` bytes
-    are then well defined only if the stream produced that many.
-    """
-    size = entry.size
-    inflater = zlib.decompressobj(-15)
-    out = bytearray()
-    position, end = data_offset, data_offset + entry.compressed_size
-    pending = b""
-
-    def more_input() -> bytes:
-        nonlocal position
-        chunk = bytes(data[position : min(end, position + _INFLATE_CHUNK)])
-        position += len(chunk)
-        return chunk
-
-    try:
-        while len(out) < size and not inflater.eof:
-            if not pending:
-                pending = more_input()
-                if not pending:
-                    break
-            out += inflater.decompress(pending, size - len(out))
-            pending = inflater.unconsumed_tail
-    except zlib.error:
-        pass
-    if len(out) < size:
-        if inflater.eof:
-            raise ScanError(f"{entry.name!r} inflates to {len(out)} bytes, fewer than its declared {size}; torch fails")
-        raise ScanError(
-            f"the deflate stream of {entry.name!r} is corrupt or cut short before its declared {size} bytes; torch "
-            "does not notice and returns the rest of its buffer as uninitialised memory"
-        )
-    anomalies: list[ZipAnomaly] = []
-    overflow = broken = False
-    try:
-        while not inflater.eof:
-            if not pending:
-                pending = more_input()
-                if not pending:
-                    broken = True
-                    break
-            if inflater.decompress(pending, 1):
-                overflow = True
-                break
-            pending = inflater.unconsumed_tail
-    except zlib.error:
-        broken = True
-    if overflow or broken:
-        what = "inflates to more than" if overflow else "is corrupt or cut short after"
-        anomalies.append(
-            _anomaly(
-                "size-mismatch",
-                entry.name,
-                entry.header_offset,
-                f"the deflate stream {what} the declared {size} bytes; torch silently keeps the first {size} bytes, "
-                "other readers fail or see more",
-            )
-        )
-    else:
-        slack = (end - position) + len(pending) + len(inflater.unused_data)
-        if slack:
-            anomalies.append(
-                _anomaly(
-                    "deflate-slack",
-                    entry.name,
-                    entry.data_offset,
-                    f"{slack} bytes follow the end of the deflate stream inside the member; torch ignores them",
-                )
-            )
-    return bytes(out), anomalies
 
 
 def _stoull(raw: bytes) -> int | None:
@@ -481,337 +243,14 @@ def _binary_search(keys: list[bytes], order: list[int], key: bytes) -> int | Non
     return None
 
 
-@dataclass
-class _Raw:
-    """A central-directory record as read, before local headers are looked at."""
-
-    index: int
-    cd_offset: int
-    name: bytes
-    flags: int
-    method: int
-    crc32: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    external_attr: int
-    extra: bytes
-    time: int
-    stat_error: str | None
-
-
-class _Reader:
-    """One pass over an archive's directory, collecting anomalies as it goes."""
+class _Reader(DirectoryReader):
+    """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
 
     read_every_local_header = False
     """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`)."""
 
-    def __init__(self, data: Buffer, limits: Limits) -> None:
-        self.data = data
-        self.size = len(data)
-        self.limits = limits
-        self.anomalies: list[ZipAnomaly] = []
-        self.zipfile_problems: list[str] = []
-        self.per_code: dict[str, int] = {}
-
-    def note(self, code: str, member: str | None, offset: int | None, message: str) -> None:
-        seen = self.per_code[code] = self.per_code.get(code, 0) + 1
-        if seen <= _MAX_PER_CODE:
-            self.anomalies.append(_anomaly(code, member, offset, message))
-
-    def summarise(self) -> tuple[ZipAnomaly, ...]:
-        """The anomalies, with one closing note per code that occurred more often than is listed."""
-        extra = [
-            _anomaly(code, None, None, f"{count - _MAX_PER_CODE} more '{code}' anomalies are not listed")
-            for code, count in self.per_code.items()
-            if count > _MAX_PER_CODE
-        ]
-        return (*self.anomalies, *extra)
-
-    # -- end of central directory -------------------------------------------------------------------
-
-    def find_eocd(self) -> int:
-        """Offset of the record miniz finds (mz_zip_reader_locate_header_sig)."""
-        size = self.size
-        if size < _EOCD_SIZE:
-            raise UnsupportedFormat(f"{size} bytes is too small for a ZIP archive")
-        start = max(size - _SEARCH_BLOCK, 0)
-        while True:
-            if start < 0:
-                raise ScanError(
-                    "torch cannot open this archive: its search for the end-of-central-directory record reads "
-                    "at a negative offset (miniz bug for records 4 KiB to 64 KiB from the end of small files)"
-                )
-            window = bytes(self.data[start : start + min(_SEARCH_BLOCK, size - start)])
-            last = size - _EOCD_SIZE - start  # the record must fit before the end of the file
-            if last >= 0:
-                found = window.rfind(_EOCD_SIG, 0, min(len(window), last + 4))
-                if found >= 0:
-                    return start + found
-            if start == 0 or size - start >= _SEARCH_GIVE_UP:
-                raise UnsupportedFormat("no end-of-central-directory record where torch looks for it")
-            start -= _SEARCH_STEP
-
     def run(self) -> TorchZip:
-        data, size = self.data, self.size
-        eocd = self.find_eocd()
-        self.check_tail(eocd)
-        (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset, comment_len) = _EOCD.unpack(
-            bytes(data[eocd : eocd + _EOCD_SIZE])
-        )
-        end_of_comment = eocd + _EOCD_SIZE + comment_len
-        if end_of_comment < size:
-            self.note(
-                "trailing-data",
-                None,
-                end_of_comment,
-                f"{size - end_of_comment} bytes follow the end-of-central-directory record and its comment; "
-                "torch ignores them",
-            )
-        zip64_at = self.find_zip64(eocd)
-        if zip64_at is not None:
-            disk, cd_disk, on_disk, total, cd_size, cd_offset = self.read_zip64(
-                zip64_at, (disk, cd_disk, on_disk, total, cd_size, cd_offset)
-            )
-        if total != on_disk or ((disk | cd_disk) != 0 and (disk != 1 or cd_disk != 1)):
-            raise ScanError("torch cannot open this archive: it claims to span several disks")
-        if cd_size < total * _CDH_SIZE:
-            raise ScanError(
-                f"torch cannot open this archive: {total} entries cannot fit in a {cd_size}-byte central directory"
-            )
-        if cd_offset + cd_size > size:
-            raise ScanError(
-                f"torch cannot open this archive: its central directory ({cd_size} bytes at offset {cd_offset}) "
-                f"runs past the end of the {size}-byte file (truncated, or offsets relative to prepended data)"
-            )
-        if total == 0:
-            raise ScanError("torch cannot open this archive: it does not contain any files")
-        if total > self.limits.max_members:
-            raise LimitExceeded("archive members", self.limits.max_members, total, eocd)
-        self.compare_zipfile_directory(eocd, cd_offset, cd_size)
-        raws = self.read_central_directory(cd_offset, cd_size, total, disk)
-        return self.finish(raws)
-
-    def check_tail(self, eocd: int) -> None:
-        start = max(0, self.size - _SEARCH_GIVE_UP - _SEARCH_BLOCK)
-        if bytes(self.data[start:eocd]).find(_EOCD_SIG) >= 0:
-            self.note(
-                "multiple-eocd",
-                None,
-                eocd,
-                "more than one end-of-central-directory signature near the end of the file; torch uses the last one",
-            )
-
-    def compare_zipfile_directory(self, eocd: int, cd_offset: int, cd_size: int) -> None:
-        """Where Python's zipfile finds the central directory (zipfile._EndRecData and _RealGetContents)."""
-        data, size = self.data, self.size
-        tail = bytes(data[max(size - _ZIPFILE_WINDOW, 0) :])
-        if tail[-_EOCD_SIZE:][:4] == _EOCD_SIG and tail[-2:] == b"\x00\x00":
-            found = size - _EOCD_SIZE
-        else:
-            at = tail.rfind(_EOCD_SIG)
-            found = -1 if at < 0 else size - len(tail) + at
-        if found < 0 or found + _EOCD_SIZE > size:
-            self.zipfile_problems.append("it finds no end-of-central-directory record in the last 64 KiB")
-            return
-        if found != eocd:
-            self.zipfile_problems.append(f"it uses the end record at offset {found}, torch the one at {eocd}")
-            return
-        fields = _EOCD.unpack(bytes(data[eocd : eocd + _EOCD_SIZE]))
-        z_size, z_offset, location = fields[5], fields[6], eocd
-        if eocd >= _Z64_LOCATOR_SIZE and bytes(data[eocd - _Z64_LOCATOR_SIZE : eocd - 16]) == _Z64_LOCATOR_SIG:
-            locator = _Z64_LOCATOR.unpack(bytes(data[eocd - _Z64_LOCATOR_SIZE : eocd]))
-            if locator[1] != 0 or locator[3] > 1:
-                self.zipfile_problems.append("it refuses the ZIP64 locator's disk numbers")
-                return
-            record_at = eocd - _Z64_LOCATOR_SIZE - _Z64_EOCD_SIZE  # zipfile ignores the locator's offset
-            if record_at >= 0 and bytes(data[record_at : record_at + 4]) == _Z64_EOCD_SIG:
-                record = _Z64_EOCD.unpack(bytes(data[record_at : record_at + _Z64_EOCD_SIZE]))
-                z_size, z_offset, location = record[8], record[9], record_at
-        shift = location - z_size - z_offset
-        if (z_offset + shift, z_size, shift) != (cd_offset, cd_size, 0):
-            self.zipfile_problems.append(
-                f"it reads a {z_size}-byte central directory at offset {z_offset + shift} with member offsets moved "
-                f"by {shift}, torch a {cd_size}-byte one at {cd_offset}"
-            )
-
-    def find_zip64(self, eocd: int) -> int | None:
-        """Offset of a ZIP64 end record torch honours, or None."""
-        if eocd < _Z64_LOCATOR_SIZE + _Z64_EOCD_SIZE:
-            return None
-        locator = _Z64_LOCATOR.unpack(bytes(self.data[eocd - _Z64_LOCATOR_SIZE : eocd]))
-        if locator[0] != _Z64_LOCATOR_SIG:
-            return None
-        record_at = int(locator[2])
-        if record_at > self.size - _Z64_EOCD_SIZE:
-            raise ScanError(f"torch cannot open this archive: its ZIP64 locator points past the end ({record_at})")
-        if bytes(self.data[record_at : record_at + 4]) != _Z64_EOCD_SIG:
-            self.note(
-                "zip64-ignored",
-                None,
-                record_at,
-                "a ZIP64 locator points at bytes that are not a ZIP64 end record; torch silently uses the 32-bit "
-                "values",
-            )
-            return None
-        if locator[3] != 1:
-            raise ScanError("torch cannot open this archive: its ZIP64 locator claims several disks")
-        return record_at
-
-    def read_zip64(
-        self, record_at: int, plain: tuple[int, int, int, int, int, int]
-    ) -> tuple[int, int, int, int, int, int]:
-        fields = _Z64_EOCD.unpack(bytes(self.data[record_at : record_at + _Z64_EOCD_SIZE]))
-        record_size, disk, cd_disk, on_disk, total, cd_size, cd_offset = (
-            fields[1],
-            fields[4],
-            fields[5],
-            fields[6],
-            fields[7],
-            fields[8],
-            fields[9],
-        )
-        if record_size < _Z64_EOCD_SIZE - 12:
-            raise ScanError("torch cannot open this archive: its ZIP64 end record is too short")
-        if total > _U32_MAX or on_disk > _U32_MAX:
-            raise ScanError(f"torch cannot open this archive: its ZIP64 end record claims {total} entries")
-        if cd_size > _U32_MAX:
-            raise ScanError(f"torch cannot open this archive: its central directory claims {cd_size} bytes")
-        wide = (disk, cd_disk, on_disk, total, cd_size, cd_offset)
-        sentinels = (_U16_MAX, _U16_MAX, _U16_MAX, _U16_MAX, _U32_MAX, _U32_MAX)
-        if any(p != w and p != s for p, w, s in zip(plain, wide, sentinels, strict=True)):
-            self.note(
-                "zip64-mismatch",
-                None,
-                record_at,
-                f"the ZIP64 end record (entries {total}, directory {cd_size} bytes at {cd_offset}) disagrees with "
-                f"the 32-bit one (entries {plain[3]}, directory {plain[4]} bytes at {plain[5]}); torch uses ZIP64",
-            )
-        return wide
-
-    # -- central directory --------------------------------------------------------------------------
-
-    def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> list[_Raw]:
-        data, size = self.data, self.size
-        raws: list[_Raw] = []
-        position, remaining = cd_offset, cd_size
-        for index in range(total):
-            header = bytes(data[position : position + _CDH_SIZE]) if remaining >= _CDH_SIZE else b""
-            if len(header) < _CDH_SIZE or header[:4] != _CDH_SIG:
-                raise ScanError(
-                    f"torch cannot open this archive: central-directory entry {index} at offset {position} is "
-                    "missing or corrupt"
-                )
-            (
-                _sig,
-                _made_by,
-                _needed,
-                flags,
-                method,
-                time,
-                _date,
-                crc32,
-                compressed,
-                plain,
-                name_len,
-                extra_len,
-                comment_len,
-                entry_disk,
-                _internal,
-                external,
-                header_offset,
-            ) = _CDH.unpack(header)
-            if _CDH_SIZE + name_len + extra_len > remaining:
-                raise ScanError(f"torch cannot open this archive: central-directory entry {index} is truncated")
-            name = bytes(data[position + _CDH_SIZE : position + _CDH_SIZE + name_len])
-            extra = bytes(data[position + _CDH_SIZE + name_len : position + _CDH_SIZE + name_len + extra_len])
-            # The directory reader's own ZIP64 parse (PyTorch's patched miniz), used only for its checks.
-            c_size, c_plain, c_offset = compressed, plain, header_offset
-            if extra_len and max(compressed, plain, header_offset) == _U32_MAX:
-                c_plain, c_size, c_offset = self.directory_zip64(index, extra, compressed, plain, header_offset)
-            if c_size != _U32_MAX and c_plain != _U32_MAX:
-                if ((method | (time << 16)) == 0 and c_plain != c_size) or (c_plain and not c_size):
-                    raise ScanError(
-                        f"torch cannot open this archive: entry {index} ({_decode(name)!r}) has inconsistent sizes "
-                        f"(compressed {c_size}, uncompressed {c_plain})"
-                    )
-            if entry_disk == _U16_MAX or (entry_disk != disk and entry_disk != 1):
-                raise ScanError(f"torch cannot open this archive: entry {index} is on another disk")
-            if c_size != _U32_MAX and ((c_offset + _LOCAL_SIZE + c_size) & _U64_MASK) > size:
-                raise ScanError(
-                    f"torch cannot open this archive: entry {index} ({_decode(name)!r}, {c_size} bytes at "
-                    f"{c_offset}) runs past the end of the {size}-byte file (truncated?)"
-                )
-            if flags & _FLAG_MASKED:
-                raise ScanError(f"torch cannot open this archive: entry {index} has masked (encrypted) headers")
-            record_size = _CDH_SIZE + name_len + extra_len + comment_len
-            if record_size > remaining:
-                raise ScanError(f"torch cannot open this archive: central-directory entry {index} is truncated")
-            s_plain, s_size, s_offset, stat_error = _stat_zip64(extra, plain, compressed, header_offset)
-            raws.append(
-                _Raw(
-                    index,
-                    position,
-                    name,
-                    flags,
-                    method,
-                    crc32,
-                    s_size,
-                    s_plain,
-                    s_offset,
-                    external,
-                    extra,
-                    time,
-                    stat_error,
-                )
-            )
-            position += record_size
-            remaining -= record_size
-        if remaining >= _CDH_SIZE and bytes(data[position : position + 4]) == _CDH_SIG:
-            self.note(
-                "cd-slack",
-                None,
-                position,
-                f"the central directory holds more entries than the {total} it declares; torch ignores them, "
-                "Python's zipfile reads them",
-            )
-        elif remaining > 0:
-            self.note(
-                "cd-slack",
-                None,
-                position,
-                f"{remaining} unused bytes at the end of the central directory; torch ignores them",
-            )
-        return raws
-
-    def directory_zip64(
-        self, index: int, extra: bytes, compressed: int, plain: int, offset: int
-    ) -> tuple[int, int, int]:
-        """ZIP64 values as PyTorch's patched mz_zip_reader_read_central_dir reads them (for its checks)."""
-        position, remaining = 0, len(extra)
-        while True:
-            if remaining < 4:
-                raise ScanError(f"torch cannot open this archive: entry {index} has a corrupt extra field")
-            field_id, field_size = struct.unpack_from("<HH", extra, position)
-            if field_size + 4 > remaining:
-                raise ScanError(f"torch cannot open this archive: entry {index} has a corrupt extra field")
-            if field_id == 1:
-                break
-            position += 4 + field_size
-            remaining -= 4 + field_size
-            if remaining == 0:
-                break
-        if remaining >= 4:
-            position += 4
-            remaining -= 4
-            values = [plain, compressed, offset]
-            for slot in range(3):
-                if values[slot] == _U32_MAX and remaining >= 8:
-                    values[slot] = int(struct.unpack_from("<Q", extra, position)[0])
-                    position += 8
-                    remaining -= 8
-            plain, compressed, offset = values
-        return plain, compressed, offset
+        return self.finish(self.read_directory())
 
     # -- entries, lookups and torch's own checks ----------------------------------------------------
 
@@ -1147,44 +586,18 @@ class _Reader:
                 reach, holder = end, name
 
 
-def _c_string(raw: bytes) -> bytes:
-    nul = raw.find(b"\x00")
-    return raw if nul < 0 else raw[:nul]
+class _AnyReader(_Reader):
+    """The directory without torch's own expectations (a prefix folder, a version record)."""
 
+    read_every_local_header = True
 
-def _stat_zip64(extra: bytes, plain: int, compressed: int, offset: int) -> tuple[int, int, int, str | None]:
-    """ZIP64 values as mz_zip_file_stat_internal reads them (what extraction uses), and its error if any."""
-    if max(compressed, plain, offset) != _U32_MAX or not extra:
-        return plain, compressed, offset, None
-    position, remaining = 0, len(extra)
-    while remaining:
-        if remaining < 4:
-            return plain, compressed, offset, "corrupt extra field"
-        field_id, field_size = struct.unpack_from("<HH", extra, position)
-        if field_size + 4 > remaining:
-            return plain, compressed, offset, "corrupt extra field"
-        if field_id == 1:
-            cursor, left = position + 4, field_size
-            values = [plain, compressed, offset]
-            for slot in range(3):
-                if values[slot] == _U32_MAX:
-                    if left < 8:
-                        return plain, compressed, offset, "ZIP64 extra field too short"
-                    values[slot] = int(struct.unpack_from("<Q", extra, cursor)[0])
-                    cursor += 8
-                    left -= 8
-            return values[0], values[1], values[2], None
-        position += 4 + field_size
-        remaining -= 4 + field_size
-    return plain, compressed, offset, None
-
-
-def _zipfile_extra_corrupt(extra: bytes) -> bool:
-    """Python's zipfile raises 'Corrupt extra field' when a field's length runs past the extra data."""
-    position = 0
-    while len(extra) - position >= 4:
-        _field_id, field_size = struct.unpack_from("<HH", extra, position)
-        if field_size + 4 > len(extra) - position:
-            return True
-        position += 4 + field_size
-    return False
+    def finish(self, raws: list[_Raw]) -> TorchZip:
+        entries = [self.make_entry(raw) for raw in raws]
+        self.check_overlaps(entries)
+        return TorchZip(
+            entries=types.MappingProxyType({entry.name: entry for entry in entries}),
+            order=tuple(entry.name for entry in entries),
+            prefix="",
+            anomalies=self.summarise(),
+            all_entries=tuple(entries),
+        )

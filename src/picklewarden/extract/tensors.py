@@ -274,6 +274,14 @@ class _Instance:
 _Value = TensorRef | _Opaque | _Mapping | _Instance | tuple[Any, ...] | frozenset[Any] | set[Any]
 
 _UTILS = "torch._utils"
+
+
+def _only_state_dict_versions(attributes: Any) -> bool:
+    """``{'_metadata': ...}``: the per-module version numbers torch keeps on every state dict. safetensors
+    has no place for them (nor do the safetensors files transformers writes), so dropping them is no news."""
+    return type(attributes) is dict and set(attributes) == {"_metadata"}
+
+
 _MAPPINGS: Final[dict[tuple[str, str], str]] = {
     ("collections", "OrderedDict"): "OrderedDict",
     ("collections", "defaultdict"): "defaultdict",
@@ -602,8 +610,8 @@ class _Walker:
             self._skip(path, value.reason)
         elif isinstance(value, _Mapping):
             self._items(value.items, path, depth, containers, meta)
-            if value.attributes:
-                self._skip(path, f"attributes set on the {value.kind} itself (such as a state dict's _metadata)")
+            if value.attributes and not _only_state_dict_versions(value.attributes):
+                self._skip(path, f"attributes set on the {value.kind} itself")
         elif isinstance(value, _Instance):
             self._instance(value, path, depth, containers)
         elif type(value) is dict:

@@ -165,11 +165,14 @@ def _summary(report: Report, *, quiet: bool, color: bool) -> list[RenderableType
     skipped = sum(1 for f in report.files if f.skipped)
     if skipped:
         line.append(f"; {skipped} skipped")
-    out: list[RenderableType] = [Text("")]
+    listed_above = any(not (quiet and f.verdict is Verdict.SAFE) for f in report.scanned)
+    out: list[RenderableType] = [Text("")] if listed_above else []
     if shown:
         out.append(table)
     out.append(line)
-    if any(f.verdict >= Verdict.SUSPICIOUS for f in report.scanned):
+    if not report.scanned:
+        line.append(": nothing was scanned")
+    if not quiet and any(f.verdict >= Verdict.SUSPICIOUS for f in report.scanned):
         out.append(Text("The whole decompiled program of a file: picklewarden show FILE", "dim"))
     return out
 
