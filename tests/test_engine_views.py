@@ -429,3 +429,40 @@ def test_python_view_matches_pickle_unpickler(data: bytes) -> None:
     ours, our_end = _ours(data)
     assert ours == theirs, data
     assert our_end == their_end, data
+
+
+# -- the C machine against CPython on a stream that needs a class from a persistent id -------------------
+
+
+class _TorchLegacyReference(pickle.Unpickler):
+    """The C unpickler with inert globals and torch's legacy persistent_load ('module' ids return the class)."""
+
+    def __init__(self, stream: io.BufferedReader) -> None:
+        super().__init__(stream, encoding="latin1")
+        self.log: list[tuple[str, ...]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.log.append(("import", module, name))
+        return _ref(self.log)
+
+    def persistent_load(self, pid: Any) -> Any:
+        return pid[1] if pid[0] == "module" else _ref(self.log)
+
+
+def test_legacy_whole_module_pickles_match_cpython() -> None:
+    pytest.importorskip("torch")
+    from tests.engine_samples import legacy_sequential
+
+    data = legacy_sequential(Path("unused"))
+    stream = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+    analysis = analyse_bytes(data)
+    for program in analysis.programs:
+        reference = _TorchLegacyReference(stream)
+        reference.load()  # CPython reads every one of the five pickles to its STOP
+        ours = [
+            ("import", s.module, s.name) if isinstance(s, Global) else ("call",) if isinstance(s, CallResult)
+            else ("build",)
+            for s in program.statements
+            if isinstance(s, (Global, CallResult)) or (isinstance(s, Mutation) and s.op is Op.BUILD)
+        ]  # fmt: skip
+        assert ours == reference.log and program.complete and program.end == stream.tell()
