@@ -466,3 +466,19 @@ def test_legacy_whole_module_pickles_match_cpython() -> None:
             if isinstance(s, (Global, CallResult)) or (isinstance(s, Mutation) and s.op is Op.BUILD)
         ]  # fmt: skip
         assert ours == reference.log and program.complete and program.end == stream.tell()
+
+
+@pytest.mark.parametrize("make", ["fx_traced_benign", "legacy_sequential"])
+def test_traced_and_legacy_whole_models_convert_to_their_state_dict(make: str, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from picklewarden.extract.converting import convert
+    from tests import engine_samples
+
+    src, dst = tmp_path / "model.pt", tmp_path / "model.safetensors"
+    src.write_bytes(getattr(engine_samples, make)(tmp_path / "canary"))
+    convert(src, dst)
+    expected = torch.load(src, weights_only=False).state_dict()
+    written = safetensors_torch.load_file(str(dst))
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[name], expected[name]) for name in expected)
