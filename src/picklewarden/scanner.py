@@ -176,7 +176,7 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
 
 
 def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
-    """A raw stream is also what joblib.load and dill.load read, with the pure-Python unpickler, which accepts
+    """A raw stream is also what joblib.load reads, with the pure-Python unpickler, which accepts
     streams the C one rejects: where it reads further, its program is judged too."""
     view = further(program, data, limits, _plain_result)
     if view is None:
@@ -186,7 +186,7 @@ def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) ->
     run.findings.append(
         finding(
             "PW309",
-            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load, dill.load) reads on "
+            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load) reads on "
             f"({len(view.statements)} statements, {'to STOP' if view.complete else 'further'})",
             member=program.member,
             offset=stop,
@@ -301,7 +301,7 @@ class _Analyser:
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
                 judged = [
-                    replace(f, message=f"under {READER} (joblib.load, dill.load): {f.message}")
+                    replace(f, message=f"under {READER} (joblib.load): {f.message}")
                     for f in judged
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]

@@ -1,7 +1,7 @@
 """Run CPython's pure-Python unpickler (``pickle._Unpickler``) over a pickle, with the C machine's stand-ins.
 
-Why a second machine: joblib.load (and dill) read pickles with ``pickle._Unpickler``, not the C one, and
-the two accept different streams. The Python one parses INT/FLOAT/LONG literals and memo indices with
+Why a second machine: joblib.load (every joblib format) reads pickles with ``pickle._Unpickler``, not the C
+one, and the two accept different streams. The Python one parses INT/FLOAT/LONG literals and memo indices with
 ``int()``/``float()`` (underscores, spaces), keeps its memo in a dict (no allocation up to the index, so a
 huge PUT index does not fail), calls REDUCE's callable with ``func(*args)`` (any iterable, not only a
 tuple), does not check that NEWOBJ's class is a type, applies SETITEMS pairs before noticing an odd count,
@@ -15,6 +15,12 @@ Inert the same way as :mod:`picklewarden.pickle.machine`, by the same recorder a
 unpickler reaches outside the stream, the EXT opcodes (which read copyreg's registry and *write* its
 process-wide ``_extension_cache``), is replaced: the code is recorded and resolved read-only, never cached.
 ``BYTEARRAY8`` is replaced too, since the original allocates whatever length the stream names.
+
+Modelled for joblib.load: its outer stream (after joblib's raw array reads are cut out) and each object
+array's own pickle, read to where ``pickle._Unpickler`` stops; a raw stream the C unpickler gives up on
+(joblib.load reads any pickle file). Not modelled: what real objects would do with the stand-ins (a real
+``__reduce__`` result iterated as REDUCE arguments, ``.items()`` of a real BUILD state): the machine stops
+there, as the C machine does, and says so.
 
 Offsets: the opcode loop is the library's; every handler is wrapped to note the opcode's offset (through
 frames) before it runs, so the recorder ties events to bytes exactly as it does for the C machine.
@@ -174,7 +180,7 @@ class _PyInert(pickle._Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         if not self._persistent:
-            # joblib's and dill's unpicklers define none: pickle's default refuses the id.
+            # joblib's unpickler defines none: pickle's default refuses the id.
             raise pickle.UnpicklingError("A load persistent id instruction was encountered, but no persistent_load")
         return self._recorder.persistent_load(pid)
 
@@ -247,7 +253,7 @@ def _based(error: ScanError, base: int) -> ScanError:
 
 def further(program: Program, data: bytes, limits: Limits, plain: machine.PlainResult) -> Program | None:
     """The pure-Python reading of a stream the C machine gave up on, when it gets further than ``program``
-    (more statements, or to STOP): what joblib.load or dill.load runs from the same bytes."""
+    (more statements, or to STOP): what joblib.load runs from the same bytes."""
     error = program.error
     memo = isinstance(error, LimitExceeded) and error.resource == "memo index"
     if program.complete or not (isinstance(error, MalformedPickle) or memo):
