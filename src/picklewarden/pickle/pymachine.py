@@ -47,6 +47,8 @@ _EXT = {pickle.EXT1[0]: ("<B", 1), pickle.EXT2[0]: ("<H", 2), pickle.EXT4[0]: ("
 _FRAME = pickle.FRAME[0]
 _BUILD = pickle.BUILD[0]
 _CHECK_EVERY = 0x4000
+_SAME_END = ("pickle data ends before STOP", "argument needs", "length field truncated", "invalid opcode byte")
+"""Layout-pass reasons (see :mod:`picklewarden.pickle.layout`) at which both unpicklers stop alike."""
 READER = "pickle._Unpickler"
 """:attr:`Program.reader` of programs this machine records."""
 
@@ -259,6 +261,10 @@ def further(program: Program, data: bytes, limits: Limits, plain: machine.PlainR
     if program.complete or not (isinstance(error, MalformedPickle) or memo):
         # Complete: the Python reading does the same or fails earlier. Over another limit: so would it. The
         # memo limit is the C unpickler's (it allocates a table up to the index); a dict has no such bound.
+        return None
+    if isinstance(error, MalformedPickle) and error.reason.startswith(_SAME_END):
+        # Every opcode before this one was accepted by C, where Python does the same or fails; at this one
+        # Python fails too (the bytes end, or no opcode has this byte). A truncated checkpoint costs one run.
         return None
     view = run_pickle_python(data, program.start, limits, member=program.member, index=program.index, plain=plain)
     if len(view.statements) > len(program.statements) or (view.complete and view.statements):
