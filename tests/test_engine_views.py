@@ -482,3 +482,17 @@ def test_traced_and_legacy_whole_models_convert_to_their_state_dict(make: str, t
     written = safetensors_torch.load_file(str(dst))
     assert written.keys() == expected.keys()
     assert all(torch.equal(written[name], expected[name]) for name in expected)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_pickles())
+def test_scanner_sees_every_import_joblib_load_reaches(data: bytes) -> None:
+    """Whatever ``pickle._Unpickler`` imports from a raw stream, the scan's C view or its pure-Python view
+    names in the same order (the pure-Python view is only skipped where it cannot get further)."""
+    theirs = [event[1:] for event in _reference(data)[0] if event[0] == "import"]
+    analysis = analyse_bytes(data)
+    if not analysis.programs:
+        assert analysis.report().verdict.label != "safe"
+        return
+    views = [analysis.programs[0], *(p for p in analysis.programs if p.reader)]
+    assert any([(g.module, g.name) for g in view.globals][: len(theirs)] == theirs for view in views), data

@@ -461,9 +461,14 @@ class _ViewReader(io.RawIOBase):
         self.close()
 
 
+_AT_CUT = (f"invalid load key, '\\x{_INVALID_OPCODE:02x}'.", "pickle data was truncated", "Ran out of input")
+"""What the C unpickler says when it reaches the planted opcode or the end of the stream."""
+
+
 def _machine_error(layout: Layout, recorder: Recorder, exc: Exception) -> ScanError:
-    if layout.error is not None:
-        # The machine ran into the cut we made where the layout pass found the stream broken.
+    if layout.error is not None and str(exc) in _AT_CUT:
+        # The machine ran into the cut we made where the layout pass found the stream broken (an opcode
+        # the machine itself refuses earlier, such as a literal C cannot parse, is reported as such).
         error = layout.error
         if isinstance(error, MalformedPickle):
             return MalformedPickle(recorder.base + error.offset, error.reason)
