@@ -496,3 +496,15 @@ def test_scanner_sees_every_import_joblib_load_reaches(data: bytes) -> None:
         return
     views = [analysis.programs[0], *(p for p in analysis.programs if p.reader)]
     assert any([(g.module, g.name) for g in view.globals][: len(theirs)] == theirs for view in views), data
+
+
+def test_a_plain_judged_callable_that_returns_a_class_is_followed_like_cpython() -> None:
+    """enum.Enum is a known-safe reconstructor, yet its functional API returns a class, which NEWOBJ then
+    instantiates: CPython reads on to the payload, and so must the machine (no cheap stand-in refused)."""
+    enum_member = Asm(2).global_("enum", "Enum").text("Color").text("RED").tuple2().reduce()
+    tail = enum_member.binint1(1).tuple1().newobj().pop().global_("posix", "system").text("id").tuple1().reduce()
+    data = tail.stop().bytes()
+    assert pickle.loads(data.replace(b"posix\nsystem", b"builtins\nlen")) == 2  # CPython reads to STOP
+    analysis = analyse_bytes(data)
+    assert analysis.programs[0].complete and analysis.programs[0].error is None
+    assert any(f.rule == "PW100" for f in analysis.findings)
