@@ -508,3 +508,17 @@ def test_a_plain_judged_callable_that_returns_a_class_is_followed_like_cpython()
     analysis = analyse_bytes(data)
     assert analysis.programs[0].complete and analysis.programs[0].error is None
     assert any(f.rule == "PW100" for f in analysis.findings)
+
+
+def test_joblib_walk_resolves_ext_codes_without_touching_copyregs_cache() -> None:
+    pytest.importorskip("joblib")
+    np = pytest.importorskip("numpy")
+    data = _joblib({"a": np.arange(3.0)})
+    extra = Asm(2).pop().op("EXT2", (0x7A52).to_bytes(2, "little")).text("id").tuple1().reduce().stop().bytes()
+    copyreg.add_extension("posix", "system", 0x7A52)
+    try:
+        report = analyse_bytes(data[:-1] + extra[2:]).report()
+        assert 0x7A52 not in copyreg._extension_cache  # type: ignore[attr-defined]
+    finally:
+        copyreg.remove_extension("posix", "system", 0x7A52)
+    assert report.format == "joblib" and {"PW108", "PW100"} <= {f.rule for f in report.findings}
