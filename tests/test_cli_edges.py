@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,8 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from picklewarden.cli import main
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the tomli backport, a dependency there
+    import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 from tests.asm import Asm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +178,28 @@ def test_the_readme_has_sessions_to_check() -> None:
 def test_the_quick_start_sample_is_ignored_by_git() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", "sample.pkl"], cwd=ROOT)
     assert ignored.returncode == 0
+
+
+def _fenced(language: str) -> list[tuple[str, str]]:
+    blocks = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        blocks += [(doc.name, body) for body in re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)]
+    return blocks
+
+
+def test_the_documented_code_blocks_are_valid() -> None:
+    checked = 0
+    for name, body in _fenced("python"):
+        compile(body, name, "exec", flags=0, dont_inherit=True)  # syntax only: the snippet is not run
+        checked += 1
+    for name, body in _fenced("toml"):
+        assert isinstance(tomllib.loads(body), dict), name
+        checked += 1
+    for name, body in _fenced("json"):
+        assert isinstance(json.loads(body), dict), name
+        checked += 1
+    for name, body in _fenced("yaml"):
+        assert yaml.safe_load(body) is not None, name
+        checked += 1
+    assert checked >= 10

@@ -101,7 +101,7 @@ def load(
 
 def _import_torch() -> Any:
     try:
-        import torch
+        import torch  # type: ignore[import-not-found,unused-ignore]  # optional
     except ImportError as exc:
         raise TorchNotInstalledError(
             "picklewarden.load needs PyTorch: pip install 'picklewarden[torch]' "
@@ -221,7 +221,7 @@ def _numpy_dtype_classes() -> list[SafeGlobal]:
     ``numpy.dtype("f8")`` is an instance of a subclass (``numpy.dtypes.Float64DType``) that no pickle names.
     The set is closed (one class per builtin type code), so allowing it adds no foreign code.
     """
-    import numpy
+    import numpy  # type: ignore[import-not-found,unused-ignore]  # optional
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some type codes are deprecated aliases

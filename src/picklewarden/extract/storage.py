@@ -175,8 +175,8 @@ def _collapse(size: tuple[int, ...], stride: tuple[int, ...]) -> list[tuple[int,
 
 def _numpy_gather(data: bytes, itemsize: int, dims: list[tuple[int, int]]) -> Iterator[bytes] | None:
     try:
-        import numpy
-        from numpy.lib.stride_tricks import as_strided
+        import numpy  # type: ignore[import-not-found,unused-ignore]  # optional
+        from numpy.lib.stride_tricks import as_strided  # type: ignore[import-not-found,unused-ignore]  # optional
     except ImportError:
         return None
     flat = numpy.frombuffer(data, dtype=numpy.dtype(f"u{itemsize}"))

@@ -19,6 +19,8 @@ _MAX_DEPTH: Final = 64
 _MAX_ITEMS: Final = 1_000_000
 _MAX_LISTING: Final = 400
 """Instructions shown per code object."""
+_MAX_LINES: Final = 2_000
+"""Lines of evidence in all, however many code objects the data nests."""
 
 
 class MarshalError(Exception):
@@ -153,22 +155,29 @@ def decode(data: bytes) -> Code:
     return value
 
 
-def listing(code: Code, depth: int = 0) -> list[str]:
-    """Readable lines: the names and string constants the code uses, then its instructions."""
-    lines = [f"code object {code.name!r} from {code.filename!r} (marshal layout {code.layout})"]
-    lines.append(f"  names used: {', '.join(code.names) or '-'}")
-    strings = [repr(c) for c in code.consts if isinstance(c, (str, bytes))]
-    if strings:
-        lines.append(f"  string constants: {', '.join(strings)}")
-    same = (code.layout == "3.11+") == (sys.version_info >= (3, 11))
-    if same:
-        lines.extend("  " + line for line in _instructions(code))
-    else:
-        lines.append("  (bytecode of another Python version: instructions not listed)")
-    for const in code.consts:
-        if isinstance(const, Code) and depth < 4:
-            lines.extend("  " + line for line in listing(const, depth + 1))
-    return lines
+def listing(code: Code) -> list[str]:
+    """Readable lines: the names and string constants the code uses, then its instructions; nested code
+    objects follow, each listed once (references can repeat one many times), within a line budget."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    todo = [(code, 0)]
+    while todo and len(lines) < _MAX_LINES:
+        current, depth = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        pad = "  " * depth
+        lines.append(f"{pad}code object {current.name!r} from {current.filename!r} (marshal layout {current.layout})")
+        lines.append(f"{pad}  names used: {', '.join(current.names) or '-'}")
+        strings = [repr(c)[:200] for c in current.consts if isinstance(c, (str, bytes))]
+        if strings:
+            lines.append(f"{pad}  string constants: {', '.join(strings[:50])}")
+        if (current.layout == "3.11+") == (sys.version_info >= (3, 11)):
+            lines.extend(f"{pad}  {line}" for line in _instructions(current))
+        else:
+            lines.append(f"{pad}  (bytecode of another Python version: instructions not listed)")
+        todo.extend((c, depth + 1) for c in current.consts if isinstance(c, Code))
+    return lines[:_MAX_LINES]
 
 
 def _instructions(code: Code) -> list[str]:

@@ -18,6 +18,8 @@ from picklewarden.model import Severity
 
 MAX_TEXT: Final = 64 * 1024 * 1024
 """Largest config parsed; a larger one is an error (its contents were not seen)."""
+MAX_YAML: Final = 8 * 1024 * 1024
+"""PyYAML's pure-Python parser (the one yaml.unsafe_load uses) is slow; configs are kilobytes."""
 _MAX_NODES: Final = 2_000_000
 _PYTHON_TAG: Final = "tag:yaml.org,2002:python/"
 _VALUE_TAGS: Final = frozenset("none bool str unicode bytes int long float complex list tuple dict".split())
@@ -25,8 +27,6 @@ _VALUE_TAGS: Final = frozenset("none bool str unicode bytes int long float compl
 _CALLING_TAGS: Final = {"object": "instantiates", "object/new": "instantiates", "object/apply": "calls"}
 _IMPORTING_TAGS: Final = frozenset({"name", "module"})
 YAML_MISSING = "not reviewed: PyYAML is not installed (pip install 'picklewarden[formats]')"
-YAML_MARKERS: Final = (b"_target_", b"python/")
-JSON_MARKERS: Final = (b'"_target_"', b'"auto_map"', b'"class_name"', b'"chat_template"')
 
 
 def as_text(data: Data) -> str | None:
@@ -50,7 +50,7 @@ def parse_json(text: str) -> object:
         return None
 
 
-def open_json(value: dict[str, Any], name: str) -> Opened:
+def open_json(value: dict[str, Any], name: str, folder: str = "") -> Opened:
     """A JSON object: Keras model configs, transformers configs (auto_map, chat templates), Hydra-style
     ``_target_`` entries. Plain JSON is data; nothing in it runs."""
     from picklewarden.formats import remote_code
@@ -59,7 +59,7 @@ def open_json(value: dict[str, Any], name: str) -> Opened:
     where = "the Keras config" if keras.is_config(value) else "the JSON config"
     if keras.is_config(value):
         opened.anomalies.extend(keras.review(value, where))
-    opened.anomalies.extend(remote_code.review(value, name))
+    opened.anomalies.extend(remote_code.review(value, name, folder))
     for path, node in _json_objects(value):
         target = node.get("_target_")
         if isinstance(target, str):
@@ -104,6 +104,10 @@ def target_anomaly(target: str, node: dict[str, Any], where: str, evidence: str)
         how = "wraps in functools.partial (called later by the code that uses the config)"
     elif node.get("_call_") is False or node.get("_call_") == "false":
         how = "imports"
+    if "${" in target:
+        # OmegaConf resolves interpolations first: the callable is chosen when the config is instantiated.
+        message = f"{where} {how} (_target_) a callable computed at instantiation ({target!r}): not reviewable"
+        return Anomaly("PW402", None, None, message, Severity.MEDIUM, evidence=evidence)
     return callables.anomaly(
         callables.judge(target), how=f"{how} (_target_)", where=where, member=None, evidence=evidence
     )
@@ -111,6 +115,9 @@ def target_anomaly(target: str, node: dict[str, Any], where: str, evidence: str)
 
 def open_yaml(text: str) -> Opened:
     opened = Opened("yaml")
+    if len(text) > MAX_YAML:
+        opened.errors.append(f"{len(text)}-character YAML not reviewed (larger than {MAX_YAML})")
+        return opened
     try:
         import yaml  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
@@ -128,7 +135,7 @@ def open_yaml(text: str) -> Opened:
 
 
 def _review_yaml(root: Any, opened: Opened) -> None:
-    import yaml
+    import yaml  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     seen: set[int] = set()
     stack = [root]

@@ -13,17 +13,19 @@ from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.formats import templates
 from picklewarden.formats.safetensors import NOT_PICKLE
 
-MAGIC: Final = b"GGUF"
 _MAX_KV: Final = 1_000_000
 _MAX_TENSORS: Final = 10_000_000
 _MAX_DIMS: Final = 4
 """GGML_MAX_DIMS: llama.cpp rejects tensors with more dimensions."""
-_MAX_TEMPLATE: Final = 1 << 20
-"""Template strings larger than this are not parsed (an error, never safe)."""
+_MAX_KEY: Final = 1 << 16
+"""Key names are short; a longer one is a broken or hostile header."""
 
 # GGUF value types: id -> fixed size in bytes (strings and arrays are variable).
 _FIXED: Final[dict[int, int]] = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING: Final = 8
+_TOO_LONG: Final = "\x00too long\x00"
+_U32: Final = 4
+_DEFAULT_ALIGNMENT: Final = 32
 _ARRAY: Final = 9
 
 
@@ -63,11 +65,13 @@ class _Reader:
         value: int = struct.unpack("<Q", self.take(8))[0]
         return value
 
-    def string(self, keep: bool) -> str | None:
+    def string(self, keep: bool, cap: int = templates.MAX_TEMPLATE) -> str | None:
+        """The string (None when not kept). One longer than ``cap`` is skipped and raises for keys, and
+        comes back as a too-long marker for values."""
         length = self.u64()
-        if not keep:
+        if not keep or length > cap:
             self.skip(length)
-            return None
+            return _TOO_LONG if keep else None
         return self.take(length).decode("utf-8", "replace")
 
 
@@ -84,24 +88,53 @@ def open_gguf(data: Data) -> Opened:
         tensors, kvs = reader.u64(), reader.u64()
         if kvs > _MAX_KV or tensors > _MAX_TENSORS:
             raise _Broken(8, f"declares {tensors} tensors and {kvs} key-values, beyond any real model")
+        alignment = _DEFAULT_ALIGNMENT
         for _ in range(kvs):
-            key = reader.string(True) or ""
+            key = reader.string(True, _MAX_KEY) or ""
+            if key == _TOO_LONG:
+                raise _Broken(reader.pos, f"a metadata key is longer than {_MAX_KEY} bytes")
             kind = reader.u32()
+            if key == "general.alignment" and kind == _U32:
+                alignment = struct.unpack("<I", bytes(data[reader.pos : reader.pos + 4]).ljust(4, b"\0"))[0]
             keep = "template" in key
             value = _value(reader, kind, keep)
             if keep and isinstance(value, str):
                 found[key] = value
+        if alignment == 0 or alignment & (alignment - 1):
+            raise _Broken(reader.pos, f"general.alignment {alignment} is not a power of two")
+        offsets = []
         for _ in range(tensors):
-            reader.string(False)
+            name = reader.string(True, _MAX_KEY) or ""
             dims = reader.u32()
             if dims > _MAX_DIMS:
-                raise _Broken(reader.pos, f"a tensor declares {dims} dimensions (at most {_MAX_DIMS})")
-            reader.skip(8 * dims + 4 + 8)
+                raise _Broken(reader.pos, f"tensor {name!r} declares {dims} dimensions (at most {_MAX_DIMS})")
+            reader.skip(8 * dims + 4)
+            offsets.append((reader.u64(), name))
+        _check_offsets(offsets, reader.pos, alignment, reader.size, opened)
     except _Broken as exc:
         opened.anomalies.append(Anomaly("PW408", None, None, f"GGUF header is malformed: {exc}"))
     for key, text in found.items():
         _review(key, text, opened)
     return opened
+
+
+def _check_offsets(offsets: list[tuple[int, str]], end: int, alignment: int, size: int, opened: Opened) -> None:
+    """Tensor data starts at the first aligned offset after the descriptors; every tensor starts inside it,
+    aligned, and no two start at the same place."""
+    start = -(-end // alignment) * alignment
+    seen: set[int] = set()
+    for offset, name in offsets:
+        problem = None
+        if offset % alignment:
+            problem = f"is not aligned to {alignment} bytes"
+        elif start + offset >= size:
+            problem = f"starts past the end of the file (data offset {offset})"
+        elif offset in seen:
+            problem = "starts where another tensor starts"
+        seen.add(offset)
+        if problem is not None:
+            opened.anomalies.append(Anomaly("PW408", None, None, f"GGUF tensor {name!r} {problem}"))
+            return
 
 
 def _value(reader: _Reader, kind: int, keep: bool) -> object:
@@ -128,8 +161,8 @@ def _value(reader: _Reader, kind: int, keep: bool) -> object:
 
 
 def _review(key: str, text: str, opened: Opened) -> None:
-    if len(text) > _MAX_TEMPLATE:
-        opened.errors.append(f"{key}: {len(text)}-character template not reviewed")
+    if text == _TOO_LONG:
+        opened.errors.append(f"{key}: template larger than {templates.MAX_TEMPLATE} bytes not reviewed")
         return
     review = templates.review(text, f"GGUF {key}")
     opened.anomalies.extend(review.anomalies)

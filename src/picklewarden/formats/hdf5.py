@@ -7,19 +7,12 @@ Keras model can carry Lambda bytecode in that attribute.
 from __future__ import annotations
 
 import json
-from typing import Final
 
 from picklewarden.containers.base import BufferReader, Data, Opened
 from picklewarden.formats import keras
 
-MAGIC: Final = b"\x89HDF\r\n\x1a\n"
 MISSING = "HDF5 file not read: h5py is not installed (pip install 'picklewarden[formats]')"
-_CONFIG_ATTRIBUTES: Final = ("model_config", "training_config")
-
-
-def looks_like(head: bytes) -> bool:
-    """The superblock signature, at the start or after a 512-byte user block."""
-    return head.startswith(MAGIC) or head[512:520] == MAGIC
+_CONFIG_ATTRIBUTES = ("model_config", "training_config")
 
 
 def open_hdf5(data: Data) -> Opened:

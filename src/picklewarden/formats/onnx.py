@@ -34,16 +34,14 @@ class _Broken(Exception):
 
 
 def _varint(data: Data, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _Broken(f"bad varint at byte {pos}")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
+    # Slices only (a remote file's view supports len() and slices, not indexing).
+    chunk = bytes(data[pos : min(pos + 10, end)])
+    value = 0
+    for index, byte in enumerate(chunk):
+        value |= (byte & 0x7F) << (7 * index)
         if byte < 0x80:
-            return value, pos
+            return value, pos + index + 1
+    raise _Broken(f"bad varint at byte {pos}")
 
 
 def fields(data: Data, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:

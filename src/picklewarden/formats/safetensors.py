@@ -45,14 +45,6 @@ _BITS: Final[dict[str, int]] = {
 """Bits per element of each dtype the reference reader knows (sub-byte types pack)."""
 
 
-def looks_like(head: bytes) -> bool:
-    """Eight bytes of header length followed by the start of a JSON object."""
-    if len(head) < 10:
-        return False
-    (size,) = struct.unpack_from("<Q", head)
-    return 2 <= size and head[8:9] == b"{"
-
-
 def open_safetensors(data: Data) -> Opened:
     opened = Opened("safetensors")
     opened.notes.append(f"safetensors: {NOT_PICKLE}")

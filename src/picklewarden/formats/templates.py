@@ -16,6 +16,8 @@ from typing import Any
 from picklewarden.containers.base import Anomaly
 from picklewarden.model import Severity
 
+MAX_TEMPLATE = 1 << 20
+"""Characters parsed per template: chat templates are a few kilobytes."""
 MISSING = "not reviewed: jinja2 is not installed (pip install 'picklewarden[formats]')"
 
 
@@ -45,9 +47,11 @@ def _environment() -> Any:
 
 def review(source: str, where: str, member: str | None = None) -> Review:
     """Findings for one template string (``where`` names it in messages)."""
+    if len(source) > MAX_TEMPLATE:
+        return Review(error=f"{len(source)}-character template not reviewed (larger than {MAX_TEMPLATE})")
     try:
         environment = _environment()
-        from jinja2 import TemplateSyntaxError, nodes
+        from jinja2 import TemplateSyntaxError, nodes  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return Review(error=MISSING)
     try:

@@ -48,9 +48,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 POLICY_FILE: Final = "picklewarden.toml"
 PYPROJECT: Final = "pyproject.toml"
 
-SINK_RULES: Final[frozenset[str]] = frozenset(rule_id for rule_id in BY_ID if rule_id.startswith("PW1"))
-"""Rules for known code-execution sinks and ways to reach them (the PW1xx series, PW100-PW108 today): a
-policy weakens these only explicitly."""
+_FORMAT_SINK_RULES: Final = frozenset({"PW400", "PW403", "PW404", "PW406"})
+"""Rules of other formats that mean code runs or files escape: Keras Lambda bytecode, template injection,
+ONNX external data leaving the model directory, executables."""
+SINK_RULES: Final[frozenset[str]] = (
+    frozenset(rule_id for rule_id in BY_ID if rule_id.startswith("PW1")) | _FORMAT_SINK_RULES
+)
+"""Rules for known code-execution sinks and ways to reach them (the PW1xx series, and the other formats'
+equivalents): a policy weakens these only explicitly."""
 UNKNOWN_RULES: Final[frozenset[str]] = frozenset({"PW200", "PW201"})
 """Rules about globals picklewarden does not know: the only findings ``trust`` removes."""
 
