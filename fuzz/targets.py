@@ -63,6 +63,83 @@ def containers(data: bytes) -> None:
         joblib_view(source, LIMITS)
 
 
+def zip_lenient(data: bytes) -> None:
+    """The lenient ZIP reading (any layout, refusal flags ignored) and numpy's npz view of the archive."""
+    from picklewarden.containers.base import Context
+    from picklewarden.containers.npz import numpy_view
+    from picklewarden.containers.zip_lenient import open_any_zip
+
+    try:
+        archive = open_any_zip(data, LIMITS)
+    except ScanError:
+        return
+    for entry in archive.all_entries[:8]:
+        try:
+            torchzip.read_plain(data, entry, LIMITS)
+        except ScanError:
+            pass
+    numpy_view(data, archive, Context.root(LIMITS, "fuzz"), {})
+
+
+def tar_sniff(data: bytes) -> None:
+    """Differential: whatever ``tarfile.open`` reads a first member from, the tar sniff must accept."""
+    import io
+    import tarfile
+
+    from picklewarden.containers.sniff import looks_like_tar
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            opens = tar.firstmember is not None
+    except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeError, OverflowError):
+        opens = False
+    if opens and not looks_like_tar(data):
+        raise AssertionError("tarfile reads a member from a file the tar sniff rejects")
+
+
+def npy_header(data: bytes) -> None:
+    """Differential: the ``.npy`` header rules against numpy's own parser (when numpy is installed).
+
+    The first byte picks the version, the rest is the header text. Both must accept or reject alike,
+    except that numpy may still reject a header whose ``descr`` is not a dtype (not evaluated here).
+    """
+    import struct
+    import tokenize
+
+    from picklewarden.containers.numpy_files import _VERSIONS, _Unreadable, parse_header
+
+    version = sorted(_VERSIONS)[data[0] % 3] if data else (1, 0)
+    raw = data[1:4096]
+    try:
+        ours = parse_header(raw, version)
+    except _Unreadable:
+        ours = None
+    except (RecursionError, MemoryError):
+        return  # the scan fails closed on these
+    try:
+        from numpy.lib import _format_impl
+    except ImportError:
+        return
+    import io
+    import warnings
+
+    stream = io.BytesIO(struct.pack(_VERSIONS[version][0], len(raw)) + raw)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            shape, order, _ = _format_impl._read_array_header(stream, version, max_header_size=1 << 30)
+    except (ValueError, TypeError, SyntaxError, OverflowError, tokenize.TokenError, RecursionError, MemoryError):
+        if ours is None:
+            return
+        try:
+            _format_impl.descr_to_dtype(ours["descr"])
+        except (ValueError, TypeError, SyntaxError, OverflowError, KeyError, RecursionError):
+            return  # numpy rejects the dtype itself: nothing runs, and the scan reads the pickle anyway
+        raise AssertionError(f"numpy rejects a header picklewarden accepts: {raw[:200]!r}") from None
+    if ours is None or (ours["shape"], ours["fortran_order"]) != (shape, order):
+        raise AssertionError(f"numpy reads {shape!r}/{order!r}, picklewarden {ours!r}")
+
+
 def whole_file(data: bytes) -> None:
     analyse_bytes(data, limits=LIMITS).report()
 
@@ -72,5 +149,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "machine": machine,
     "zip": zip_reader,
     "containers": containers,
+    "zip-lenient": zip_lenient,
+    "tar-sniff": tar_sniff,
+    "npy-header": npy_header,
     "scan": whole_file,
 }

@@ -428,6 +428,42 @@ def _atexit_register(c: Path) -> bytes:
     )
 
 
+def _functools_reduce_exec(c: Path) -> bytes:
+    # reduce(exec, [{}], code) calls exec(code, {}) right away: a helper judged by what it calls.
+    return (
+        Asm(2)
+        .global_("functools", "reduce")
+        .global_("builtins", "exec")
+        .empty_list()
+        .empty_dict()
+        .append()
+        .text(_py(c))
+        .tuple3()
+        .reduce()
+        .stop()
+        .bytes()
+    )
+
+
+def _getattr_literal(module: str, name: str, attr: str, args: Callable[[Asm, Path], Asm]) -> Callable[[Path], bytes]:
+    """getattr(<global>, '<attr>')(*args): the way Python pickles torch.tanh, aimed at a sink."""
+
+    def make(c: Path) -> bytes:
+        asm = Asm(2).global_("builtins", "getattr").global_(module, name).text(attr).tuple2().reduce()
+        return args(asm.mark(), c).tuple_().reduce().stop().bytes()
+
+    return make
+
+
+def _load_from_bytes_unseen(c: Path) -> bytes:
+    # The inner torch file is spelled as bytes(list of ints): the loader sees it, a static scan does not.
+    inner = _torch_save(_Detonator(_sh(c)), legacy=True)
+    asm = Asm(2).global_("torch.storage", "_load_from_bytes").global_("builtins", "bytes").empty_list().mark()
+    for byte in inner:
+        asm.binint1(byte)
+    return asm.appends().tuple1().reduce().tuple1().reduce().stop().bytes()
+
+
 # -- calling opcodes other than REDUCE ---------------------------------------------------------------------
 def _inst(c: Path) -> bytes:
     return Asm(0).mark().string(_sh(c)).inst("os", "system").stop().bytes()
@@ -1079,6 +1115,40 @@ MALICIOUS: list[Sample] = [
     Sample("operator-methodcaller", "reach:launder", "methodcaller.pkl", "pickle", _M, _operator_methodcaller),
     Sample("functools-partial", "reach:launder", "partial.pkl", "pickle", _M, _functools_partial),
     Sample("atexit-register-deferred", "reach:launder", "atexit.pkl", "pickle", _M, _atexit_register),
+    Sample("functools-reduce-exec", "reach:launder", "reduce_exec.pkl", "pickle", _M, _functools_reduce_exec),
+    Sample(
+        "getattr-literal-PosixPath-touch",
+        "sink:file",
+        "getattr_touch.pkl",
+        "pickle",
+        _M,
+        _getattr_literal(
+            "pathlib",
+            "PosixPath",
+            "touch",
+            lambda a, c: a.global_("pathlib", "PosixPath").text(str(c)).tuple1().reduce(),
+        ),
+    ),
+    Sample(
+        "getattr-literal-torch._C-from_file",
+        "sink:file",
+        "getattr_from_file.pt",
+        "pickle",
+        _M,
+        _getattr_literal(
+            "torch._C", "_VariableFunctionsClass", "from_file", lambda a, c: a.text(str(c)).newtrue().binint1(4)
+        ),
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-_load_from_bytes-unseen-bytes",
+        "sink:nested",
+        "unseen_storage.pkl",
+        "pickle",
+        _M,
+        _load_from_bytes_unseen,
+        needs_torch=True,
+    ),
     Sample("INST-os-system", "reach:opcode", "inst.pkl", "pickle", _M, _inst),
     Sample("OBJ-builtins-exec", "reach:opcode", "obj.pkl", "pickle", _M, _obj),
     Sample("NEWOBJ-tuple-of-map-no-REDUCE", "reach:opcode", "newobj.pkl", "pickle", _M, _newobj_tuple_map),

@@ -162,9 +162,7 @@ def test_tf_keras_2_lambda_shape_in_h5(tmp_path: Path) -> None:
 def test_scanning_the_format_samples_executes_and_imports_nothing(tmp_path: Path) -> None:
     """The audit-hook harness of test_never_execute, over every malicious format sample (benign twins warm up
     the lazily imported readers: PyYAML, jinja2, h5py)."""
-    import subprocess
-
-    from tests.test_never_execute import _HARNESS
+    from tests.test_never_execute import _harness
 
     canary = tmp_path / "canary"
     bad, warm = tmp_path / "bad", tmp_path / "warm"
@@ -176,17 +174,10 @@ def test_scanning_the_format_samples_executes_and_imports_nothing(tmp_path: Path
         case.make(path, canary)
         if folder is bad:
             paths.append(path)
-    done = subprocess.run(
-        [sys.executable, "-c", _HARNESS, str(warm), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "VIOLATIONS []" in done.stdout
-    verdicts = done.stdout.split("VERDICTS", 1)[1].split("\n", 1)[0]
-    assert verdicts.count("'malicious'") == len(paths) >= 10
+    stdout, violations = _harness("scan", "none", warm, tmp_path / "log", paths, tmp_path)
+    assert violations == []
+    verdicts = json.loads(stdout.split("BEGIN\nVERDICTS", 1)[1].split("\n", 1)[0])
+    assert verdicts.count("malicious") == len(paths) >= 10
     assert not canary.exists()
 
 

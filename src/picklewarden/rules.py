@@ -11,13 +11,14 @@ from typing import Final
 
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.indicators import extract
-from picklewarden.knowledge.launder import Launderer
+from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
+from picklewarden.knowledge.launder import Helped, Launderer
 from picklewarden.knowledge.resolve import Resolved, classify, resolve
 from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
-from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Op, Program
+from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Program
 
 
 @dataclass(frozen=True)
@@ -407,6 +408,10 @@ class ProgramJudge:
         self.decompiler = Decompiler(program, limits)
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
         self.launderer = Launderer(lambda node: self.knowledge(node)[0])
+        # Nodes the pickle itself calls: a helper's result is judged where it is called, if it is.
+        self._callees = {
+            s.callee.id for s in program.statements if isinstance(s, CallResult) and isinstance(s.callee, Node)
+        }
 
     def knowledge(self, node: Global) -> tuple[Resolved, Knowledge | None]:
         cached = self._resolved.get(node.id)
@@ -418,14 +423,17 @@ class ProgramJudge:
 
     def findings(self) -> Iterator[Finding]:
         program, member = self.program, self.program.member
-        called: set[int] = set()
         reported_unknown: set[str] = set()
+        # Old joblib array wrappers are judged by the file they make joblib.load read, not by name.
+        called = {g.id for g in program.globals if self._key(g) in WRAPPERS}
+        yield from self._sibling_loads(bool(called))
         for stmt in program.statements:
             if isinstance(stmt, CallResult):
                 callee = stmt.callee
                 if isinstance(callee, Global):
-                    called.add(callee.id)
-                    yield from self._call_of_global(stmt, callee, reported_unknown)
+                    if callee.id not in called:
+                        called.add(callee.id)
+                        yield from self._call_of_global(stmt, callee, reported_unknown, called)
                 else:
                     yield from self._indirect_call(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
@@ -454,14 +462,49 @@ class ProgramJudge:
         if program.error is not None:
             yield error_finding(program.error, member)
 
+    def _key(self, node: Global) -> tuple[str, str]:
+        resolved = self.knowledge(node)[0]
+        return resolved.module, resolved.qualname
+
+    def _sibling_loads(self, imported: bool) -> Iterator[Finding]:
+        loads = list(sibling_loads(self.program, lambda g: self.knowledge(g)[0])) if imported else []
+        for load in loads:
+            plain = load.plain_sibling
+            where = "beside this file" if plain else "outside this file's directory"
+            yield finding(
+                "PW103",
+                f"joblib.load reads {load.filename!r} {where} for {load.wrapper.symbol} with "
+                "numpy.load(allow_pickle=True): that file is not in this one and was not scanned",
+                member=self.program.member,
+                offset=load.offset,
+                symbol=load.wrapper.symbol,
+                severity=Severity.MEDIUM if plain else None,
+            )
+        if imported and not loads:
+            yield finding(
+                "PW200",
+                "imports an old joblib array wrapper, which makes joblib.load read a file beside this one",
+                member=self.program.member,
+                symbol=next(self.knowledge(g)[0].symbol for g in self.program.globals if self._key(g) in WRAPPERS),
+            )
+
     def _evidence(self, *stmts: Global | CallResult | Mutation) -> str:
         return "\n".join(self.decompiler.render(s) for s in stmts)
 
-    def _call_of_global(self, call: CallResult, callee: Global, reported: set[str]) -> Iterator[Finding]:
+    def _call_of_global(
+        self, call: CallResult, callee: Global, reported: set[str], called: set[int]
+    ) -> Iterator[Finding]:
         resolved, known = self.knowledge(callee)
         member = self.program.member
         if known is not None and known.category is Category.SAFE:
             return
+        if known is not None and known.category is Category.INDIRECTION and call.how is not CallHow.SETSTATE:
+            helped = self.launderer.helped(call, resolved)
+            if helped is not None:
+                if helped.consumed is not None:
+                    called.add(helped.consumed.id)  # judged through the helper's target, not on its own
+                yield from self._helped(call, callee, helped, reported)
+                return
         how = {CallHow.CALL: "calls", CallHow.NEW: "instantiates", CallHow.SETSTATE: "calls"}[call.how]
         route = " through a __setstate__ planted by an earlier BUILD" if call.how is CallHow.SETSTATE else ""
         evidence = self._evidence(callee, call)
@@ -498,6 +541,38 @@ class ProgramJudge:
                 symbol=resolved.symbol,
             )
 
+    def _helped(self, call: CallResult, callee: Global, helped: Helped, reported: set[str]) -> Iterator[Finding]:
+        """A helper call judged by what it wraps: nothing when that is safe or data, the target's own
+        danger when it is a sink, unknown when it is unknown."""
+        target = helped.target
+        known = classify(target) if target is not None else None
+        if target is None or (known is not None and known.category is Category.SAFE):
+            return
+        message = helped.helper.format(target.display)
+        evidence = self._evidence(callee, call)
+        if known is None:
+            if target.symbol in reported or (call.id in self._callees and not helped.calls_now):
+                return  # reported once; a result the pickle calls is judged where it is called
+            reported.add(target.symbol)
+            yield finding(
+                "PW201" if helped.calls_now else "PW200",
+                f"{message}: unknown global",
+                member=self.program.member,
+                offset=call.offset,
+                evidence=evidence,
+                symbol=target.symbol,
+            )
+            return
+        yield finding(
+            _RULE_FOR_CATEGORY[known.category],
+            f"{message}: {known.reason}",
+            member=self.program.member,
+            offset=call.offset,
+            evidence=evidence,
+            symbol=target.symbol,
+            indicators=extract(call.args[1:], command=known.category is Category.PROCESS),
+        )
+
     def _indirect_call(self, call: CallResult) -> Iterator[Finding]:
         member = self.program.member
         if call.how is CallHow.SETSTATE:
@@ -509,6 +584,22 @@ class ProgramJudge:
         evidence = self._evidence(call)
         target = self.launderer.called(call)
         known = classify(target) if target is not None else None
+        if target is not None and call.how is not CallHow.SETSTATE and isinstance(call.callee, CallResult):
+            # The value was built by helpers each judged where they were called (getattr on a global,
+            # partial...), so calling it is calling its target, judged as that global would be.
+            if known is not None and known.category is Category.SAFE:
+                return
+            if known is None:
+                yield finding(
+                    "PW201",
+                    f"calls unknown global {target.display} reached through {what}",
+                    member=member,
+                    offset=call.offset,
+                    evidence=evidence,
+                    symbol=target.symbol,
+                    indicators=extract(call.args, command=False),
+                )
+                return
         if target is not None and known is not None and known.category is not Category.SAFE:
             yield finding(
                 _RULE_FOR_CATEGORY[known.category],

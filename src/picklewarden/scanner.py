@@ -234,6 +234,17 @@ class _Analyser:
             member = join_member(prefix, source.member)
             run = _run_source(source, self.limits, member)
             if source.optional and not any(p.statements for p in run.programs):
+                # The unpickler did nothing before it stopped: say so rather than drop the view silently.
+                stop = run.programs[0].error if run.programs else None
+                where = getattr(stop, "offset", None)
+                self.analysis.notes.append(
+                    _where(
+                        member,
+                        f"{source.label or 'pickle view'}: pickle.load stops"
+                        + (f" at offset {where}" if where is not None else "")
+                        + " having imported and called nothing",
+                    )
+                )
                 continue
             if fmt == "pickle?":
                 first = run.programs[0] if run.programs else None
@@ -297,6 +308,9 @@ class _Analyser:
         found: list[Finding] = []
         for program in programs:
             judge, judged = self.judge(program, source)
+            seen_through: set[int | None] = set()
+            inner = self.payloads(program, judge, source, ctx, seen_through)
+            judged = [_seen_through(f, seen_through) for f in judged]
             if program.reader and not source.python:
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
@@ -306,11 +320,14 @@ class _Analyser:
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]
             found.extend(judged)
-            found.extend(self.payloads(program, judge, source, ctx))
+            found.extend(inner)
         return found
 
-    def payloads(self, program: Program, judge: ProgramJudge, source: PickleSource, ctx: Context) -> list[Finding]:
-        """Scan what the program's values hide (handed to deserializers, or merely embedded)."""
+    def payloads(
+        self, program: Program, judge: ProgramJudge, source: PickleSource, ctx: Context, seen_through: set[int | None]
+    ) -> list[Finding]:
+        """Scan what the program's values hide (handed to deserializers, or merely embedded). The offsets of
+        nested loads whose every byte was scanned without error are added to ``seen_through``."""
         found: list[Finding] = []
 
         def called(call: CallResult) -> str | None:
@@ -340,8 +357,11 @@ class _Analyser:
                     offset=payload.offset,
                 )
             )
-            _, inner = self.container(opened, payload.data, inner_ctx, where)
+            errors = len(self.analysis.errors)
+            inner_fmt, inner = self.container(opened, payload.data, inner_ctx, where)
             found.extend(inner if payload.handed else [_dormant(f) for f in inner])
+            if payload.whole and inner_fmt != "unknown" and len(self.analysis.errors) == errors:
+                seen_through.add(payload.offset)
         return found
 
     def child(self, child: Child, data: bytes, ctx: Context, prefix: str) -> tuple[str, list[Finding]]:
@@ -356,6 +376,15 @@ class _Analyser:
             if fmt != "unknown" and not any(n.startswith(f"{member}: ") for n in self.analysis.notes):
                 self.analysis.notes.append(f"{member}: {fmt}")
         return fmt, [_dormant(f) for f in found] if child.dormant else found
+
+
+def _seen_through(item: Finding, offsets: set[int | None]) -> Finding:
+    """A nested load whose bytes were all scanned is judged by what they hold (the nested findings): the
+    load itself is only noted."""
+    if item.rule != "PW103" or item.offset is None or item.offset not in offsets:
+        return item
+    note = "; its bytes are all in this file and were scanned, so what they hold decides"
+    return replace(item, severity=Severity.INFO, message=item.message + note)
 
 
 def _relocate(run: _Run, origin: OffsetMap) -> None:
@@ -470,13 +499,35 @@ def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
     return apply_file(policy, report)
 
 
+_WALK_HEAD = 64 * 1024
+
+
 def _is_model_file(path: Path, limits: Limits) -> bool:
     try:
         with open_regular(path) as handle:
-            head = handle.read(64 * 1024)
+            head = handle.read(_WALK_HEAD)
     except OSError:
         return True  # let the scan report why it cannot be read
-    return sniff_format(head, limits) is not None
+    fmt = sniff_format(head, limits)
+    if fmt == "pickle" and head[:1] != b"\x80":
+        return _unpickling_acts(head, len(head) < _WALK_HEAD, limits)
+    return fmt is not None
+
+
+def _unpickling_acts(head: bytes, whole: bool, limits: Limits) -> bool:
+    """Whether ``pickle.load`` does anything with a file that has no protocol marker (text decodes as
+    protocol-0 opcodes): it returns an object, or imports, calls or looks up an extension before it fails.
+
+    A README or requirements file fails at once having run nothing; no loader unpickles anything from it,
+    so a directory walk skips it (a file named explicitly is still scanned and reported). Where the sample
+    is cut short of the file (``whole`` False) and the stream is still decoding at its end, it counts.
+    """
+    program, _ = run_pickle(head, 0, limits, plain=_plain_result)
+    if program.complete or program.globals or program.calls or program.extensions:
+        return True
+    error = program.error
+    offset = getattr(error, "offset", None)
+    return not whole and (offset is None or offset >= len(head) - 1024)
 
 
 def scan_path(

@@ -5,6 +5,16 @@ loader uses -, ``zipfile`` - also what ``numpy.load`` uses for ``.npz`` -, ``py7
 a zero-copy view of the file. Member count, total extracted bytes and compression ratio are bounded
 before anything is decompressed, and member names or links that would escape an extraction directory are
 findings.
+
+``zipfile`` refuses members that other readers take: a CRC mismatch (checked only once the member has
+been read to its end, after a streaming unpickler has already run its first opcodes), a local-header name
+that differs from the directory's, and encryption, strong-encryption or patch flags in the directory
+(where stored data is plain all the same). Such members, and archives ``zipfile`` cannot open at all,
+are read as the most lenient plausible reader takes them (torch's miniz reader, flags ignored for stored
+data); the refusal is reported (PW310) and the bytes are scanned. Only bytes no reader can obtain
+(deflated data that really is encrypted, an archive no reader finds entries in) leave an error.
+Not modelled: bzip2 and LZMA members (zipfile reads them, torch does not; they are extracted with
+zipfile when it can, else reported unreadable), and password-protected members read with a password.
 """
 
 from __future__ import annotations
@@ -21,14 +31,10 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
-from picklewarden.containers.zipentry import ZipEntry
+from picklewarden.containers.zip_lenient import Lenient, Refused
 from picklewarden.model import Severity
-
-if TYPE_CHECKING:
-    from picklewarden.containers.torchzip import TorchZip
 
 _TAR_BLOCK = 512
 _ZIP_EOCD = b"PK\x05\x06"
@@ -238,11 +244,11 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
     try:
         archive = zipfile.ZipFile(BufferReader(data))
     except ZIP_ERRORS as exc:
-        lenient = _Lenient(data, ctx, opened)
+        lenient = Lenient(data, ctx, opened)
         if not lenient.read_all(f"Python's zipfile cannot open the archive ({exc})"):
             opened.errors.append(f"unreadable ZIP archive: {exc}")
         return opened
-    lenient = _Lenient(data, ctx, opened)
+    lenient = Lenient(data, ctx, opened)
     with archive:
         infos = archive.infolist()
         if infos and all(info.filename.endswith(".npy") for info in infos):
@@ -253,7 +259,7 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
             )
             opened.errors.append(f"only the first {limits.max_archive_members} ZIP entries were read")
             infos = infos[: limits.max_archive_members]
-        for info in infos:
+        for index, info in enumerate(infos):
             why = escapes(info.filename)
             if why is not None:
                 severity = Severity.MEDIUM if why.startswith("is an absolute") else None
@@ -264,8 +270,8 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
                 continue  # directories (and a nameless entry, which zipfile's is_dir() cannot even test)
             try:
                 content = _read_zip_member(archive, info, ctx, opened)
-            except _Refused as refusal:
-                content = lenient.read(info, str(refusal))
+            except Refused as refusal:
+                content = lenient.read(info, index, len(archive.filelist), str(refusal))
             if content is not None:
                 opened.children.append(Child(info.filename, content))
     return opened
@@ -275,7 +281,7 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: Conte
     limits = ctx.limits
     name = info.filename
     if info.flag_bits & 0x1:
-        raise _Refused("zipfile wants a password: the member is flagged encrypted")
+        raise Refused("zipfile wants a password: the member is flagged encrypted")
     ratio_cap = max(info.compress_size, 1) * limits.max_compression_ratio
     if info.file_size > limits.ratio_floor_bytes and info.file_size > ratio_cap:
         opened.anomalies.append(
@@ -323,87 +329,9 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: Conte
                     ctx.budget.take(len(out))
                     return None
     except ZIP_ERRORS as exc:
-        raise _Refused(f"zipfile cannot extract it: {exc}") from None
+        raise Refused(f"zipfile cannot extract it: {exc}") from None
     ctx.budget.take(len(out))
     return bytes(out)
-
-
-class _Refused(Exception):
-    """Python's zipfile refuses a member (flags, CRC, local header): other readers may not."""
-
-
-class _Lenient:
-    """Members as the most lenient plausible reader takes them, where ``zipfile`` refuses: the entry
-    as torch's miniz reader finds it, its stored bytes whatever the encryption or patch flags say
-    (:func:`~picklewarden.containers.zipentry.read_plain`). What was refused and why is reported, and the
-    bytes are scanned; only bytes no reader can obtain leave an error (fail closed)."""
-
-    def __init__(self, data: Data, ctx: Context, opened: Opened) -> None:
-        self.data = data
-        self.ctx = ctx
-        self.opened = opened
-        self._directory: TorchZip | str | None = None
-
-    def directory(self) -> TorchZip | str:
-        if self._directory is None:
-            from picklewarden.containers.torchzip import open_any_zip
-            from picklewarden.errors import ScanError
-
-            try:
-                self._directory = open_any_zip(self.data, self.ctx.limits)
-            except ScanError as exc:
-                self._directory = f"no reader finds its entries either: {exc}"
-        return self._directory
-
-    def read(self, info: zipfile.ZipInfo, why: str) -> bytes | None:
-        directory = self.directory()
-        name = info.orig_filename
-        if isinstance(directory, str):
-            self.opened.errors.append(f"{info.filename}: {why}; {directory}")
-            return None
-        entry = next((e for e in reversed(directory.all_entries) if e.name == name), None)
-        if entry is None:
-            self.opened.errors.append(f"{info.filename}: {why}; no other reader finds it")
-            return None
-        return self._take(entry, why)
-
-    def read_all(self, why: str) -> bool:
-        directory = self.directory()
-        if isinstance(directory, str):
-            return False
-        from picklewarden.containers.zipentry import to_anomaly
-
-        self.opened.anomalies.extend(to_anomaly(a) for a in directory.anomalies)
-        for entry in directory.all_entries[: self.ctx.limits.max_archive_members]:
-            if entry.directory or not entry.name:
-                continue
-            content = self._take(entry, why)
-            if content is not None:
-                self.opened.children.append(Child(entry.name, content))
-        return True
-
-    def _take(self, entry: ZipEntry, why: str) -> bytes | None:
-        from picklewarden.containers.zipentry import read_plain, to_anomaly
-        from picklewarden.errors import ScanError
-
-        try:
-            content, problems = read_plain(self.data, entry, self.ctx.limits)
-        except ScanError as exc:
-            self.opened.errors.append(f"{entry.name}: {why}, and no reader can obtain its bytes: {exc}")
-            return None
-        if not self.ctx.budget.take(len(content)):
-            self.opened.errors.append(f"{entry.name}: not extracted (max_extracted_bytes)")
-            return None
-        self.opened.anomalies.append(
-            Anomaly(
-                "PW310",
-                entry.name,
-                entry.header_offset,
-                f"{why}; torch's ZIP reader and other lenient readers take its bytes, which were scanned",
-            )
-        )
-        self.opened.anomalies.extend(to_anomaly(a) for a in problems)
-        return content
 
 
 # -- 7z ------------------------------------------------------------------------------------------------

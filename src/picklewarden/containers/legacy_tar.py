@@ -7,6 +7,14 @@ and the elements), then a list of storage views; then ``tensors``: a count, then
 followed by a raw shape record; then the ``pickle`` member with persistent ids. Every one of those
 pickles runs with the full unpickler, so each is scanned, found by following the raw records exactly as
 torch skips them (:class:`StorageWalker`, :class:`TensorWalker`).
+
+Also modelled: members found as ``getmember`` finds them (the last of a name), links resolved inside the
+archive as ``extract``/``extractfile`` resolve them, and a symbolic link leaving the archive reported
+(torch would unpickle the victim's own file). Not modelled: torch only tries the tar format for real
+files at offset 0 (``fileno()``), which only adds a view here; on Python 3.12+ ``extract`` applies an
+extraction filter whose refusal is a ``TarError``, after which torch unpickles the whole file from byte 0:
+that view is scanned whenever the first bytes decode as a pickle (see
+:func:`~picklewarden.containers.opener.open_bytes`).
 """
 
 from __future__ import annotations

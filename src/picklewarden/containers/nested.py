@@ -74,6 +74,14 @@ SNIFFING_LOADERS: frozenset[str] = frozenset(
 )
 """Deserializers that look at their input's format first (ZIP, .npy, compression) and may unpickle it."""
 
+WHOLE_LOADERS: frozenset[str] = frozenset(
+    {"pickle.loads", "pickle._loads", "_pickle.loads", "torch.storage._load_from_bytes"}
+)
+"""Deserializers that read nothing but the bytes they are handed (``_load_from_bytes`` is how
+``pickle.dumps(tensor)`` stores a storage): when those bytes are all in the file, the nested scan sees
+everything the loader runs."""
+_WHOLE_KEYWORDS = frozenset({"fix_imports", "encoding", "errors"})
+
 _MAX_OUT = 64 * 1024 * 1024
 _MAX_LAYERS = 4
 _MIN_DORMANT = 16
@@ -98,6 +106,9 @@ class Payload:
     offset: int | None
     via: str
     """The deserializer's name ('' for dormant payloads)."""
+    whole: bool = False
+    """The deserializer reads only these bytes (a :data:`WHOLE_LOADERS` call with just this argument), so
+    the nested scan decides what the call does."""
 
 
 class _Decoded:
@@ -314,15 +325,16 @@ def payloads(
         pickles = symbol in PICKLE_LOADERS
         if not pickles and symbol not in SNIFFING_LOADERS:
             continue
+        whole = symbol in WHOLE_LOADERS and len(stmt.args) == 1 and set(stmt.kwargs or ()) <= _WHOLE_KEYWORDS
         arguments: list[tuple[str, Any]] = [(f"arg{index}", v) for index, v in enumerate(stmt.args)]
         arguments += [(name, v) for name, v in (stmt.kwargs or {}).items() if name in ("file", "f", "data", "b")]
         for where, arg in arguments:
             decoded = evaluate(arg, symbol_of)
-            if decoded is None or (not decoded.steps and not pickles and not sniff(decoded.data, limits)):
+            if decoded is None or (not decoded.steps and not pickles and not whole and not sniff(decoded.data, limits)):
                 continue  # a path or other plain text handed to a sniffing loader: nothing to scan here
             seen.update((hash(decoded.data), hash(decoded.leaf)))
             label = f"#{where}" + "".join(f">{s}" for s in decoded.steps)
-            found.append(Payload(label, decoded.data, True, pickles, stmt.offset, symbol))
+            found.append(Payload(label, decoded.data, True, pickles, stmt.offset, symbol, whole))
     budget = [_MAX_VALUES]
     walked: set[int] = set()
     for place, offset, value in _placed(program):

@@ -65,13 +65,12 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
     """The pickles ``numpy.load(allow_pickle=True)`` runs when it reads ``archive`` as an npz.
 
     ``heads`` holds the first bytes of members already read or peeked at (by header offset); storages
-    absent from it were skipped by the peek budget and are counted in a note.
+    absent from it were skipped by the storage peek budget (the caller's note counts them).
     """
     from picklewarden.containers.numpy_files import open_npy
 
     view = Opened("npz")
     seen: set[int] = set()
-    skipped = 0
     prefix = f"{archive.prefix}/data/" if archive.prefix else None
     for entry in archive.all_entries:
         if entry.directory or entry.size < len(NPY_MAGIC) or entry.header_offset in seen:
@@ -80,7 +79,6 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
         head = heads.get(entry.header_offset)
         if head is None:
             if prefix is not None and entry.name.startswith(prefix) and not entry.name.endswith(".pkl"):
-                skipped += 1
                 continue
             head = peek_member(data, entry, 256)  # deflate needs a few bytes more than it yields
         if head[: len(NPY_MAGIC)] != NPY_MAGIC:
@@ -100,6 +98,4 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
                 "this member's object array, which torch never runs"
             )
         view.sources.extend(replace(source, label="npz") for source in inner.sources)
-    if skipped:
-        view.notes.append(f"{skipped} storages were not checked for NumPy headers (peek budget spent)")
     return view

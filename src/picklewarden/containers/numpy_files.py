@@ -1,16 +1,26 @@
-"""NumPy ``.npy`` files (and, through the ZIP reader, the ``.npy`` members of ``.npz`` archives).
+"""NumPy ``.npy`` files (and, through :mod:`~picklewarden.containers.npz` and the ZIP readers, the arrays of npz
+archives), as ``numpy.load(allow_pickle=True)`` reads them (numpy 2.x ``format.read_array``).
 
 An ``.npy`` file is a magic string, a version, a header length and a Python-literal header dict
-(``descr``, ``fortran_order``, ``shape``). When the dtype holds objects, ``numpy.load(allow_pickle=True)``
-calls ``pickle.load`` on the bytes right after the header; otherwise the rest is raw numbers, which are
-never read here. The header is parsed as numpy parses it (``ast.literal_eval``, with its Python-2 long
-fallback), only the dtype description decides, and anything not positively numeric is treated as
-possibly holding objects.
+(``descr``, ``fortran_order``, ``shape``). When the dtype holds objects, numpy calls ``pickle.load`` on the
+bytes right after the header; otherwise the rest is raw numbers, which are never read here.
+
+Modelled: the versions numpy accepts (1.0, 2.0, 3.0 exactly) and their length fields and encodings; the
+header read with ``ast.literal_eval``'s rules, without compiling it (:mod:`~picklewarden.containers.pyliteral`),
+after the Python-2 ``L`` filter for versions up to 2.0; numpy's checks of the dict (exact keys, a tuple of
+ints for ``shape``, a bool for ``fortran_order``) and the int64 element count; no header size limit
+(``allow_pickle=True`` lifts it; :attr:`Limits.max_header_bytes` bounds the scan, failing closed). Where
+numpy fails on the header nothing runs (an info finding), but the bytes after it are still run as a pickle
+and kept if they do anything, in case numpy's parser reads a header this one does not.
+
+Not modelled exactly: ``descr_to_dtype``. The dtype is classified from its description (object,
+numeric, or unknown), and a spelling not known to be numeric (``'i4,O'``, a title, an odd alias) is read
+as a possible pickle too. ``mmap_mode`` (numpy refuses object arrays there) and the ``encoding`` /
+``fix_imports`` pickle options are not distinguished.
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import re
 import struct
@@ -18,6 +28,7 @@ import tokenize
 from typing import Any, Literal
 
 from picklewarden.containers.base import Anomaly, Context, Data, Opened, PickleSource, Stacking
+from picklewarden.containers.pyliteral import NotLiteral, literal_eval
 from picklewarden.model import Severity
 
 _KEYS = {"descr", "fortran_order", "shape"}
@@ -62,6 +73,9 @@ def classify_descr(descr: Any, depth: int = 0) -> Kind:
 _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
 """numpy's ``_header_size_info``: the versions ``_check_version`` accepts, their length field and encoding."""
 _INT64 = 1 << 63
+_PARSE_CAP = 64 * 1024
+"""Headers longer than this are not tokenized (a megabyte of brackets costs seconds); the data after them is
+still scanned as a possible pickle."""
 
 
 class _Unreadable(ValueError):
@@ -83,27 +97,20 @@ def _filter_header(text: str) -> str:
 def parse_header(raw: bytes, version: tuple[int, int]) -> dict[str, Any]:
     """The header dict exactly as numpy's ``_read_array_header`` reads it from ``raw`` (its bytes).
 
-    numpy evaluates the text with ``ast.literal_eval``, which only parses (it builds a syntax tree and
-    reads literals from it; nothing is compiled or run), so this calls the same function on the same text:
-    whatever literal syntax it accepts (a unary ``+`` in a shape, ``0x`` numbers, nested tuples) is
-    accepted here. As in numpy, a SyntaxError in a version 1.0 or 2.0 header is retried after the Python 2
-    ``L`` suffixes are filtered out. Raises :class:`_Unreadable` wherever numpy raises.
-    ``RecursionError``/``MemoryError`` (text nested too deep for the parser) propagate: whether numpy's
-    process survives them depends on its stack, so the caller fails closed.
+    numpy evaluates the text with ``ast.literal_eval``; :func:`~picklewarden.containers.pyliteral.literal_eval`
+    reads the same literals without compiling the text (a unary ``+`` in a shape, ``0x`` numbers, nested
+    tuples, comments). numpy retries a version 1.0 or 2.0 header that does not parse after dropping the
+    Python 2 ``L`` suffixes; a number directly followed by ``L`` never parses, so filtering first gives the
+    same result. Raises :class:`_Unreadable` wherever numpy raises (or this reader cannot follow it).
     """
     try:
         text = raw.decode(_VERSIONS[version][1])
     except UnicodeDecodeError as exc:
         raise _Unreadable(f"header is not {_VERSIONS[version][1]}: {exc}") from None
     try:
-        try:
-            header = ast.literal_eval(text)
-        except SyntaxError:
-            if version > (2, 0):
-                raise
-            header = ast.literal_eval(_filter_header(text))
-    except (SyntaxError, ValueError, TypeError, tokenize.TokenError) as exc:
-        raise _Unreadable(f"header is not a literal numpy reads: {type(exc).__name__}: {exc}") from None
+        header = literal_eval(_filter_header(text) if version <= (2, 0) else text)
+    except (NotLiteral, tokenize.TokenError, SyntaxError) as exc:
+        raise _Unreadable(f"header is not a literal numpy reads: {exc}") from None
     if not isinstance(header, dict) or header.keys() != _KEYS:
         raise _Unreadable("header is not a dict of exactly descr/fortran_order/shape")
     shape = header["shape"]
@@ -156,14 +163,24 @@ def open_npy(data: Data, ctx: Context, member: str = "") -> Opened:
         opened.anomalies.append(Anomaly("PW300", member or None, start, ".npy header is truncated; numpy fails"))
         return opened
     try:
+        if length > _PARSE_CAP:
+            raise _Unreadable(f"a {length}-byte header is not parsed (numpy writes well under {_PARSE_CAP} bytes)")
         header = parse_header(raw, version)
     except _Unreadable as exc:
-        opened.anomalies.append(
-            Anomaly("PW300", member or None, start, f"numpy.load fails on this .npy header: {exc}", Severity.INFO)
+        # numpy fails here too (or might not, for a header too large to parse), so nothing is known to run;
+        # the bytes after the header are still run as a pickle, and kept if they do anything.
+        message = (
+            f"numpy.load fails on this .npy header: {exc}"
+            if length <= _PARSE_CAP
+            else f"{exc}; the data after it is scanned in case numpy reads a pickle there"
         )
-        return opened
-    except (RecursionError, MemoryError):
-        opened.errors.append(".npy header nests too deeply to parse; numpy may or may not read it")
+        opened.anomalies.append(Anomaly("PW300", member or None, start, message, Severity.INFO))
+        if len(data) > end:
+            opened.sources.append(
+                PickleSource(
+                    member, bytes(data[: len(data)]), Stacking.ONE, True, start=end, optional=True, label="npy view"
+                )
+            )
         return opened
     kind = classify_descr(header["descr"])
     if kind == "numeric":

@@ -1,10 +1,33 @@
-"""Dispatch on content to the reader that sees a file the way its loader does.
+"""Dispatch on content to the readers that see a file the way each loader does, and judge every view.
 
-The order is the loaders' own: ``torch.load`` takes a file for a ZIP only when it starts with a local
-header, otherwise tries ``tarfile`` (its legacy tar format), otherwise unpickles from byte 0; joblib looks
-for compression magic first; ``numpy.load`` checks for ZIP and ``.npy`` magic before falling back to
-``pickle.load``. Where one file is two formats at once (a pickle glued before a ZIP, a tar header that is
-also a pickle), every view a loader could take is scanned.
+One file can be several formats at once, and each loader picks its own. Every view a loader in scope could
+take is scanned, so a payload is found whichever loader the victim uses.
+
+Loaders and the decisions modelled here (the readers model the rest; see their modules):
+
+* ``torch.load`` (torch 2.13, ``weights_only=False``): a file starting with ``PK\\x03\\x04`` is a ZIP
+  (:mod:`~picklewarden.containers.torchzip`); otherwise a real file at offset 0 is tried as a tar
+  (``tarfile.open(mode="r:")``: :func:`~picklewarden.containers.sniff.looks_like_tar` is tarfile's own first
+  header parse), and on ``TarError`` is unpickled from byte 0 (legacy stacked pickles). Not modelled: a
+  file-like object without ``fileno()`` skips the tar attempt (the tar view is scanned all the same, which
+  only adds a view); ``mmap=True`` and ``weights_only=True`` (the restricted unpickler refuses what is
+  flagged here anyway).
+* ``torch.jit.load``: the ZIP wherever its end record is (``legacy-fallback`` files included).
+* ``pickle.load`` / ``pandas.read_pickle`` after decompression: executes from byte 0, no sniffing. A view
+  of the file as a pickle is added beside any container view whenever its first byte is an opcode; it
+  is dropped (with a note) only when the unpickler imported and called nothing before stopping.
+* ``numpy.load(allow_pickle=True)``: ``PK\\x03\\x04``/``PK\\x05\\x06`` means npz (members starting with the
+  NumPy magic are arrays, whatever their names: :mod:`~picklewarden.containers.npz`), ``\\x93NUMPY`` means
+  npy (:mod:`~picklewarden.containers.numpy_files`), anything else is ``pickle.load``. A tar header that
+  is also an npy header gets both views.
+* ``joblib.load``: compression magic first (:func:`~picklewarden.containers.sniff.compression_kind`), then
+  its unpickler (:mod:`~picklewarden.containers.joblib_files`); a tar header that also starts a
+  compressed stream gets both views.
+* ``tarfile``/``zipfile``/``py7zr`` users extracting bundles (:mod:`~picklewarden.containers.archives`):
+  members become children; a ZIP that is also a tar gets both views; members ``zipfile`` refuses are
+  read as lenient readers take them.
+
+Not modelled: formats sniffed by file name alone (no loader in scope does), and loaders outside the list.
 """
 
 from __future__ import annotations
@@ -90,16 +113,21 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         return _refused("cycle", "the container holds a copy of one that encloses it (a cycle): not opened again")
     head = bytes(data[:_HEAD])
     if head[:4] == ZIP_LOCAL:
-        return _open_zip(data, ctx)
+        opened = _open_zip(data, ctx)
+        if looks_like_tar(head):  # a ZIP/tar polyglot: torch and numpy read the ZIP, tar tools the tar
+            tar = _open_tar(data, head, ctx)
+            if tar is not None:
+                _merge(opened, tar[0], "the file is also a tar archive, which tarfile-based tools read")
+        return opened
     if looks_like_tar(head):
-        opened = _open_tar(data, head, ctx)
-        if opened is not None:
-            return opened
+        tar_view = _open_tar(data, head, ctx)
+        if tar_view is not None:
+            return _with_magic_views(*tar_view, data, head, ctx)
     kind = compression_kind(head)
     if kind is not None:
-        opened = _open_compressed(kind, data, ctx)
-        if opened is not None:
-            return opened
+        decoded = _open_compressed(kind, data, ctx)
+        if decoded is not None:
+            return decoded
     if head[:6] == SEVEN_ZIP_MAGIC:
         from picklewarden.containers import archives
 
@@ -119,7 +147,13 @@ def open_bytes(data: bytes, limits: Limits, context: Context | None = None) -> O
         )
 
     if looks_like_zip(data):
-        return _open_zip(data, ctx)
+        opened = _open_zip(data, ctx)
+        if starts_like_pickle(head):
+            # torch.load and pickle.load run the file from byte 0 whatever follows: judged when it does anything.
+            opened.sources.append(
+                PickleSource("", _whole(data), Stacking.ALL, True, optional=True, label="pickle view")
+            )
+        return opened
     if starts_like_pickle(head):
         # pickle.load does not sniff: it executes from the first byte. Read it the same way; the scanner
         # turns a stream that yields nothing into an error rather than a verdict.
@@ -145,8 +179,39 @@ def _refused(what: str, message: str) -> Opened:
     return opened
 
 
-def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
-    """A pickle followed by a ZIP: torch.load runs the pickle, torch.jit.load and zip tools read the ZIP."""
+def _merge(opened: Opened, other: Opened, note: str) -> None:
+    """Add another loader's view of the same bytes to ``opened``."""
+    opened.sources.extend(other.sources)
+    opened.anomalies.extend(other.anomalies)
+    opened.children.extend(other.children)
+    opened.checks.extend(other.checks)
+    opened.errors.extend(other.errors)
+    opened.notes.extend(other.notes)
+    opened.notes.append(note)
+
+
+def _with_magic_views(opened: Opened, tar_end: int, data: bytes, head: bytes, ctx: Context) -> Opened:
+    """A tar header is 512 bytes of mostly free text, so it can also start with another format's magic:
+    numpy.load reads an ``.npy`` there, joblib a compressed stream. Those loaders' views are judged too, and
+    a ZIP appended after the tar's last member (``tar_end``)."""
+    if head[:6] == NPY_MAGIC:
+        from picklewarden.containers.numpy_files import open_npy
+
+        _merge(opened, open_npy(data, ctx), "the tar header is also a NumPy header, which numpy.load reads")
+    kind = compression_kind(head)
+    if kind is not None and _plausible(kind, head):
+        other = _open_compressed(kind, data, ctx)
+        if other is not None and other.children:
+            _merge(opened, other, f"the tar archive is also a {kind} stream, which joblib.load decompresses")
+    # A ZIP appended to a tar: torch.load reads the tar, torch.jit.load and zip tools the ZIP.
+    return _with_zip_view(opened, data, ctx, after=tar_end)
+
+
+def _with_zip_view(opened: Opened, data: bytes, ctx: Context, after: int = 0) -> Opened:
+    """A pickle (or tar) followed by a ZIP: torch.load reads the front, torch.jit.load and zip tools the ZIP.
+
+    A ZIP that only ``zipfile`` finds (it corrects for prepended bytes) counts when it starts at or after
+    ``after``: a ZIP stored as a tar member is that member's business, not an appended archive."""
     if not looks_like_zip(data):
         return opened
     from picklewarden.containers import torchzip
@@ -154,13 +219,17 @@ def _with_zip_view(opened: Opened, data: bytes, ctx: Context) -> Opened:
     try:
         torchzip.open_torch_zip(data, ctx.limits)
     except ScanError:
-        return opened  # raw tensor bytes that merely contain an end-of-directory signature
+        # torch's reader cannot: zipfile corrects offsets for prepended bytes, and zip tools read what it reads.
+        from picklewarden.containers import archives
+
+        if _zipfile_start(data) < after:
+            return opened
+        bundle = archives.open_zip_bundle(data, ctx)
+        if bundle.children and not bundle.errors:
+            _merge(opened, bundle, f"a ZIP archive follows the {opened.format}; zipfile-based tools read it")
+        return opened  # else raw tensor bytes that merely contain an end-of-directory signature
     behind = _open_zip(data, ctx)
-    opened.sources.extend(behind.sources)
-    opened.anomalies.extend(behind.anomalies)
-    opened.children.extend(behind.children)
-    opened.checks.extend(behind.checks)
-    opened.notes.append(f"a {behind.format} archive follows the pickle")
+    _merge(opened, behind, f"a {behind.format} archive follows the {opened.format}")
     return opened
 
 
@@ -181,7 +250,22 @@ def _open_compressed(kind: str, data: bytes, ctx: Context) -> Opened | None:
     return opened
 
 
-def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
+def _zipfile_start(data: bytes) -> int:
+    """Where ``zipfile`` places the first member of the ZIP it finds at the end of ``data`` (-1: none)."""
+    import zipfile
+
+    from picklewarden.containers.archives import ZIP_ERRORS
+    from picklewarden.containers.base import BufferReader
+
+    try:
+        with zipfile.ZipFile(BufferReader(data)) as archive:
+            return min((info.header_offset for info in archive.infolist()), default=-1)
+    except ZIP_ERRORS:
+        return -1
+
+
+def _open_tar(data: bytes, head: bytes, ctx: Context) -> tuple[Opened, int] | None:
+    """The tar view, and the offset just past its last member's data."""
     from picklewarden.containers import archives
     from picklewarden.containers.legacy_tar import TORCH_MEMBERS, open_legacy_tar
 
@@ -198,7 +282,7 @@ def _open_tar(data: bytes, head: bytes, ctx: Context) -> Opened | None:
     if looks_like_pickle(head, ctx.limits):
         # A tar header can also be a pickle: torch.load sees the tar, pickle.load runs the header.
         opened.sources.append(PickleSource("", _whole(data), Stacking.ALL, True, optional=True, label="pickle view"))
-    return opened
+    return opened, max((m.offset_data + m.size for m in members), default=0)
 
 
 def _is_pickle_record(name: str) -> bool:
@@ -265,7 +349,9 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     heads = {entry.header_offset: read[name] for name in read if (entry := archive.entries.get(name)) is not None}
     found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx, heads)
     if unpeeked:
-        opened.notes.append(f"{unpeeked} storages were not checked for hidden pickles (peek budget spent)")
+        opened.notes.append(
+            f"{unpeeked} storages were not checked for hidden pickles or NumPy headers (peek budget spent)"
+        )
     opened.anomalies.extend(found)
     opened.children.extend(payloads)
     # numpy.load reads any ZIP as an npz: members starting with a NumPy header are arrays it may unpickle.

@@ -1,4 +1,14 @@
-"""Recognise formats by their bytes."""
+"""Recognise formats by their bytes, with each loader's own acceptance rule where one exists.
+
+* tar: ``tarfile``'s own parse of the first header (``TarInfo.frombuf``), what ``tarfile.open`` and torch's
+  legacy loader require. Later headers and GNU/pax extension records are left to ``tarfile`` itself when
+  the archive is opened.
+* compression: the magic numbers joblib and the decompressors check.
+* pickle: protocol 2+ has a magic; protocols 0 and 1 have none, so :func:`looks_like_pickle` is a
+  heuristic for picking model files out of a directory (a real loader runs every file from byte 0: the
+  opener and the scanner, not this sniff, decide what runs).
+* ZIP: a cheap test; :mod:`~picklewarden.containers.torchzip` decides what torch opens.
+"""
 
 from __future__ import annotations
 

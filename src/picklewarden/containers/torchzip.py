@@ -47,8 +47,19 @@ Anomaly codes (``ZipAnomaly.code``): ``legacy-fallback``, ``prefix-data``, ``tra
 ``flag-bits``, ``unsupported-method``, ``bad-zip64-extra``, ``uninitialized-read``,
 ``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``, ``size-mismatch``,
 ``truncated``, ``overlapping-entries``, ``compressed-pickle``, and, from :func:`read_entry`,
-``bad-crc``, ``size-mismatch`` and ``deflate-slack``. Each code is listed at most 16 times; a final
-anomaly of the same code counts the rest.
+``bad-crc``, ``size-mismatch`` and ``deflate-slack``, and from :func:`read_plain` ``flags-ignored``.
+Each code is listed at most 16 times; a final anomaly of the same code counts the rest.
+
+Readers of last resort: :func:`read_plain` returns a member's bytes whatever its encryption, strong-
+encryption or patch flags say (stored data is plain; torch and ``zipfile`` refuse such members, lenient
+readers do not), and :func:`~picklewarden.containers.zip_lenient.open_any_zip` lists the entries of any
+ZIP, without torch's prefix folder and version record. The scanner uses them so that damage becomes a
+finding, not an unscanned member.
+
+The code is split: :mod:`~picklewarden.containers.zipentry` (one member's bytes),
+:mod:`~picklewarden.containers.zipindex` (miniz's name index),
+:mod:`~picklewarden.containers.zipdir` (end record and central directory) and this module (torch's
+lookup and its own checks).
 
 The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
 checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
@@ -76,7 +87,6 @@ from picklewarden.containers.zipentry import (
     _LOCAL,
     _LOCAL_SIZE,
     _STORED,
-    _U64_MASK,
     Buffer,
     _decode,
     _encode,
@@ -102,6 +112,7 @@ from picklewarden.containers.zipentry import (
 from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
+from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key, _stoull
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
 
@@ -121,8 +132,6 @@ _TORCH_RECORDS = (
     ".data/serialization_id",
 )
 """Records torch.load and torch.jit.load look up by fixed name."""
-
-_ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -157,90 +166,6 @@ def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
     other archive torch cannot open.
     """
     return _Reader(data, limits).run()
-
-
-def open_any_zip(data: Buffer, limits: Limits) -> TorchZip:
-    """Every entry of a ZIP as torch's miniz reader finds it, whatever its folder layout (npz files, bundles).
-
-    For readers of last resort: when Python's ``zipfile`` refuses an archive or a member that miniz
-    reads, the bytes miniz would take are what a lenient reader gets. ``entries`` keeps the *last* entry
-    of each exact name, as ``zipfile`` does; ``prefix`` is empty. Raises like :func:`open_torch_zip`.
-    """
-    return _AnyReader(data, limits).run()
-
-
-def _lookup_key(name: bytes) -> bytes:
-    """A lookup name as miniz compares it: cut at the first NUL (a C string), ASCII case folded."""
-    nul = name.find(b"\x00")
-    if nul >= 0:
-        name = name[:nul]
-    return name.translate(_ASCII_FOLD)
-
-
-def _stoull(raw: bytes) -> int | None:
-    """std::stoull(std::string) in base 10: None where it throws."""
-    nul = raw.find(b"\x00")
-    text = raw if nul < 0 else raw[:nul]
-    text = text.lstrip(b" \t\n\v\f\r")
-    negative = False
-    if text[:1] in (b"+", b"-"):
-        negative = text[:1] == b"-"
-        text = text[1:]
-    digits = 0
-    while digits < len(text) and 0x30 <= text[digits] <= 0x39:
-        digits += 1
-    if digits == 0:
-        return None
-    value = int(text[:digits])
-    if value > _U64_MASK:
-        return None
-    return (-value) & _U64_MASK if negative else value
-
-
-def _heap_order(keys: list[bytes]) -> list[int]:
-    """Central-directory indices in the order miniz's in-place heap sort leaves them.
-
-    The order among equal keys depends on the exact sequence of sift-downs, so this follows the same
-    textbook heap sort (build by sifting down from the last parent, then repeatedly move the root to
-    the end), comparing with strict less-than as miniz does.
-    """
-    count = len(keys)
-    order = list(range(count))
-    if count <= 1:
-        return order
-
-    def sift_down(root: int, bound: int) -> None:
-        while True:
-            child = 2 * root + 1
-            if child >= bound:
-                return
-            if child + 1 < bound and keys[order[child]] < keys[order[child + 1]]:
-                child += 1
-            if not keys[order[root]] < keys[order[child]]:
-                return
-            order[root], order[child] = order[child], order[root]
-            root = child
-
-    for start in range((count - 2) // 2, -1, -1):
-        sift_down(start, count)
-    for bound in range(count - 1, 0, -1):
-        order[bound], order[0] = order[0], order[bound]
-        sift_down(0, bound)
-    return order
-
-
-def _binary_search(keys: list[bytes], order: list[int], key: bytes) -> int | None:
-    low, high = 0, len(order) - 1
-    while low <= high:
-        middle = low + ((high - low) >> 1)
-        candidate = keys[order[middle]]
-        if candidate == key:
-            return order[middle]
-        if candidate < key:
-            low = middle + 1
-        else:
-            high = middle - 1
-    return None
 
 
 class _Reader(DirectoryReader):
@@ -584,20 +509,3 @@ class _Reader(DirectoryReader):
                 return
             if end > reach:
                 reach, holder = end, name
-
-
-class _AnyReader(_Reader):
-    """The directory without torch's own expectations (a prefix folder, a version record)."""
-
-    read_every_local_header = True
-
-    def finish(self, raws: list[_Raw]) -> TorchZip:
-        entries = [self.make_entry(raw) for raw in raws]
-        self.check_overlaps(entries)
-        return TorchZip(
-            entries=types.MappingProxyType({entry.name: entry for entry in entries}),
-            order=tuple(entry.name for entry in entries),
-            prefix="",
-            anomalies=self.summarise(),
-            all_entries=tuple(entries),
-        )

@@ -41,8 +41,9 @@ def _environment() -> Any:
             body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
             return nodes.Scope(body, lineno=lineno)
 
-    # The extensions chat-template runtimes enable, so that templates they accept parse here.
-    return jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do", Generation])
+    # The extensions chat-template runtimes enable, so that templates they accept parse here. Classes, not
+    # dotted names: jinja2 would import names at scan time, and the scan never imports by computed name.
+    return jinja2.Environment(extensions=[ext.LoopControlExtension, ext.ExprStmtExtension, Generation])
 
 
 def review(source: str, where: str, member: str | None = None) -> Review:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from picklewarden.knowledge.resolve import Resolved, resolve
+from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Node
 
@@ -41,6 +42,38 @@ class MethodCaller:
 
 Ref = Resolved | ModuleRef | Getter | MethodCaller
 _MAX_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Helped:
+    """What one call of an indirection helper amounts to, judged by what it wraps rather than by its name.
+
+    Building a ``partial``, an ``itemgetter`` or a ``methodcaller`` calls nothing; ``getattr(G, 'name')`` on
+    a global only looks an attribute up; ``reduce`` and ``operator.call`` call what they are given, now.
+    """
+
+    helper: str
+    """What the helper does, for messages (``wraps ... in functools.partial``)."""
+    target: Resolved | None
+    """The global it wraps, reaches or calls; None when it wraps only data or values judged elsewhere."""
+    calls_now: bool = False
+    """The helper calls ``target`` while the file loads (``functools.reduce``, ``operator.call``)."""
+    consumed: Global | None = None
+    """A global the helper only looks into (``getattr``'s base): judged through ``target``, not alone."""
+
+
+# Helpers whose danger lies only in what they wrap, keyed by canonical name, with what a call of each does.
+_BINDS = frozenset({("functools", "partial"), ("_functools", "partial")})
+_GETTERS = frozenset(
+    (module, name) for module in ("operator", "_operator") for name in ("itemgetter", "attrgetter", "methodcaller")
+)
+_CALLS_NOW = frozenset({("functools", "reduce"), ("_functools", "reduce"), ("operator", "call"), ("_operator", "call")})
+# Values the unpickler builds itself: type() of one of them is a built-in type (how NoneType pickles).
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset)
+
+
+def _introspective(path: str) -> bool:
+    return any(part in INTROSPECTION_ATTRIBUTES for part in path.split("."))
 
 
 def _attr(base: Ref | None, path: str) -> Ref | None:
@@ -109,3 +142,44 @@ class Launderer:
             target = _attr(self.ref(call.args[0]), callee.name)
             return target if isinstance(target, Resolved) else None
         return callee if isinstance(callee, Resolved) else None
+
+    def helped(self, call: CallResult, callee: Resolved) -> Helped | None:
+        """``call`` of the helper ``callee`` judged by what it wraps, or None when it is not understood (and
+        the helper stays judged by its own name)."""
+        key = (callee.module, callee.qualname)
+        args = call.args
+        first = args[0] if args else None
+        if key in _BINDS and args:
+            target = self.ref(first)
+            wrapped = node_of(first)
+            return Helped(
+                f"wraps {{}} in {callee.symbol}",
+                target if isinstance(target, Resolved) else None,
+                consumed=wrapped if isinstance(wrapped, Global) else None,
+            )
+        if key in _GETTERS and args:
+            # Nothing runs until the getter is called (the call site judges that); a name that walks to
+            # globals has no benign use, so such a getter keeps the helper's own judgement.
+            names = args if key[1] == "attrgetter" else args[:1] if key[1] == "methodcaller" else ()
+            if any(not isinstance(n, str) or _introspective(n) for n in names):
+                return None
+            return Helped(callee.symbol, None)
+        if key in _CALLS_NOW and args:
+            target = self.ref(first)
+            if not isinstance(target, Resolved):
+                return None
+            wrapped = node_of(first)
+            return Helped(
+                f"calls {{}} through {callee.symbol}", target, True, wrapped if isinstance(wrapped, Global) else None
+            )
+        base = node_of(first)
+        if key == ("builtins", "getattr") and len(args) in (2, 3) and isinstance(base, Global):
+            name = args[1]
+            if not isinstance(name, str) or not name.isidentifier():
+                return None  # a computed or dotted name: not a plain attribute look-up
+            target = self.ref(call)
+            if isinstance(target, Resolved):
+                return Helped(f"looks up {{}} with {callee.symbol}", target, consumed=base)
+        if key == ("builtins", "type") and len(args) == 1 and type(first) in _PLAIN:
+            return Helped(callee.symbol, None)
+        return None

@@ -18,6 +18,7 @@ from picklewarden.knowledge.tables import (
     SAFE,
     Category,
     Knowledge,
+    ecosystem,
     generated,
 )
 from picklewarden.pickle.names import remap
@@ -96,14 +97,17 @@ def classify(resolved: Resolved) -> Knowledge | None:
         return Knowledge(Category.INDIRECTION, f"walks through {resolved.introspection} to reach other objects")
     reason = SAFE.get(key)
     data = generated()
+    eco = ecosystem()
     if reason is None:
         reason = data.safe.get(key)
+    if reason is None and key not in data.sinks:
+        reason = eco.safe.get(key)
     if reason is not None:
         return Knowledge(Category.SAFE, reason)
     qual = resolved.qualname.split(".")
     for i in range(len(qual), 0, -1):
         prefix = (resolved.module, ".".join(qual[:i]))
-        known = DANGEROUS_NAMES.get(prefix) or data.sinks.get(prefix)
+        known = DANGEROUS_NAMES.get(prefix) or data.sinks.get(prefix) or eco.sinks.get(prefix)
         if known is not None:
             return known
     for ancestor in _ancestors(resolved.module):

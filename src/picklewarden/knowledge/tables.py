@@ -13,7 +13,9 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from picklewarden.knowledge.values import HAND_SAFE
 
 
 class Category(enum.Enum):
@@ -64,7 +66,6 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             _C,
             "compiles or runs Python source",
         ),
-        ("types", _C, "builds functions and code objects from data"),
         ("_thread threading", _C, "starts threads that call attacker-chosen callables"),
         ("importlib pkgutil zipimport imp", _I, "imports modules by name"),
         (
@@ -93,13 +94,79 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
         ("torch.hub", _N, "downloads and runs code from a hub"),
         ("torch.utils.cpp_extension", _C, "compiles and loads native extensions"),
         ("torch._dynamo torch._inductor torch.fx.experimental", _C, "compiles and runs generated code"),
-        ("torch.jit torch._C torch.package", _C, "compiles, loads or runs serialized code"),
+        ("torch.jit torch.package", _C, "compiles, loads or runs serialized code"),
+        # torch._C as a whole is torch's native core (every operator lives there), so its members are judged
+        # one by one (TORCH_C_SINKS below, safe operators in SAFE); only these native submodules are sinks
+        # through and through.
+        (
+            "torch._C._distributed torch._C._distributed_c10d torch._C._distributed_rpc torch._C._distributed_autograd",
+            _N,
+            "torch's distributed runtime: stores, process groups and RPC open network connections",
+        ),
+        ("torch._C._dynamo torch._C._jit torch._C._lazy_ts_backend", _C, "installs frame hooks or runs compiled code"),
+        ("torch._C._profiler torch._C._monitor torch._C._itt", _F, "writes traces and event logs to files"),
     )
     for name in names.split()
 }
 
+# The sinks among torch._C's members: serialized-code loaders, file readers and writers, compilers, and
+# setters of process-wide state that later loads rely on. Every other member is unknown unless listed safe.
+TORCH_C_SINKS: Final[dict[tuple[str, str], Knowledge]] = {
+    **_names(
+        "torch._C",
+        "import_ir_module import_ir_module_from_buffer _import_ir_module_from_package _load_for_lite_interpreter "
+        "_load_for_lite_interpreter_from_buffer _load_jit_module_from_bytes _load_jit_module_from_file "
+        "_load_mobile_module_from_bytes _load_mobile_module_from_file _pickle_load_obj "
+        "DeserializationStorageContext _get_model_extra_files _get_model_extra_files_from_buffer",
+        _D,
+        "loads serialized TorchScript or pickled objects",
+    ),
+    **_names(
+        "torch._C",
+        "PyTorchFileReader PyTorchFileWriter _save_jit_module _save_mobile_module _save_parameters _pickle_save "
+        "_backport_for_mobile _backport_for_mobile_to_buffer _backport_for_mobile_from_buffer "
+        "_backport_for_mobile_from_buffer_to_buffer _gds_load_storage _gds_save_storage _get_file_format "
+        "_jit_set_logging_stream _jit_set_onnx_log_output_stream _valgrind_toggle_and_dump_stats "
+        "_dispatch_dump _dispatch_dump_table _mps_profilerStartTrace _VariableFunctionsClass.from_file "
+        "_VariableFunctions.from_file",
+        _F,
+        "reads or writes files at a path the caller chooses",
+    ),
+    **_names(
+        "torch._C",
+        "CompilationUnit ScriptModule ScriptFunction ScriptMethod ScriptClass ScriptObject LiteScriptModule "
+        "ScriptModuleSerializer _jit_script_compile _jit_script_class_compile _jit_script_compile_overload "
+        "_jit_script_interface_compile _compile_graph_to_code_table parse_ir _parse_source_def "
+        "_replace_overloaded_method_decl _run_emit_module_hook _jit_set_emit_hooks fork _dispatch_library "
+        "_dispatch_set_report_error_callback _jit_nvfuser_set_comparison_callback _set_dispatch_mode "
+        "_set_torch_function_state _set_tracing_state _tracer_set_get_unique_name_fn _logging_set_logger "
+        "_set_worker_signal_handlers _set_worker_pids _set_print_stack_traces_on_fatal_signal _rpc_init",
+        _C,
+        "compiles or runs TorchScript, or installs callbacks and hooks the interpreter later calls",
+    ),
+    **_names(
+        "torch._C",
+        "_set_default_dtype _set_default_tensor_type _set_deterministic_algorithms _set_grad_enabled "
+        "_set_check_sparse_tensor_invariants _set_warnAlways _set_generator_metaclass _add_docstr",
+        Category.TAMPER,
+        "changes torch's process-wide state for everything loaded afterwards",
+    ),
+}
+
+# types: everything that builds code, functions or classes; its plain value types are listed safe.
+_TYPES_SINKS: Final[dict[tuple[str, str], Knowledge]] = _names(
+    "types",
+    "FunctionType LambdaType CodeType MethodType CellType ModuleType new_class prepare_class resolve_bases "
+    "coroutine DynamicClassAttribute MethodDescriptorType WrapperDescriptorType BuiltinFunctionType "
+    "BuiltinMethodType FrameType TracebackType GeneratorType CoroutineType AsyncGeneratorType get_original_bases",
+    _C,
+    "builds functions, code objects, modules or classes from data",
+)
+
 # Single globals in otherwise harmless modules.
 DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
+    **TORCH_C_SINKS,
+    **_TYPES_SINKS,
     **_names("builtins", "eval exec compile breakpoint", _C, "evaluates Python source"),
     **_names("builtins", "__import__", _I, "imports a module by name"),
     **_names("builtins", "open", _F, "opens a file"),
@@ -133,6 +200,7 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
         _F,
         "reads or writes files (numpy.load may unpickle)",
     ),
+    **_names("numpy", "ndarray.tofile ndarray.dump", _F, "writes the array to a file (dump pickles it)"),
     **_names("numpy.testing._private.utils", "runstring", _C, "execs a string"),
     **_names("torch", "load", _D, "torch.load deserializes a nested payload with the full unpickler"),
     **_names(
@@ -159,6 +227,7 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **_names("string", "Formatter", _X, "format fields reach attributes of arguments"),
     **_names("_codecs", "open", _F, "opens a file"),
 }
+
 
 # Canonical names the everyday checkpoint uses (THREATS.md section 6), on top of the generated data.
 SAFE: Final[dict[tuple[str, str], str]] = {
@@ -194,6 +263,7 @@ SAFE: Final[dict[tuple[str, str], str]] = {
         (m, "_frombuffer"): "numpy array from raw bytes (protocol-5 pickles)"
         for m in ("numpy.core.numeric", "numpy._core.numeric")
     },
+    **HAND_SAFE,
 }
 
 # Attribute names that walk from any object to globals, builtins or arbitrary classes.
@@ -228,3 +298,30 @@ def generated() -> Generated:
         (e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])
     }
     return Generated(raw.get("springboards", {}), safe, sinks)
+
+
+@dataclass(frozen=True)
+class Ecosystem:
+    """Reviewed data produced by ``scripts/gen_ecosystem.py`` from the ML packages' own code (never imported
+    at scan time): classes and functions whose unpickling only stores data, and those that reach a sink."""
+
+    safe: dict[tuple[str, str], str]
+    sinks: dict[tuple[str, str], Knowledge]
+
+
+def _data(name: str) -> dict[str, Any]:
+    """A shipped data file beside this module ({} when absent)."""
+    try:
+        return dict(json.loads((Path(__file__).parent / "data" / name).read_text("utf-8")))
+    except FileNotFoundError:
+        return {}
+
+
+@functools.cache
+def ecosystem() -> Ecosystem:
+    """Load the shipped ecosystem data once, on first need."""
+    raw = _data("ecosystem.json")
+    return Ecosystem(
+        {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])},
+        {(e["module"], e["qualname"]): Knowledge(Category(e["category"]), e["reason"]) for e in raw.get("sinks", [])},
+    )

@@ -1,0 +1,152 @@
+"""The gateway's REST API and pages, over real HTTP: uploads, tokens, limits, OpenAPI, SARIF."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from picklewarden.server.app import create_app
+from picklewarden.server.config import GatewayConfig
+from picklewarden.server.judge import excerpt
+from tests.corpus import ALL
+from tests.server_support import FakeHub, ServerThread
+
+ADMIN = {"Authorization": "Bearer gw-admin"}
+
+
+def _sample(sample_id: str, tmp: Path) -> bytes:
+    (sample,) = [s for s in ALL if s.id == sample_id]
+    return sample.make(tmp / "canary")
+
+
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    # A plain pickle calling os.system (proved to fire by tests/test_corpus_fires.py): no torch needed.
+    return _sample("p4-os-system", tmp_path_factory.mktemp("evil"))
+
+
+@pytest.fixture
+def hub(evil: bytes) -> FakeHub:
+    hub = FakeHub()
+    hub.add("mallory/pickles", {"model.pkl": evil})
+    return hub
+
+
+@pytest.fixture
+def gw(tmp_path: Path, hub: FakeHub) -> Iterator[ServerThread]:
+    with ServerThread(hub.app()) as upstream:
+        config = GatewayConfig(
+            upstream=upstream.url, data_dir=tmp_path / "gw", token="gw-admin", max_upload=1 << 20,
+            webhook=f"{upstream.url}/hook",
+        )  # fmt: skip
+        with ServerThread(create_app(config)) as server:
+            server.hub_url = upstream.url  # type: ignore[attr-defined]
+            yield server
+
+
+def test_healthz_and_openapi(gw: ServerThread) -> None:
+    assert httpx.get(f"{gw.url}/healthz").json()["status"] == "ok"
+    spec = httpx.get(f"{gw.url}/openapi.json").json()
+    for path in (
+        "/healthz",
+        "/api/v1/scans",
+        "/api/v1/scans/{scan_id}",
+        "/api/v1/files/{sha256}",
+        "/api/v1/repos/{repo}",
+    ):
+        assert path in spec["paths"], path
+    content = spec["paths"]["/api/v1/scans"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= content.keys()
+
+
+def test_upload_is_judged_malicious(gw: ServerThread, evil: bytes) -> None:
+    response = httpx.post(f"{gw.url}/api/v1/scans", files={"file": ("model.pkl", evil)}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    scan = response.json()
+    assert scan["verdict"] == "malicious" and scan["refused"] is True
+    # The report is the `scan --format json` document, checked against its published schema.
+    published = json.loads((Path(__file__).parent.parent / "docs" / "json-schema-v1.json").read_text())
+    jsonschema.validate(scan["report"], published)
+    assert scan["report"]["files"][0]["findings"][0]["severity"] == "critical"
+    again = httpx.get(f"{gw.url}/api/v1/scans/{scan['id']}").json()
+    assert again["report"] == scan["report"]
+    by_hash = httpx.get(f"{gw.url}/api/v1/files/{scan['sha256']}").json()
+    assert [s["id"] for s in by_hash] == [scan["id"]]
+    sarif = httpx.get(f"{gw.url}/api/v1/scans/{scan['id']}/sarif").json()
+    assert sarif["version"] == "2.1.0" and sarif["runs"][0]["results"]
+    page = httpx.get(scan["report_url"]).text
+    assert "malicious" in page and "system" in page
+    assert "model.pkl" in httpx.get(gw.url + "/").text
+
+
+def test_upload_needs_the_token_and_respects_the_size_limit(gw: ServerThread, evil: bytes) -> None:
+    url = f"{gw.url}/api/v1/scans"
+    assert httpx.post(url, files={"file": ("model.pkl", evil)}).status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert httpx.post(url, files={"file": ("model.pkl", evil)}, headers=bad).status_code == 401
+    big = httpx.post(url, files={"file": ("big.pkl", b"\0" * ((1 << 20) + 1))}, headers=ADMIN)
+    assert big.status_code == 413
+    assert not [p for p in (Path(gw.server.config.app.state.gateway.blobs.root)).rglob("*") if p.is_file()]
+
+
+def test_scan_by_url(gw: ServerThread) -> None:
+    hub_url = gw.hub_url  # type: ignore[attr-defined]
+    url = f"{hub_url}/mallory/pickles/resolve/main/model.pkl"
+    response = httpx.post(f"{gw.url}/api/v1/scans", json={"url": url}, headers=ADMIN, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["verdict"] == "malicious" and response.json()["source"] == "url"
+    assert httpx.post(f"{gw.url}/api/v1/scans", json={"url": "file:///etc/passwd"}, headers=ADMIN).status_code == 422
+
+
+def test_uploads_are_off_without_a_token(tmp_path: Path, evil: bytes) -> None:
+    config = GatewayConfig(upstream="http://127.0.0.1:9", data_dir=tmp_path / "gw")
+    with ServerThread(create_app(config)) as server:
+        response = httpx.post(f"{server.url}/api/v1/scans", files={"file": ("m.pkl", evil)}, headers=ADMIN)
+        assert response.status_code == 403
+
+
+def test_unknown_things_are_404(gw: ServerThread) -> None:
+    assert httpx.get(f"{gw.url}/api/v1/scans/nope").status_code == 404
+    assert httpx.get(f"{gw.url}/ui/scans/nope").status_code == 404
+    assert httpx.get(f"{gw.url}/api/v1/repos/nobody/nothing").status_code == 404
+    assert httpx.get(f"{gw.url}/api/v1/files/{'0' * 64}").status_code == 404
+
+
+def test_webhook_fires_once_on_a_new_malicious_verdict(gw: ServerThread, hub: FakeHub, evil: bytes) -> None:
+    url = f"{gw.url}/api/v1/scans"
+    first = httpx.post(url, files={"file": ("a.pkl", evil)}, headers=ADMIN).json()
+    httpx.post(url, files={"file": ("b.pkl", evil)}, headers=ADMIN)  # the same bytes again: no new verdict
+    httpx.post(url, files={"file": ("ok.pkl", b"\x80\x04K\x01.")}, headers=ADMIN)  # safe: no hook
+    deadline = time.monotonic() + 10
+    while not hub.hooks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(hub.hooks) == 1
+    assert hub.hooks[0]["scan_id"] == first["id"] and hub.hooks[0]["report"]["verdict"] == "malicious"
+
+
+def test_a_download_left_by_a_crash_is_swept_at_start(tmp_path: Path) -> None:
+    stale = tmp_path / "gw" / "blobs" / "tmp" / "part-crashed"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a file")
+    create_app(GatewayConfig(upstream="http://127.0.0.1:9", data_dir=tmp_path / "gw"))
+    assert not stale.exists()
+
+
+def test_long_program_listings_keep_their_evidence() -> None:
+    body = [f"{i:>10}  _var{i} = OrderedDict()" for i in range(10_000)]
+    body[7000] = "!!    7000  _var7000 = system('id')  # PW100"
+    program = "\n".join(["# f.pt: torch-zip, 1 pickle(s)", *body, "# error: none"]) + "\n"
+    short = excerpt(program, limit=400)
+    lines = short.splitlines()
+    assert len(lines) < 200
+    assert lines[0] == "# f.pt: torch-zip, 1 pickle(s)" and lines[-1] == "# error: none"
+    flagged = lines.index("!!    7000  _var7000 = system('id')  # PW100")
+    assert lines[flagged - 4].startswith("# ... ") and "_var6997" in lines[flagged - 3]
+    assert excerpt("a\nb\n", limit=400) == "a\nb\n"
