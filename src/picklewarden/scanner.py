@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from picklewarden import walk
+from picklewarden import fxcode, walk
 from picklewarden.containers import joblib_files, nested
 from picklewarden.containers.base import (
     Anomaly,
@@ -176,17 +176,17 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
 
 
 def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
-    """A raw stream is also what joblib.load and dill.load read, with the pure-Python unpickler, which accepts
+    """A raw stream is also what joblib.load reads, with the pure-Python unpickler, which accepts
     streams the C one rejects: where it reads further, its program is judged too."""
     view = further(program, data, limits, _plain_result)
     if view is None:
         return
     run.programs.append(view)
-    stop = program.error.offset if isinstance(program.error, MalformedPickle) else None
+    stop = program.error.offset if isinstance(program.error, (MalformedPickle, LimitExceeded)) else None
     run.findings.append(
         finding(
             "PW309",
-            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load, dill.load) reads on "
+            f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load) reads on "
             f"({len(view.statements)} statements, {'to STOP' if view.complete else 'further'})",
             member=program.member,
             offset=stop,
@@ -217,7 +217,7 @@ class _Analyser:
         self.analysis.judges.append(judge)
         found = []
         machinery = _loader_machinery(judge, source.vouched) if source.vouched else frozenset()
-        for item in judge.findings():
+        for item in fxcode.rejudge(judge, judge.findings()):
             if item.rule in _VOUCHABLE and item.offset in machinery:
                 continue
             found.append(item)
@@ -315,7 +315,7 @@ class _Analyser:
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
                 judged = [
-                    replace(f, message=f"under {READER} (joblib.load, dill.load): {f.message}")
+                    replace(f, message=f"under {READER} (joblib.load): {f.message}")
                     for f in judged
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]

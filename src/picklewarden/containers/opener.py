@@ -286,7 +286,9 @@ def _open_tar(data: bytes, head: bytes, ctx: Context) -> tuple[Opened, int] | No
 
 
 def _is_pickle_record(name: str) -> bool:
-    return name.endswith(".pkl") or name.endswith("_pkl")
+    # miniz finds records ignoring ASCII case: torch reads DATA.PKL for data.pkl.
+    folded = name.lower()
+    return folded.endswith(".pkl") or folded.endswith("_pkl")
 
 
 def _open_zip(data: bytes, ctx: Context) -> Opened:
@@ -340,7 +342,9 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     if not opened.sources and not opened.errors:
         opened.errors.append("ZIP archive holds no pickle members")
     if scripted:
-        _review_code(data, archive, opened, limits)
+        found, errors = torchscript.review_archive(data, archive, limits)
+        opened.anomalies.extend(found)
+        opened.errors.extend(errors)
     opened.checks.append(consistency.storage_check(archive))
     heads = {entry.header_offset: read[name] for name in read if (entry := archive.entries.get(name)) is not None}
     found, payloads, unpeeked = consistency.storage_payloads(data, archive, ctx, heads)
@@ -358,25 +362,3 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     opened.notes.extend(numpy_view.notes)
     opened.anomalies.extend(consistency.zipfile_differential(data, archive, read, reported))
     return opened
-
-
-def _review_code(data: bytes, archive: object, opened: Opened, limits: Limits) -> None:
-    from picklewarden.containers import torchscript, torchzip
-
-    assert isinstance(archive, torchzip.TorchZip)
-    folder = f"{archive.prefix}/code/"
-    sources = [name for name in dict.fromkeys(archive.order) if name.startswith(folder) and name.endswith(".py")]
-    opened.anomalies.append(torchscript.listing([name[len(archive.prefix) + 1 :] for name in sources]))
-    for name in sources:
-        entry = archive.entries.get(name)
-        if entry is None:
-            continue
-        if entry.size > limits.max_code_bytes:
-            opened.errors.append(f"{name}: {entry.size}-byte TorchScript source not reviewed (max_code_bytes)")
-            continue
-        try:
-            raw, _ = torchzip.read_entry(data, entry, limits)
-        except ScanError as exc:
-            opened.errors.append(f"{name}: {exc}")
-            continue
-        opened.anomalies.extend(torchscript.review_code(name, raw.decode("utf-8", "replace")))

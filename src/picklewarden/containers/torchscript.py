@@ -15,12 +15,14 @@ process registered, and the distributed ones talk to other processes. Those call
 
 from __future__ import annotations
 
-import io
 import re
-import tokenize
 from dataclasses import dataclass
 
+from picklewarden import codereview
 from picklewarden.containers.base import Anomaly
+from picklewarden.containers.torchzip import TorchZip, ZipEntry, read_entry
+from picklewarden.errors import ScanError
+from picklewarden.limits import Limits
 from picklewarden.model import Severity
 
 VOUCHED: frozenset[str] = frozenset(
@@ -57,7 +59,6 @@ _CORE_NAMESPACES = frozenset(
     "aten prim prims quantized _quantized mkldnn mkldnn_prepacked onednn sparse quantization mkl _native "
     "rngprims inductor_prims profiler static_runtime debugprims _test".split()
 )
-_NETWORK_NAMESPACES = frozenset("c10d _c10d_functional _c10d_functional_autograd symm_mem _dtensor".split())
 _OPS = re.compile(r"\bops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 _FILE_CALL = re.compile(r"\b(?:torch\.)?(?:ops\.aten\.)?(?:torch\.)?(save|from_file)\s*\(")
 _MAX_LISTED = 20
@@ -68,96 +69,95 @@ class Call:
     name: str
     line: int
     method: str
-    """The enclosing ``def`` ('' at class or module level)."""
-
-
-def _calls(source: str) -> list[Call]:
-    """Every call with a dotted callee name (``torch.save(``, ``ops.ns.op(``), with the ``def`` it sits in.
-
-    Read with ``tokenize``, not ``ast``: parsing attacker text into an AST is a ``compile`` call, and the
-    scanner promises an audit hook none. Raises tokenize.TokenError/IndentationError on broken source.
-    """
-    found: list[Call] = []
-    defs: list[tuple[int, str]] = []
-    chain: list[str] = []
-    last = ""
-    line_start = True
-    pending_def = False
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        kind, text = token.type, token.string
-        if kind in (tokenize.NEWLINE, tokenize.NL):
-            line_start, chain, last = kind == tokenize.NEWLINE or line_start, [], ""
-            continue
-        if kind in (tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT, tokenize.ENDMARKER):
-            continue
-        if line_start:
-            line_start = False
-            column = token.start[1]
-            while defs and defs[-1][0] >= column:
-                defs.pop()
-            if kind == tokenize.NAME and text == "def":
-                pending_def = True
-                defs.append((column, ""))
-                continue
-        if pending_def and kind == tokenize.NAME:
-            defs[-1] = (defs[-1][0], text)
-            pending_def = False
-            continue
-        if kind == tokenize.NAME:
-            chain = [*chain, text] if chain and last == "." else [text]
-            last = "name"
-        elif kind == tokenize.OP and text == "." and last == "name":
-            last = "."
-        elif kind == tokenize.OP and text == "(" and last == "name":
-            found.append(Call(".".join(chain), token.start[0], defs[-1][1] if defs else ""))
-            chain, last = [], ""
-        else:
-            chain, last = [], ""
-    return found
+    """The enclosing ``def`` ('' at class or module level, '?' when unknown)."""
+    kind: str = "file"
+    why: str = ""
+    text: str = ""
 
 
 def _calls_by_pattern(source: str) -> list[Call]:
-    """A fallback for code Python's parser rejects (or nests too deeply): the same calls by pattern."""
+    """A fallback for code Python's parser rejects (torch's own parser may still accept it): the same
+    operations by pattern. Nothing reviewed this way is ever called clean."""
     found: list[Call] = []
     for number, line in enumerate(source.splitlines(), 1):
         for match in _FILE_CALL.finditer(line):
-            found.append(Call(f"torch.{match.group(1)}", number, "?"))
+            found.append(Call(f"torch.{match.group(1)}", number, "?", text=line.strip()[:160]))
         for match in _OPS.finditer(line):
-            found.append(Call(f"ops.{match.group(1)}.{match.group(2)}", number, "?"))
+            found.append(Call(f"ops.{match.group(1)}.{match.group(2)}", number, "?", "native", text=line.strip()[:160]))
     return found
+
+
+def _operations(source: str) -> list[Call]:
+    issues = codereview.dangerous(source)
+    if issues is None:
+        return _calls_by_pattern(source)
+    return [Call(i.name, i.line, i.function, i.kind, i.why, i.text) for i in issues]
 
 
 def review_code(member: str, source: str) -> list[Anomaly]:
-    """Findings for one ``code/`` source file."""
-    try:
-        calls = _calls(source)
-    except (tokenize.TokenError, SyntaxError, ValueError):
-        calls = _calls_by_pattern(source)
+    """Findings for one ``code/`` source file: every reference to an operation that touches files,
+    processes, sockets, serialized data or code (PW312), or to a native or distributed operator (PW313)."""
     found: list[Anomaly] = []
     seen: set[tuple[str, str]] = set()
-    for call in calls:
+    for call in _operations(source):
+        if (call.name, call.method) in seen:
+            continue
         where = f"line {call.line}" + (f" in {call.method}" if call.method and call.method != "?" else "")
         at_load = " while torch.jit.load runs it" if call.method == "__setstate__" else ""
-        what = _FILE_OPS.get(call.name)
-        if what is not None:
-            if (call.name, call.method) in seen:
+        line = f": {call.text}" if call.text else ""
+        if call.kind in ("native", "distributed"):
+            match = _OPS.search(call.name)
+            namespace = match.group(1) if match else ""
+            if namespace in _CORE_NAMESPACES and call.kind == "native":
                 continue
             seen.add((call.name, call.method))
-            found.append(Anomaly("PW312", member, None, f"TorchScript calls {call.name} ({where}): {what}{at_load}"))
-            continue
-        match = _OPS.fullmatch(call.name.removeprefix("torch."))
-        if match is None:
-            continue
-        namespace = match.group(1)
-        if namespace in _CORE_NAMESPACES or (call.name, call.method) in seen:
+            why = call.why or f"operator namespace {namespace!r} is not part of torch: native code from a library"
+            found.append(
+                Anomaly("PW313", member, None, f"TorchScript calls {call.name} ({where}{line}): {why}{at_load}")
+            )
             continue
         seen.add((call.name, call.method))
-        if namespace in _NETWORK_NAMESPACES:
-            why = "a distributed operator: it exchanges data with other processes"
-        else:
-            why = f"operator namespace {namespace!r} is not part of torch: native code from a library loaded elsewhere"
-        found.append(Anomaly("PW313", member, None, f"TorchScript calls {call.name} ({where}): {why}{at_load}"))
+        what = call.why or _FILE_OPS.get(call.name, "touches files")
+        found.append(Anomaly("PW312", member, None, f"TorchScript calls {call.name} ({where}{line}): {what}{at_load}"))
     return found
+
+
+def code_members(archive: TorchZip) -> list[ZipEntry]:
+    """Every entry torch.jit.load may compile as source: miniz looks records up ignoring ASCII case, so
+    ``CODE/__torch__/M.PY`` is found for ``code/__torch__/m.py`` (every same-named duplicate is reviewed)."""
+    folder = _fold(f"{archive.prefix}/code/")
+    return [
+        entry
+        for entry in archive.all_entries
+        if not entry.directory and _fold(entry.name).startswith(folder) and _fold(entry.name).endswith(b".py")
+    ]
+
+
+def _fold(name: str) -> bytes:
+    raw = name.encode("utf-8", "surrogateescape")
+    return raw.split(b"\x00", 1)[0].translate(_ASCII_FOLD)
+
+
+_ASCII_FOLD = bytes.maketrans(bytes(range(65, 91)), bytes(range(97, 123)))
+
+
+def review_archive(data: bytes, archive: TorchZip, limits: Limits) -> tuple[list[Anomaly], list[str]]:
+    """(findings, errors) for an archive's TorchScript sources."""
+    entries = code_members(archive)
+    names = [entry.name[len(archive.prefix) + 1 :] for entry in entries]
+    anomalies = [listing(list(dict.fromkeys(names)))]
+    errors: list[str] = []
+    for entry in entries:
+        if entry.size > limits.max_code_bytes:
+            errors.append(f"{entry.name}: {entry.size}-byte TorchScript source not reviewed (max_code_bytes)")
+            continue
+        try:
+            raw, _ = read_entry(data, entry, limits)
+        except ScanError as exc:
+            errors.append(f"{entry.name}: {exc}")
+            continue
+        anomalies.extend(review_code(entry.name, raw.decode("utf-8", "replace")))
+    return anomalies, errors
 
 
 def listing(code_members: list[str]) -> Anomaly:

@@ -413,6 +413,9 @@ class Interpreter:
             return size if size is not None else _Opaque("a torch.Size of values that are not sizes")
         if node.how is CallHow.NEW:
             return _Instance(f"{key[0]}.{key[1]}", self._state(node))
+        if key == ("torch.fx.graph_module", "reduce_graph_module") and node.args and type(node.args[0]) is dict:
+            # A traced model: the reducer rebuilds a GraphModule whose module state is the body it is given.
+            return _Instance("torch.fx.graph_module.GraphModule", node.args[0])
         if key in _CONSTRUCTORS and node.args:
             cls = node_of(node.args[0])
             if isinstance(cls, Global):

@@ -316,6 +316,29 @@ def run_pickle(
     if isinstance(data, memoryview):
         data = data.tobytes()  # the layout pass searches for newlines, which a memoryview cannot
     layout = scan_layout(data, start, limits)
+    program = _run(data, start, limits, layout, member, index, base, plain, file_like)
+    if plain is not always_type and _PLAIN_REFUSED in str(program.error):
+        # A callable judged plain did return a class here (enum.Enum's functional API does), and NEWOBJ
+        # refused the cheap stand-in where it would accept the victim's class: rerun with type stand-ins.
+        program = _run(data, start, limits, layout, member, index, base, always_type, file_like)
+    return program, layout
+
+
+_PLAIN_REFUSED = f"must be a type, not {_Value.__name__}"
+"""How the C unpickler refuses a plain stand-in as NEWOBJ/NEWOBJ_EX's class."""
+
+
+def _run(
+    data: Buffer,
+    start: int,
+    limits: Limits,
+    layout: Layout,
+    member: str,
+    index: int,
+    base: int,
+    plain: PlainResult,
+    file_like: bool,
+) -> Program:
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
     recorder = Recorder(program, layout, base, limits, plain)
@@ -343,7 +366,7 @@ def run_pickle(
             program.error = MalformedPickle(base + layout.end, "offset decoder disagrees with the unpickler")
     finally:
         release()
-    return program, layout
+    return program
 
 
 _gc_lock = threading.Lock()
@@ -461,9 +484,14 @@ class _ViewReader(io.RawIOBase):
         self.close()
 
 
+_AT_CUT = (f"invalid load key, '\\x{_INVALID_OPCODE:02x}'.", "pickle data was truncated", "Ran out of input")
+"""What the C unpickler says when it reaches the planted opcode or the end of the stream."""
+
+
 def _machine_error(layout: Layout, recorder: Recorder, exc: Exception) -> ScanError:
-    if layout.error is not None:
-        # The machine ran into the cut we made where the layout pass found the stream broken.
+    if layout.error is not None and str(exc) in _AT_CUT:
+        # The machine ran into the cut we made where the layout pass found the stream broken (an opcode
+        # the machine itself refuses earlier, such as a literal C cannot parse, is reported as such).
         error = layout.error
         if isinstance(error, MalformedPickle):
             return MalformedPickle(recorder.base + error.offset, error.reason)

@@ -1,7 +1,7 @@
 """Run CPython's pure-Python unpickler (``pickle._Unpickler``) over a pickle, with the C machine's stand-ins.
 
-Why a second machine: joblib.load (and dill) read pickles with ``pickle._Unpickler``, not the C one, and
-the two accept different streams. The Python one parses INT/FLOAT/LONG literals and memo indices with
+Why a second machine: joblib.load (every joblib format) reads pickles with ``pickle._Unpickler``, not the C
+one, and the two accept different streams. The Python one parses INT/FLOAT/LONG literals and memo indices with
 ``int()``/``float()`` (underscores, spaces), keeps its memo in a dict (no allocation up to the index, so a
 huge PUT index does not fail), calls REDUCE's callable with ``func(*args)`` (any iterable, not only a
 tuple), does not check that NEWOBJ's class is a type, applies SETITEMS pairs before noticing an odd count,
@@ -15,6 +15,12 @@ Inert the same way as :mod:`picklewarden.pickle.machine`, by the same recorder a
 unpickler reaches outside the stream, the EXT opcodes (which read copyreg's registry and *write* its
 process-wide ``_extension_cache``), is replaced: the code is recorded and resolved read-only, never cached.
 ``BYTEARRAY8`` is replaced too, since the original allocates whatever length the stream names.
+
+Modelled for joblib.load: its outer stream (after joblib's raw array reads are cut out) and each object
+array's own pickle, read to where ``pickle._Unpickler`` stops; a raw stream the C unpickler gives up on
+(joblib.load reads any pickle file). Not modelled: what real objects would do with the stand-ins (a real
+``__reduce__`` result iterated as REDUCE arguments, ``.items()`` of a real BUILD state): the machine stops
+there, as the C machine does, and says so.
 
 Offsets: the opcode loop is the library's; every handler is wrapped to note the opcode's offset (through
 frames) before it runs, so the recorder ties events to bytes exactly as it does for the C machine.
@@ -41,6 +47,8 @@ _EXT = {pickle.EXT1[0]: ("<B", 1), pickle.EXT2[0]: ("<H", 2), pickle.EXT4[0]: ("
 _FRAME = pickle.FRAME[0]
 _BUILD = pickle.BUILD[0]
 _CHECK_EVERY = 0x4000
+_SAME_END = ("pickle data ends before STOP", "argument needs", "length field truncated", "invalid opcode byte")
+"""Layout-pass reasons (see :mod:`picklewarden.pickle.layout`) at which both unpicklers stop alike."""
 READER = "pickle._Unpickler"
 """:attr:`Program.reader` of programs this machine records."""
 
@@ -174,7 +182,7 @@ class _PyInert(pickle._Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         if not self._persistent:
-            # joblib's and dill's unpicklers define none: pickle's default refuses the id.
+            # joblib's unpickler defines none: pickle's default refuses the id.
             raise pickle.UnpicklingError("A load persistent id instruction was encountered, but no persistent_load")
         return self._recorder.persistent_load(pid)
 
@@ -247,9 +255,17 @@ def _based(error: ScanError, base: int) -> ScanError:
 
 def further(program: Program, data: bytes, limits: Limits, plain: machine.PlainResult) -> Program | None:
     """The pure-Python reading of a stream the C machine gave up on, when it gets further than ``program``
-    (more statements, or to STOP): what joblib.load or dill.load runs from the same bytes."""
-    if program.complete or not isinstance(program.error, MalformedPickle):
-        return None  # complete: the Python reading does the same or fails earlier; a limit: so would it
+    (more statements, or to STOP): what joblib.load runs from the same bytes."""
+    error = program.error
+    memo = isinstance(error, LimitExceeded) and error.resource == "memo index"
+    if program.complete or not (isinstance(error, MalformedPickle) or memo):
+        # Complete: the Python reading does the same or fails earlier. Over another limit: so would it. The
+        # memo limit is the C unpickler's (it allocates a table up to the index); a dict has no such bound.
+        return None
+    if isinstance(error, MalformedPickle) and error.reason.startswith(_SAME_END):
+        # Every opcode before this one was accepted by C, where Python does the same or fails; at this one
+        # Python fails too (the bytes end, or no opcode has this byte). A truncated checkpoint costs one run.
+        return None
     view = run_pickle_python(data, program.start, limits, member=program.member, index=program.index, plain=plain)
     if len(view.statements) > len(program.statements) or (view.complete and view.statements):
         return view
