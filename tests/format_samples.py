@@ -296,6 +296,15 @@ def config_auto_map(path: Path, canary: Path) -> None:
     _write(path, json.dumps(config))
 
 
+def config_auto_map_reaching_sinks(path: Path, canary: Path) -> None:
+    config_auto_map(path, canary)
+    _write(
+        path.parent / "modeling_x.py",
+        "import os\n\n\nclass XModel:\n    def __init__(self):\n        os.system('id')\n",
+    )
+    _write(path.parent / "configuration_x.py", "class XConfig:\n    pass\n")
+
+
 def config_benign(path: Path, canary: Path) -> None:
     _write(path, json.dumps({"model_type": "bert", "hidden_size": 8, "architectures": ["BertModel"]}))
 
@@ -367,6 +376,17 @@ CASES: tuple[FormatCase, ...] = (
     # A custom operator domain is listed (info): its kernels come from a library the loading process registers.
     FormatCase("onnx-custom-domain", "custom.onnx", "onnx", "safe", onnx_custom_domain, ("PW405",)),
     FormatCase("script-posing-as-model", "model.bin", "exec", "malicious", script_model, ("PW406",)),
-    FormatCase("config-auto-map", "config.json", "none", "suspicious", config_auto_map, ("PW407",), fires=False),
+    # auto_map alone is information (the user opts in with trust_remote_code); files beside it that reach
+    # dangerous names make it suspicious.
+    FormatCase("config-auto-map", "config.json", "none", "safe", config_auto_map, ("PW407",), fires=False),
+    FormatCase(
+        "config-auto-map-sinks",
+        "config.json",
+        "none",
+        "suspicious",
+        config_auto_map_reaching_sinks,
+        ("PW407",),
+        fires=False,
+    ),
     FormatCase("config-benign", "plain/config.json", "none", "safe", config_benign),
 )
