@@ -15,6 +15,7 @@ from picklewarden.knowledge.tables import (
     DANGEROUS_MODULES,
     DANGEROUS_NAMES,
     INTROSPECTION_ATTRIBUTES,
+    MODULE_STATE,
     SAFE,
     Category,
     Generated,
@@ -131,6 +132,16 @@ _MUTATORS = frozenset(
 )
 
 
+def _state_like(module: str, head: str) -> bool:
+    """Whether ``module.head`` names module state (a registry, a table) rather than a class, whose mutating
+    methods (``ChainMap.__setitem__``, ``torch.add`` as ``_VariableFunctionsClass.add``) only act on the
+    object a pickle hands them. The generated data does not record which names are classes, so the reviewed
+    registries are listed, and otherwise Python's naming convention decides: classes are capitalised."""
+    if (module, head) in MODULE_STATE:
+        return True
+    return head.rpartition(".")[2].lstrip("_")[:1].islower()
+
+
 def _closed_world(resolved: Resolved, data: Generated) -> Knowledge | None:
     """Inside the analysed packages (``closed`` roots: the stdlib, ``test.support``, numpy, torch) every callable
     was walked: one that is no sink reaches none.
@@ -144,7 +155,7 @@ def _closed_world(resolved: Resolved, data: Generated) -> Knowledge | None:
         return None
     top = roots[-1]
     head, _, last = resolved.qualname.rpartition(".")
-    if head and last in _MUTATORS:
+    if head and last in _MUTATORS and _state_like(resolved.module, head):
         return Knowledge(
             Category.TAMPER,
             f"mutates {resolved.module}.{head} in place: module state that later code in the loading process uses",

@@ -274,6 +274,17 @@ INTROSPECTION_ATTRIBUTES: Final[frozenset[str]] = frozenset(
 )
 
 
+MODULE_STATE: Final[dict[tuple[str, str], str]] = {
+    ("copyreg", "dispatch_table"): "how pickle reduces every type in the process",
+    ("copyreg", "_extension_registry"): "the EXT opcodes' name table for every later load",
+    ("copyreg", "_inverted_registry"): "the EXT opcodes' code table for every later load",
+    ("copyreg", "_extension_cache"): "resolved EXT globals reused by every later load",
+    ("torch.serialization", "_package_registry"): "the location tags every later torch.load restores with",
+    ("warnings", "filters"): "which warnings the process shows",
+}
+"""Process-wide registries whose mutation changes later loads, whatever their names look like."""
+
+
 @dataclass(frozen=True)
 class Generated:
     """Reviewed data produced by ``scripts/gen_knowledge.py`` (never computed at scan time)."""
