@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
-Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None]
+Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
 """A central-directory record in ``zipdir._Raw``'s field order."""
 
 
@@ -45,7 +45,7 @@ class Speedups(Protocol):
     ) -> tuple[int, int, int, int, object]: ...
 
     def central_directory(
-        self, data: object, cd_offset: int, cd_size: int, total: int, disk: int, size: int, /
+        self, data: object, cd_offset: int, cd_size: int, total: int, disk: int, size: int, usual_flags: int, /
     ) -> tuple[list[Record], int, int] | None: ...
 
 

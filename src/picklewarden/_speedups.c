@@ -396,19 +396,70 @@ stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, ui
     return NULL;
 }
 
+/* Python's zipfile finds the extra field corrupt (zipdir._zipfile_extra_corrupt). */
+static int
+zipfile_extra_corrupt(const unsigned char *extra, Py_ssize_t extra_len)
+{
+    Py_ssize_t position = 0;
+    while (extra_len - position >= 4) {
+        Py_ssize_t field_size = u16(extra + position + 2);
+        if (field_size + 4 > extra_len - position)
+            return 1;
+        position += 4 + field_size;
+    }
+    return 0;
+}
+
+static int
+ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(tail);
+    return len >= n && memcmp(name + len - n, tail, (size_t)n) == 0;
+}
+
 /*
- * central_directory(data, cd_offset, cd_size, total, disk, size) -> (records, position, remaining) or None
+ * A plain tensor-data record: stored raw storage bytes under data/ with an ASCII name, nothing odd about it.
+ * torchzip._Reader.check_entry has nothing to say about such a record and its local header is read only on
+ * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
+ */
+static int
+plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+                    Py_ssize_t extra_len, unsigned flags, unsigned method, uint64_t external, uint64_t size,
+                    uint64_t compressed, uint64_t offset, unsigned usual_flags, Py_ssize_t file_size)
+{
+    if (method != 0 || (flags & ~usual_flags) != 0 || compressed == 0 || size != compressed || (external & 0x10))
+        return 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        if (name[i] == 0 || name[i] >= 0x80)
+            return 0;
+    /* torchzip's _is_tensor_data: "/data/" in "/" + name, not a pickle, not a folder */
+    int under_data = name_len >= 5 && memcmp(name, "data/", 5) == 0;
+    for (Py_ssize_t i = 0; !under_data && i + 6 <= name_len; i++)
+        under_data = memcmp(name + i, "/data/", 6) == 0;
+    if (!under_data || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
+        return 0;
+    if (zipfile_extra_corrupt(extra, extra_len))
+        return 0;
+    /* the data (from the lower-bound offset) lies within the file */
+    uint64_t start = offset + LOCAL_SIZE + (uint64_t)name_len;
+    return start >= offset && start <= (uint64_t)file_size && compressed <= (uint64_t)file_size - start;
+}
+
+/*
+ * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags)
+ *   -> (records, position, remaining) or None
  *
- * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order. None
- * where any record is one the reference refuses: the caller then runs the reference, which raises with
- * its own message (errors are rare; their wording stays in one place).
+ * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
+ * with a last field saying whether it is a plain tensor record (see above). None where any record is one
+ * the reference refuses: the caller then runs the reference, which raises with its own message (errors
+ * are rare; their wording stays in one place).
  */
 static PyObject *
 central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "central_directory takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "central_directory takes 7 arguments");
         return NULL;
     }
     Py_ssize_t cd_offset = PyLong_AsSsize_t(args[1]);
@@ -416,6 +467,7 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t total = PyLong_AsSsize_t(args[3]);
     long disk = PyLong_AsLong(args[4]);
     Py_ssize_t expected_size = PyLong_AsSsize_t(args[5]);
+    unsigned usual_flags = (unsigned)PyLong_AsUnsignedLong(args[6]);
     if (PyErr_Occurred())
         return NULL;
     Py_buffer view;
@@ -470,11 +522,15 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto refuse;
         uint64_t s_plain = plain, s_size = compressed, s_offset = header_offset;
         const char *stat_error = stat_zip64(extra, extra_len, &s_plain, &s_size, &s_offset);
-        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#IN)", index, position, (const char *)name, name_len, flags,
+        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
+                                                                     external, s_plain, s_size, s_offset,
+                                                                     usual_flags, size);
+        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INN)", index, position, (const char *)name, name_len, flags,
                                       method, (unsigned long long)crc32, (unsigned long long)s_size,
                                       (unsigned long long)s_plain, (unsigned long long)s_offset,
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
-                                      stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None));
+                                      stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
+                                      PyBool_FromLong(plain_record));
         if (raw == NULL) /* "N" handed the tuple our reference to the error text */
             goto finish;
         int appended = PyList_Append(records, raw);

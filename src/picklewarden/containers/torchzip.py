@@ -243,6 +243,25 @@ def _binary_search(keys: list[bytes], order: list[int], key: bytes) -> int | Non
     return None
 
 
+def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
+    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
+    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
+    return ZipEntry(
+        name=raw.name.decode("ascii"),
+        header_offset=raw.header_offset,
+        data_offset=raw.header_offset + _LOCAL_SIZE + len(raw.name),
+        compressed_size=raw.compressed_size,
+        size=raw.size,
+        method=raw.method,
+        crc32=raw.crc32,
+        flags=raw.flags,
+        index=raw.index,
+        directory=False,
+        stat_error=None,
+        local_read=False,
+    )
+
+
 class _Reader(DirectoryReader):
     """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
 
@@ -260,11 +279,16 @@ class _Reader(DirectoryReader):
         if slash < 0:
             raise ScanError(f"torch cannot open this archive: its first entry {_decode(first)!r} is not in a folder")
         prefix = first[:slash]
-        entries = [self.make_entry(raw) for raw in raws]
+        entries = [_plain_tensor_entry(raw) if raw.plain_tensor else self.make_entry(raw) for raw in raws]
         keys = [raw.name.translate(_ASCII_FOLD) for raw in raws]
         lookup = self.build_lookup(raws, entries, keys)
         by_name: dict[str, ZipEntry] = {}
-        for raw, entry in zip(raws, entries, strict=True):
+        pairs = zip(raws, entries, strict=True)
+        if len(lookup) == len(raws) and not any(b"\x00" in key for key in keys):
+            # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
+            by_name = {entry.name: entry for entry in entries}
+            pairs = zip((), (), strict=True)
+        for raw, entry in pairs:
             found = lookup.get(_lookup_key(raw.name))
             if found is not None:
                 by_name.setdefault(entry.name, found)
@@ -429,6 +453,9 @@ class _Reader(DirectoryReader):
 
     def build_lookup(self, raws: list[_Raw], entries: list[ZipEntry], keys: list[bytes]) -> dict[bytes, ZipEntry]:
         """For every folded name, the entry miniz's binary search returns."""
+        unique = dict(zip(keys, entries, strict=True))
+        if len(unique) == len(keys):
+            return unique  # no two names fold alike: nothing for the heap sort to decide
         groups: dict[bytes, list[int]] = {}
         for index, key in enumerate(keys):
             groups.setdefault(key, []).append(index)

@@ -8,7 +8,7 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from picklewarden import _native
 from picklewarden.containers.zipentry import (
@@ -19,6 +19,7 @@ from picklewarden.containers.zipentry import (
     _EOCD_SIG,
     _EOCD_SIZE,
     _FLAG_MASKED,
+    _FLAGS_USUAL,
     _LOCAL_SIZE,
     _MAX_PER_CODE,
     _SEARCH_BLOCK,
@@ -60,6 +61,9 @@ class _Raw:
     extra: bytes
     time: int
     stat_error: str | None
+    plain_tensor: bool = field(default=False, compare=False)
+    """Set by the compiled walk only: a stored tensor-data record with an ASCII name and nothing odd about
+    it, whose entry torchzip builds without its per-entry checks (which would find nothing)."""
 
 
 class DirectoryReader:
@@ -254,7 +258,11 @@ class DirectoryReader:
         data, size = self.data, self.size
         native = _native.speedups
         # The compiled walk returns None for a directory torch refuses: the loop below then says why.
-        found = None if native is None else native.central_directory(data, cd_offset, cd_size, total, disk, size)
+        found = (
+            None
+            if native is None
+            else native.central_directory(data, cd_offset, cd_size, total, disk, size, _FLAGS_USUAL)
+        )
         if found is not None:
             records, position, remaining = found
             raws = [_Raw(*record) for record in records]
