@@ -243,22 +243,28 @@ def _binary_search(keys: list[bytes], order: list[int], key: bytes) -> int | Non
     return None
 
 
-def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
-    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
-    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
+def _entry(raw: _Raw, name: str, data_offset: int, directory: bool, *, local_read: bool) -> ZipEntry:
     return ZipEntry(
-        name=raw.name.decode("ascii"),
+        name=name,
         header_offset=raw.header_offset,
-        data_offset=raw.header_offset + _LOCAL_SIZE + len(raw.name),
+        data_offset=data_offset,
         compressed_size=raw.compressed_size,
         size=raw.size,
         method=raw.method,
         crc32=raw.crc32,
         flags=raw.flags,
         index=raw.index,
-        directory=False,
-        stat_error=None,
-        local_read=False,
+        directory=directory,
+        stat_error=raw.stat_error,
+        local_read=local_read,
+    )
+
+
+def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
+    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
+    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
+    return _entry(
+        raw, raw.name.decode("ascii"), raw.header_offset + _LOCAL_SIZE + len(raw.name), False, local_read=False
     )
 
 
@@ -371,20 +377,7 @@ class _Reader(DirectoryReader):
                     f"flags {raw.flags:#06x} method {raw.method}; torch uses the central directory",
                 )
         self.check_entry(raw, name, directory, data_offset)
-        return ZipEntry(
-            name=name,
-            header_offset=raw.header_offset,
-            data_offset=data_offset,
-            compressed_size=raw.compressed_size,
-            size=raw.size,
-            method=raw.method,
-            crc32=raw.crc32,
-            flags=raw.flags,
-            index=raw.index,
-            directory=directory,
-            stat_error=raw.stat_error,
-            local_read=not skip_local,
-        )
+        return _entry(raw, name, data_offset, directory, local_read=not skip_local)
 
     def check_entry(self, raw: _Raw, name: str, directory: bool, data_offset: int) -> None:
         offset = raw.header_offset
