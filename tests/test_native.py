@@ -245,3 +245,21 @@ def test_corpus_reports_agree(sample: object, tmp_path: Path) -> None:
     compiled = scan_bytes(data)
     assert compiled == reference  # findings with their evidence, errors, notes
     assert compiled.verdict.name == sample.expect.upper() or sample.expect != "malicious"  # type: ignore[attr-defined]
+
+
+def test_a_failed_c_build_still_installs_the_pure_python_package(tmp_path: Path) -> None:
+    """hatch_build.py: a compiler that fails (here LDSHARED=false) leaves a pure-Python wheel, not an error."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LDSHARED": "false"},
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("picklewarden-*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "picklewarden/_native.py" in names and not [n for n in names if n.endswith((".so", ".pyd"))]
