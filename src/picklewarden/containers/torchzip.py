@@ -290,7 +290,7 @@ class _Reader(DirectoryReader):
         lookup = self.build_lookup(raws, entries, keys)
         by_name: dict[str, ZipEntry] = {}
         pairs = zip(raws, entries, strict=True)
-        if len(lookup) == len(raws) and not any(b"\x00" in key for key in keys):
+        if len(lookup) == len(raws) and b"\x00" not in b"".join(keys):
             # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
             by_name = {entry.name: entry for entry in entries}
             pairs = zip((), (), strict=True)
