@@ -263,3 +263,20 @@ def test_a_failed_c_build_still_installs_the_pure_python_package(tmp_path: Path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "picklewarden/_native.py" in names and not [n for n in names if n.endswith((".so", ".pyd"))]
+
+
+def test_cpython_differential_holds_on_the_pure_python_core() -> None:
+    """tests/test_differential.py runs on the installed (compiled) core; here one seed of it on the reference."""
+    from tests.test_differential import test_scanner_sees_every_import_and_call_cpython_reaches as differential
+
+    with pure_python():
+        differential(0)
+
+
+def test_fuzz_targets_hold_on_the_pure_python_core() -> None:
+    """tests/test_fuzz.py's targets (random and mutated inputs) on the reference; the compiled core runs there."""
+    from tests.test_fuzz import test_targets_raise_only_scan_errors as targets
+
+    with pure_python():
+        for name in ("layout", "zip", "machine"):
+            targets(name)
