@@ -44,7 +44,7 @@ from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
 
 
-@dataclass
+@dataclass(slots=True)
 class _Raw:
     """A central-directory record as read, before local headers are looked at."""
 
