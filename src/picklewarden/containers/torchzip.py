@@ -510,6 +510,9 @@ class _Reader(DirectoryReader):
     def check_prefix(self, raws: list[_Raw], prefix: bytes) -> None:
         """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder."""
         wanted = _c_string(prefix + b"/")
+        head = wanted[: len(prefix) + 1]
+        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(raw.name.startswith(head) for raw in raws):
+            return  # every name starts with the NUL-free folder, so no C-string cut can move it outside
         for raw in raws:
             shown = _c_string(raw.name[: _MAX_FILENAME_BUFFER - 1])
             if shown[: len(prefix) + 1] != wanted[: len(prefix) + 1]:
