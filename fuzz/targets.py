@@ -7,10 +7,12 @@ an exception, where the public ``scan_bytes`` would turn it into an ``error`` re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from picklewarden import DEFAULT_LIMITS, ScanError
+from picklewarden import DEFAULT_LIMITS, ScanError, _native
 from picklewarden.containers import torchzip
+from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import run_pickle
 from picklewarden.rules import ProgramJudge
@@ -144,6 +146,70 @@ def whole_file(data: bytes) -> None:
     analyse_bytes(data, limits=LIMITS).report()
 
 
+# -- the compiled core against the pure-Python reference ------------------------------------------------------
+COMPILED = _native.speedups
+"""The C extension when it is built (and not switched off); the agreement targets need it to mean anything."""
+
+
+@contextmanager
+def pure_python() -> Iterator[None]:
+    """Run the pure-Python reference loops inside the block, whatever core is installed."""
+    saved, _native.speedups = _native.speedups, None
+    try:
+        yield
+    finally:
+        _native.speedups = saved
+
+
+def outcome(run: Callable[[], object]) -> object:
+    """What a call returns, or the ScanError it raises (by type, text and offset: exceptions lack ==)."""
+    try:
+        return run()
+    except ScanError as exc:
+        return (type(exc), str(exc), getattr(exc, "offset", None))
+
+
+def agree(run: Callable[[], object]) -> object:
+    """``run`` under both cores; AssertionError (a fuzzing crash) where they differ."""
+    with pure_python():
+        reference = outcome(run)
+    compiled = outcome(run)
+    assert compiled == reference, f"the C core says {compiled!r}, the reference {reference!r}"
+    return compiled
+
+
+def _layout_facts(data: bytes, start: int, limits: Limits) -> object:
+    lay = scan_layout(data, start, limits)
+    error = None if lay.error is None else (type(lay.error), str(lay.error))
+    return (lay.cut, lay.end, lay.opcodes, lay.imports, lay.calls, lay.builds, lay.persistent, lay.extensions,
+            lay.protocol, error)  # fmt: skip
+
+
+AGREEMENT_LIMITS = (
+    LIMITS,
+    LIMITS.replace(max_memo_index=200, max_opcodes=64),
+    LIMITS.replace(max_pickle_bytes=100),
+)
+"""Limits the layout pass is compared under: each bound must stop both cores at the same opcode."""
+
+
+def native_layout(data: bytes) -> None:
+    # The first byte picks the limits and where the pickle starts, so the fuzzer explores both.
+    if not data:
+        return
+    limits = AGREEMENT_LIMITS[data[0] % len(AGREEMENT_LIMITS)]
+    start = 1 + (data[0] >> 4) % 4 if len(data) > 5 else 1
+    agree(lambda: _layout_facts(data, min(start, len(data)), limits))
+
+
+def native_zip(data: bytes) -> None:
+    def directory() -> object:
+        archive = torchzip.open_torch_zip(data, LIMITS)
+        return (archive.entries, archive.order, archive.prefix, archive.anomalies, archive.all_entries)
+
+    agree(directory)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "layout": layout,
     "machine": machine,
@@ -153,4 +219,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "tar-sniff": tar_sniff,
     "npy-header": npy_header,
     "scan": whole_file,
+    "native-layout": native_layout,
+    "native-zip": native_zip,
 }

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from picklewarden import __version__
+from picklewarden._native import core_name
 
 if TYPE_CHECKING:
     from picklewarden.policy.config import Policy
@@ -96,7 +97,7 @@ def leave(code: int) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="picklewarden")
+@click.version_option(__version__, prog_name="picklewarden", message=f"%(prog)s, version %(version)s, {core_name()}")
 def cli() -> None:
     """Find malicious code in pickles and PyTorch model files without executing them."""
 

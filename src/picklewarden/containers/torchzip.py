@@ -168,6 +168,31 @@ def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
     return _Reader(data, limits).run()
 
 
+def _entry(raw: _Raw, name: str, data_offset: int, directory: bool, *, local_read: bool) -> ZipEntry:
+    return ZipEntry(
+        name=name,
+        header_offset=raw.header_offset,
+        data_offset=data_offset,
+        compressed_size=raw.compressed_size,
+        size=raw.size,
+        method=raw.method,
+        crc32=raw.crc32,
+        flags=raw.flags,
+        index=raw.index,
+        directory=directory,
+        stat_error=raw.stat_error,
+        local_read=local_read,
+    )
+
+
+def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
+    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
+    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
+    return _entry(
+        raw, raw.name.decode("ascii"), raw.header_offset + _LOCAL_SIZE + len(raw.name), False, local_read=False
+    )
+
+
 class _Reader(DirectoryReader):
     """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
 
@@ -185,11 +210,16 @@ class _Reader(DirectoryReader):
         if slash < 0:
             raise ScanError(f"torch cannot open this archive: its first entry {_decode(first)!r} is not in a folder")
         prefix = first[:slash]
-        entries = [self.make_entry(raw) for raw in raws]
+        entries = [_plain_tensor_entry(raw) if raw.plain_tensor else self.make_entry(raw) for raw in raws]
         keys = [raw.name.translate(_ASCII_FOLD) for raw in raws]
         lookup = self.build_lookup(raws, entries, keys)
         by_name: dict[str, ZipEntry] = {}
-        for raw, entry in zip(raws, entries, strict=True):
+        pairs = zip(raws, entries, strict=True)
+        if len(lookup) == len(raws) and b"\x00" not in b"".join(keys):
+            # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
+            by_name = {entry.name: entry for entry in entries}
+            pairs = zip((), (), strict=True)
+        for raw, entry in pairs:
             found = lookup.get(_lookup_key(raw.name))
             if found is not None:
                 by_name.setdefault(entry.name, found)
@@ -272,20 +302,7 @@ class _Reader(DirectoryReader):
                     f"flags {raw.flags:#06x} method {raw.method}; torch uses the central directory",
                 )
         self.check_entry(raw, name, directory, data_offset)
-        return ZipEntry(
-            name=name,
-            header_offset=raw.header_offset,
-            data_offset=data_offset,
-            compressed_size=raw.compressed_size,
-            size=raw.size,
-            method=raw.method,
-            crc32=raw.crc32,
-            flags=raw.flags,
-            index=raw.index,
-            directory=directory,
-            stat_error=raw.stat_error,
-            local_read=not skip_local,
-        )
+        return _entry(raw, name, data_offset, directory, local_read=not skip_local)
 
     def check_entry(self, raw: _Raw, name: str, directory: bool, data_offset: int) -> None:
         offset = raw.header_offset
@@ -354,6 +371,9 @@ class _Reader(DirectoryReader):
 
     def build_lookup(self, raws: list[_Raw], entries: list[ZipEntry], keys: list[bytes]) -> dict[bytes, ZipEntry]:
         """For every folded name, the entry miniz's binary search returns."""
+        unique = dict(zip(keys, entries, strict=True))
+        if len(unique) == len(keys):
+            return unique  # no two names fold alike: nothing for the heap sort to decide
         groups: dict[bytes, list[int]] = {}
         for index, key in enumerate(keys):
             groups.setdefault(key, []).append(index)
@@ -415,6 +435,9 @@ class _Reader(DirectoryReader):
     def check_prefix(self, raws: list[_Raw], prefix: bytes) -> None:
         """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder."""
         wanted = _c_string(prefix + b"/")
+        head = wanted[: len(prefix) + 1]
+        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(raw.name.startswith(head) for raw in raws):
+            return  # every name starts with the NUL-free folder, so no C-string cut can move it outside
         for raw in raws:
             shown = _c_string(raw.name[: _MAX_FILENAME_BUFFER - 1])
             if shown[: len(prefix) + 1] != wanted[: len(prefix) + 1]:

@@ -8,8 +8,9 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from picklewarden import _native
 from picklewarden.containers.zipentry import (
     _CDH,
     _CDH_SIG,
@@ -18,6 +19,7 @@ from picklewarden.containers.zipentry import (
     _EOCD_SIG,
     _EOCD_SIZE,
     _FLAG_MASKED,
+    _FLAGS_USUAL,
     _LOCAL_SIZE,
     _MAX_PER_CODE,
     _SEARCH_BLOCK,
@@ -42,7 +44,7 @@ from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
 
 
-@dataclass
+@dataclass(slots=True)
 class _Raw:
     """A central-directory record as read, before local headers are looked at."""
 
@@ -59,6 +61,9 @@ class _Raw:
     extra: bytes
     time: int
     stat_error: str | None
+    plain_tensor: bool = field(default=False, compare=False)
+    """Set by the compiled walk only: a stored tensor-data record with an ASCII name and nothing odd about
+    it, whose entry torchzip builds without its per-entry checks (which would find nothing)."""
 
 
 class DirectoryReader:
@@ -251,7 +256,19 @@ class DirectoryReader:
 
     def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> list[_Raw]:
         data, size = self.data, self.size
-        raws: list[_Raw] = []
+        native = _native.speedups
+        # The compiled walk returns None for a directory torch refuses: the loop below then says why.
+        found = (
+            None
+            if native is None
+            else native.central_directory(data, cd_offset, cd_size, total, disk, size, _FLAGS_USUAL)
+        )
+        if found is not None:
+            records, position, remaining = found
+            raws = [_Raw(*record) for record in records]
+            self.note_slack(position, remaining, total)
+            return raws
+        raws = []
         position, remaining = cd_offset, cd_size
         for index in range(total):
             header = bytes(data[position : position + _CDH_SIZE]) if remaining >= _CDH_SIZE else b""
@@ -325,7 +342,12 @@ class DirectoryReader:
             )
             position += record_size
             remaining -= record_size
-        if remaining >= _CDH_SIZE and bytes(data[position : position + 4]) == _CDH_SIG:
+        self.note_slack(position, remaining, total)
+        return raws
+
+    def note_slack(self, position: int, remaining: int, total: int) -> None:
+        """What follows the declared entries inside the central directory."""
+        if remaining >= _CDH_SIZE and bytes(self.data[position : position + 4]) == _CDH_SIG:
             self.note(
                 "cd-slack",
                 None,
@@ -340,7 +362,6 @@ class DirectoryReader:
                 position,
                 f"{remaining} unused bytes at the end of the central directory; torch ignores them",
             )
-        return raws
 
     def directory_zip64(
         self, index: int, extra: bytes, compressed: int, plain: int, offset: int

@@ -18,6 +18,7 @@ import pickle as _stdlib_pickle
 import time
 from dataclasses import dataclass, field
 
+from picklewarden import _native
 from picklewarden._compat import assert_never
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
@@ -92,6 +93,39 @@ def _actions(keep: bool, small_memo: bool) -> tuple[int, ...]:
 
 
 _ACTIONS = {(keep, small): _actions(keep, small) for keep in (False, True) for small in (False, True)}
+# The same tables as bytes for the compiled loop (picklewarden/_speedups.c), which decodes without ``keep``.
+_NATIVE_STEPS = bytes(step & 0xFF for step in _STEP)
+_NATIVE_ACTIONS = {small: bytes(_ACTIONS[False, small]) for small in (False, True)}
+_EXT4 = op.BY_NAME["EXT4"].code
+
+# Why a decode stops short: the Python loop and the compiled one (which returns these numbers) share them,
+# and :func:`_problem` words them once.
+_S_CHUNK, _S_STOP, _F_END, _F_BAD_OPCODE, _F_LENGTH_TRUNCATED, _F_NEGATIVE_LENGTH = range(6)
+_F_NO_NEWLINE, _F_SHORT, _F_PUT_NOT_INT, _F_MEMO, _F_PROTO, _F_FRAME = range(6, 12)
+
+
+def _problem(kind: int, pos: int, value: object, limits: Limits) -> ScanError:
+    """The error for a decode that stopped at ``pos`` for reason ``kind`` (``value`` is its detail)."""
+    if kind == _F_MEMO:
+        assert isinstance(value, int)
+        return LimitExceeded("memo index", limits.max_memo_index, value, pos)
+    if kind == _F_BAD_OPCODE:
+        assert isinstance(value, int)
+        return MalformedPickle(pos, f"invalid opcode byte 0x{value:02x}")
+    template = _MESSAGES[kind]
+    return MalformedPickle(pos, template.format(value))
+
+
+_MESSAGES = {
+    _F_END: "pickle data ends before STOP",
+    _F_LENGTH_TRUNCATED: "length field truncated",
+    _F_NEGATIVE_LENGTH: "negative length {}",
+    _F_NO_NEWLINE: "text argument has no terminating newline",
+    _F_SHORT: "argument needs {} more bytes than the stream holds",
+    _F_PUT_NOT_INT: "PUT index is not an integer",
+    _F_PROTO: "unsupported pickle protocol {}",
+    _F_FRAME: "FRAME of {} bytes runs past the end",
+}
 _CHECK_EVERY = 0x10000
 """Opcodes decoded between two looks at the clock (a monotonic() call per opcode would double the cost)."""
 
@@ -192,13 +226,25 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
         lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, decoded, proto
         return lay
 
+    def stop(at: int, after: int, decoded: int) -> Layout:
+        if after - start > max_bytes:
+            return fail(at, LimitExceeded("pickle bytes", max_bytes, after - start, at), decoded)
+        lay.end = lay.cut = after
+        lay.opcodes, lay.protocol = decoded, proto
+        return lay
+
+    # The compiled loop decodes the same chunks (the checks between chunks stay here); ``keep`` is for small
+    # heads and listings, which the reference loop serves.
+    native = None if keep else _native.speedups
+    native_actions = _NATIVE_ACTIONS[limits.max_memo_index < 0xFF]
+
     while True:
         if count >= max_opcodes:
             # One opcode more than allowed: the limit is reported at it, unless it is not an opcode at all.
             if pos >= n:
-                return fail(pos, MalformedPickle(pos, "pickle data ends before STOP"), count)
+                return fail(pos, _problem(_F_END, pos, None, limits), count)
             if not steps[data[pos]]:
-                return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{data[pos]:02x}"), count)
+                return fail(pos, _problem(_F_BAD_OPCODE, pos, data[pos], limits), count)
             return fail(pos, LimitExceeded("opcodes", max_opcodes, count + 1, pos), count + 1)
         if count and not count % _CHECK_EVERY:
             if time.monotonic() > deadline:
@@ -208,41 +254,52 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                 return fail(pos, LimitExceeded("pickle bytes", max_bytes, pos - start, pos), count + 1)
             prefetch.ahead_of(pos)
         chunk_end = min(max_opcodes, count + _CHECK_EVERY - count % _CHECK_EVERY)
+        if native is not None:
+            status, pos, done, proto, value = native.layout_chunk(
+                data, pos, count, chunk_end, proto, _NATIVE_STEPS, native_actions, max_memo,
+                _stdlib_pickle.HIGHEST_PROTOCOL, _PUT_TEXT, _EXT4, op.STOP,
+                imports, calls, builds, persistent, lay.extensions,
+            )  # fmt: skip
+            if status == _S_CHUNK:
+                count = chunk_end
+                continue
+            if status == _S_STOP:
+                assert isinstance(value, int)
+                return stop(pos, value, done)
+            return fail(pos, _problem(status, pos, value, limits), done)
         for done in range(count, chunk_end):
             try:
                 code = data[pos]
             except IndexError:
-                return fail(pos, MalformedPickle(pos, "pickle data ends before STOP"), done)
+                return fail(pos, _problem(_F_END, pos, None, limits), done)
             step = steps[code]
             if step > 0:
                 nxt = pos + step
             elif step == 0:
-                return fail(pos, MalformedPickle(pos, f"invalid opcode byte 0x{code:02x}"), done)
+                return fail(pos, _problem(_F_BAD_OPCODE, pos, code, limits), done)
             elif step <= _COUNTED1:
                 if step == _COUNTED1:
                     body = pos + 2
                     if body > n:
-                        return fail(pos, MalformedPickle(pos, "length field truncated"), done + 1)
+                        return fail(pos, _problem(_F_LENGTH_TRUNCATED, pos, None, limits), done + 1)
                     nxt = body + data[pos + 1]
                 else:
                     body = pos + (9 if step == _COUNTED8 else 5)
                     if body > n:
-                        return fail(pos, MalformedPickle(pos, "length field truncated"), done + 1)
+                        return fail(pos, _problem(_F_LENGTH_TRUNCATED, pos, None, limits), done + 1)
                     length = int.from_bytes(data[pos + 1 : body], "little", signed=step == _COUNTED4S)
                     if length < 0:
-                        return fail(pos, MalformedPickle(pos, f"negative length {length}"), done + 1)
+                        return fail(pos, _problem(_F_NEGATIVE_LENGTH, pos, length, limits), done + 1)
                     nxt = body + length
             else:
                 eol = data.find(b"\n", pos + 1)
                 if eol >= 0 and step == _TWO_LINES:
                     eol = data.find(b"\n", eol + 1)
                 if eol < 0:
-                    return fail(pos, MalformedPickle(pos, "text argument has no terminating newline"), done + 1)
+                    return fail(pos, _problem(_F_NO_NEWLINE, pos, None, limits), done + 1)
                 nxt = eol + 1
             if nxt > n:
-                return fail(
-                    pos, MalformedPickle(pos, f"argument needs {nxt - n} more bytes than the stream holds"), done + 1
-                )
+                return fail(pos, _problem(_F_SHORT, pos, nxt - n, limits), done + 1)
             action = actions[code]
             if action:
                 # The argument's first byte: after the length prefix for counted arguments.
@@ -263,22 +320,20 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                         try:
                             index = int(data[arg_start : nxt - 1])
                         except ValueError:
-                            return fail(pos, MalformedPickle(pos, "PUT index is not an integer"), done + 1)
+                            return fail(pos, _problem(_F_PUT_NOT_INT, pos, None, limits), done + 1)
                     else:
                         index = int.from_bytes(data[arg_start:nxt], "little")
                     if index > max_memo:
-                        return fail(pos, LimitExceeded("memo index", max_memo, index, pos), done + 1)
+                        return fail(pos, _problem(_F_MEMO, pos, index, limits), done + 1)
                 elif action == _A_PROTO:
                     proto = data[arg_start]
                     if proto > _stdlib_pickle.HIGHEST_PROTOCOL:
-                        return fail(pos, MalformedPickle(pos, f"unsupported pickle protocol {proto}"), done + 1)
+                        return fail(pos, _problem(_F_PROTO, pos, proto, limits), done + 1)
                 elif action == _A_FRAME:
                     frame_len = int.from_bytes(data[arg_start:nxt], "little")
                     if nxt + frame_len > n:
                         # C reads the whole frame up front and fails when it is not there.
-                        return fail(
-                            pos, MalformedPickle(pos, f"FRAME of {frame_len} bytes runs past the end"), done + 1
-                        )
+                        return fail(pos, _problem(_F_FRAME, pos, frame_len, limits), done + 1)
                 elif action == _A_EXT:
                     lay.extensions.append(
                         (pos, int.from_bytes(data[arg_start:nxt], "little", signed=_EXT_SIGNED[code]))
@@ -286,10 +341,6 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                 if instructions is not None:
                     instructions.append(Instruction(pos, code, bytes(data[arg_start:nxt])))
                 if code == op.STOP:
-                    if nxt - start > max_bytes:
-                        return fail(pos, LimitExceeded("pickle bytes", max_bytes, nxt - start, pos), done + 1)
-                    lay.end = lay.cut = nxt
-                    lay.opcodes, lay.protocol = done + 1, proto
-                    return lay
+                    return stop(pos, nxt, done + 1)
             pos = nxt
         count = chunk_end

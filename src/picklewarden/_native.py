@@ -1,0 +1,72 @@
+"""Which parsing core is in use: the compiled ``_speedups`` extension, or the pure-Python reference.
+
+``pip install`` compiles ``_speedups.c`` when the machine has a C compiler and Python's headers; without
+them (or with ``PICKLEWARDEN_PURE_PYTHON=1`` set) the pure-Python loops run, which are the reference the
+compiled ones are tested against. Callers read :data:`speedups` at call time, so tests can switch cores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol, cast
+
+if TYPE_CHECKING:
+    from picklewarden.pickle.layout import Searchable
+
+PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
+
+Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
+"""A central-directory record in ``zipdir._Raw``'s field order."""
+
+
+class Speedups(Protocol):
+    """The functions ``_speedups.c`` defines (their contracts are in that file)."""
+
+    def layout_chunk(
+        self,
+        data: Searchable,
+        pos: int,
+        count: int,
+        chunk_end: int,
+        proto: int,
+        steps: bytes,
+        actions: bytes,
+        max_memo: int,
+        highest_protocol: int,
+        put_text: int,
+        ext_signed: int,
+        stop: int,
+        imports: list[tuple[int, int, int]],
+        calls: list[tuple[int, int]],
+        builds: list[int],
+        persistent: list[int],
+        extensions: list[tuple[int, int]],
+        /,
+    ) -> tuple[int, int, int, int, object]: ...
+
+    def central_directory(
+        self, data: object, cd_offset: int, cd_size: int, total: int, disk: int, size: int, usual_flags: int, /
+    ) -> tuple[list[Record], int, int] | None: ...
+
+
+def _load() -> Speedups | None:
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None
+    try:
+        from picklewarden import _speedups  # type: ignore[attr-defined,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return cast("Speedups", _speedups)  # the protocol above types its functions
+
+
+speedups: Speedups | None = _load()
+"""The compiled module, or None when the pure-Python reference runs."""
+
+
+def core_name() -> str:
+    """What ``picklewarden --version`` reports."""
+    if speedups is not None:
+        return "compiled C core"
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return f"pure-Python core ({PURE_PYTHON_ENV} is set)"
+    return "pure-Python core (the C extension is not built)"

@@ -1,0 +1,570 @@
+/*
+ * picklewarden._speedups: compiled versions of two hot loops, the pickle layout pass and the ZIP
+ * central-directory walk. Both only parse bytes: nothing here unpickles, imports or calls anything named by
+ * the input. The pure-Python code in pickle/layout.py and containers/zipdir.py is the reference; these
+ * functions return exactly what its loops compute, and leave every message and every rare path (errors,
+ * limits, clocks) to Python, so there is one place that words a finding.
+ *
+ * Every read is bounds-checked against the buffer before it happens; lengths from the input are compared,
+ * never allocated.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Must match the _LINE.. constants of pickle/layout.py (passed in as the step table's negative values). */
+enum { STEP_LINE = -1, STEP_TWO_LINES = -2, STEP_COUNTED1 = -3, STEP_COUNTED4 = -4, STEP_COUNTED4S = -5,
+       STEP_COUNTED8 = -6 };
+/* Must match _A_IMPORT.. of pickle/layout.py. */
+enum { A_IMPORT = 1, A_CALL, A_IMPORT_CALL, A_BUILD, A_PERSISTENT, A_PROTO, A_FRAME, A_PUT, A_EXT, A_STOP };
+/* What layout_chunk reports; layout.py turns each failure into the same error as its own loop. */
+enum { S_CHUNK = 0, S_STOP, F_END, F_BAD_OPCODE, F_LENGTH_TRUNCATED, F_NEGATIVE_LENGTH, F_NO_NEWLINE,
+       F_SHORT, F_PUT_NOT_INT, F_MEMO, F_PROTO, F_FRAME };
+
+static uint64_t
+little_endian(const unsigned char *p, Py_ssize_t width)
+{
+    uint64_t value = 0;
+    for (Py_ssize_t i = width - 1; i >= 0; i--)
+        value = (value << 8) | p[i];
+    return value;
+}
+
+static int
+append_pair(PyObject *list, PyObject *a, PyObject *b)
+{
+    /* Steals a and b. */
+    if (a == NULL || b == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return -1;
+    }
+    PyObject *t = PyTuple_Pack(2, a, b);
+    Py_DECREF(a);
+    Py_DECREF(b);
+    if (t == NULL)
+        return -1;
+    int r = PyList_Append(list, t);
+    Py_DECREF(t);
+    return r;
+}
+
+static int
+append_int(PyObject *list, Py_ssize_t v)
+{
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL)
+        return -1;
+    int r = PyList_Append(list, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static PyObject *
+result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, PyObject *value)
+{
+    /* Steals value (which may be NULL only when an error is set). */
+    if (value == NULL)
+        return NULL;
+    PyObject *r = Py_BuildValue("(innnO)", status, pos, done, (Py_ssize_t)proto, value);
+    Py_DECREF(value);
+    return r;
+}
+
+/*
+ * layout_chunk(data, pos, count, chunk_end, proto, steps, actions, max_memo, highest_protocol,
+ *              put_text, ext_signed, stop, imports, calls, builds, persistent, extensions)
+ *   -> (status, pos, done, proto, value)
+ *
+ * Decodes opcodes count..chunk_end-1 from pos, appending to the lists as layout.py's loop does.
+ * S_CHUNK: all decoded, pos is the next opcode. S_STOP: pos is STOP's offset, value the offset past it.
+ * Otherwise a failure at pos after ``done`` opcodes, with value its detail (a length, byte or index).
+ */
+static PyObject *
+layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 17) {
+        PyErr_SetString(PyExc_TypeError, "layout_chunk takes 17 arguments");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t count = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t chunk_end = PyLong_AsSsize_t(args[3]);
+    long proto = PyLong_AsLong(args[4]);
+    long highest = PyLong_AsLong(args[8]);
+    long put_text = PyLong_AsLong(args[9]);
+    long ext_signed = PyLong_AsLong(args[10]);
+    long stop_code = PyLong_AsLong(args[11]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *max_memo = args[7];
+    PyObject *imports = args[12], *calls = args[13], *builds = args[14], *persistent = args[15],
+             *extensions = args[16];
+    if (!PyLong_Check(max_memo) || !PyList_Check(imports) || !PyList_Check(calls) || !PyList_Check(builds) ||
+        !PyList_Check(persistent) || !PyList_Check(extensions)) {
+        PyErr_SetString(PyExc_TypeError, "layout_chunk: bad argument types");
+        return NULL;
+    }
+    Py_buffer steps_view, actions_view, view;
+    if (PyObject_GetBuffer(args[5], &steps_view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[6], &actions_view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&steps_view);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&steps_view);
+        PyBuffer_Release(&actions_view);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (steps_view.len != 256 || actions_view.len != 256 || pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "layout_chunk: tables must have 256 entries");
+        goto done_all;
+    }
+    const signed char *steps = (const signed char *)steps_view.buf;
+    const unsigned char *actions = (const unsigned char *)actions_view.buf;
+    const unsigned char *data = (const unsigned char *)view.buf;
+    const Py_ssize_t n = view.len;
+
+    for (Py_ssize_t done = count; done < chunk_end; done++) {
+        if (pos >= n) {
+            out = result(F_END, pos, done, (int)proto, Py_NewRef(Py_None));
+            goto done_all;
+        }
+        unsigned char code = data[pos];
+        int step = steps[code];
+        Py_ssize_t nxt, body = pos + 1;
+        if (step > 0) {
+            nxt = pos + step;
+        }
+        else if (step == 0) {
+            out = result(F_BAD_OPCODE, pos, done, (int)proto, PyLong_FromLong(code));
+            goto done_all;
+        }
+        else if (step <= STEP_COUNTED1) {
+            uint64_t length;
+            if (step == STEP_COUNTED1) {
+                body = pos + 2;
+                if (body > n) {
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    goto done_all;
+                }
+                length = data[pos + 1];
+            }
+            else {
+                Py_ssize_t width = step == STEP_COUNTED8 ? 8 : 4;
+                body = pos + 1 + width;
+                if (body > n) {
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    goto done_all;
+                }
+                length = little_endian(data + pos + 1, width);
+                if (step == STEP_COUNTED4S && length >= 0x80000000u) {
+                    long long negative = (long long)length - 0x100000000LL;
+                    out = result(F_NEGATIVE_LENGTH, pos, done + 1, (int)proto, PyLong_FromLongLong(negative));
+                    goto done_all;
+                }
+            }
+            if (length > (uint64_t)(n - body)) {
+                /* nxt - n in Python's arithmetic: the length less what is left after the prefix. */
+                out = result(F_SHORT, pos, done + 1, (int)proto,
+                             PyLong_FromUnsignedLongLong(length - (uint64_t)(n - body)));
+                goto done_all;
+            }
+            nxt = body + (Py_ssize_t)length;
+        }
+        else {
+            const unsigned char *eol = pos + 1 < n ? memchr(data + pos + 1, '\n', (size_t)(n - pos - 1)) : NULL;
+            if (eol != NULL && step == STEP_TWO_LINES) {
+                Py_ssize_t after = (eol - data) + 1;
+                eol = after < n ? memchr(data + after, '\n', (size_t)(n - after)) : NULL;
+            }
+            if (eol == NULL) {
+                out = result(F_NO_NEWLINE, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                goto done_all;
+            }
+            nxt = (eol - data) + 1;
+        }
+        if (nxt > n) {
+            out = result(F_SHORT, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt - n));
+            goto done_all;
+        }
+        int action = actions[code];
+        if (action) {
+            Py_ssize_t arg_start = step <= STEP_COUNTED1 ? body : pos + 1;
+            switch (action) {
+            case A_CALL:
+                if (append_pair(calls, PyLong_FromSsize_t(pos), PyLong_FromLong(code)) < 0)
+                    goto done_all;
+                break;
+            case A_PERSISTENT:
+                if (append_int(persistent, pos) < 0)
+                    goto done_all;
+                break;
+            case A_BUILD:
+                if (append_int(builds, pos) < 0)
+                    goto done_all;
+                break;
+            case A_IMPORT:
+            case A_IMPORT_CALL: {
+                PyObject *t = Py_BuildValue("(nll)", pos, (long)code, proto);
+                if (t == NULL)
+                    goto done_all;
+                int r = PyList_Append(imports, t);
+                Py_DECREF(t);
+                if (r < 0)
+                    goto done_all;
+                if (action == A_IMPORT_CALL &&
+                    append_pair(calls, PyLong_FromSsize_t(pos), PyLong_FromLong(code)) < 0)
+                    goto done_all;
+                break;
+            }
+            case A_PUT: {
+                PyObject *index;
+                if (code == put_text) {
+                    /* int() of the text, with Python's own rules for what an integer literal is. */
+                    PyObject *text = PyBytes_FromStringAndSize((const char *)data + arg_start, nxt - 1 - arg_start);
+                    if (text == NULL)
+                        goto done_all;
+                    index = PyNumber_Long(text);
+                    Py_DECREF(text);
+                    if (index == NULL) {
+                        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                            goto done_all;
+                        PyErr_Clear();
+                        out = result(F_PUT_NOT_INT, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                        goto done_all;
+                    }
+                }
+                else {
+                    if (nxt - arg_start > 8) {
+                        PyErr_SetString(PyExc_ValueError, "layout_chunk: memo index wider than 8 bytes");
+                        goto done_all;
+                    }
+                    index = PyLong_FromUnsignedLongLong(little_endian(data + arg_start, nxt - arg_start));
+                    if (index == NULL)
+                        goto done_all;
+                }
+                int over = PyObject_RichCompareBool(index, max_memo, Py_GT);
+                if (over != 0) {
+                    if (over < 0) {
+                        Py_DECREF(index);
+                        goto done_all;
+                    }
+                    out = result(F_MEMO, pos, done + 1, (int)proto, index);
+                    goto done_all;
+                }
+                Py_DECREF(index);
+                break;
+            }
+            case A_PROTO:
+                proto = data[arg_start];
+                if (proto > highest) {
+                    out = result(F_PROTO, pos, done + 1, (int)proto, PyLong_FromLong(proto));
+                    goto done_all;
+                }
+                break;
+            case A_FRAME: {
+                uint64_t frame_len = little_endian(data + arg_start, nxt - arg_start);
+                if (frame_len > (uint64_t)(n - nxt)) {
+                    out = result(F_FRAME, pos, done + 1, (int)proto, PyLong_FromUnsignedLongLong(frame_len));
+                    goto done_all;
+                }
+                break;
+            }
+            case A_EXT: {
+                Py_ssize_t width = nxt - arg_start;
+                uint64_t raw = little_endian(data + arg_start, width);
+                PyObject *value;
+                if (code == ext_signed && width == 4)
+                    value = PyLong_FromLong((long)(int32_t)(uint32_t)raw);
+                else
+                    value = PyLong_FromUnsignedLongLong(raw);
+                if (append_pair(extensions, PyLong_FromSsize_t(pos), value) < 0)
+                    goto done_all;
+                break;
+            }
+            default:
+                break;
+            }
+            if (code == stop_code) {
+                out = result(S_STOP, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt));
+                goto done_all;
+            }
+        }
+        pos = nxt;
+    }
+    out = result(S_CHUNK, pos, chunk_end, (int)proto, Py_NewRef(Py_None));
+done_all:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&actions_view);
+    PyBuffer_Release(&steps_view);
+    return out;
+}
+
+/* ---- ZIP central directory ------------------------------------------------------------------------ */
+
+#define CDH_SIZE 46
+#define LOCAL_SIZE 30
+#define U16_MAX 0xFFFFu
+#define U32_MAX 0xFFFFFFFFull
+#define FLAG_MASKED 0x2000u
+
+static unsigned
+u16(const unsigned char *p)
+{
+    return (unsigned)p[0] | ((unsigned)p[1] << 8);
+}
+
+static uint64_t
+u32(const unsigned char *p)
+{
+    return little_endian(p, 4);
+}
+
+/* zipdir.DirectoryReader.directory_zip64: 0 on success, -1 where the reference raises. */
+static int
+directory_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, uint64_t *compressed,
+                uint64_t *offset)
+{
+    Py_ssize_t position = 0, remaining = extra_len;
+    for (;;) {
+        if (remaining < 4)
+            return -1;
+        unsigned field_id = u16(extra + position), field_size = u16(extra + position + 2);
+        if ((Py_ssize_t)field_size + 4 > remaining)
+            return -1;
+        if (field_id == 1)
+            break;
+        position += 4 + field_size;
+        remaining -= 4 + field_size;
+        if (remaining == 0)
+            break;
+    }
+    if (remaining >= 4) {
+        position += 4;
+        remaining -= 4;
+        uint64_t *values[3] = {plain, compressed, offset};
+        for (int slot = 0; slot < 3; slot++) {
+            if (*values[slot] == U32_MAX && remaining >= 8) {
+                *values[slot] = little_endian(extra + position, 8);
+                position += 8;
+                remaining -= 8;
+            }
+        }
+    }
+    return 0;
+}
+
+/* zipdir._stat_zip64: the values extraction uses, and its error message (NULL when none). */
+static const char *
+stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, uint64_t *compressed,
+           uint64_t *offset)
+{
+    if ((*compressed != U32_MAX && *plain != U32_MAX && *offset != U32_MAX) || extra_len == 0)
+        return NULL;
+    Py_ssize_t position = 0, remaining = extra_len;
+    while (remaining) {
+        if (remaining < 4)
+            return "corrupt extra field";
+        unsigned field_id = u16(extra + position), field_size = u16(extra + position + 2);
+        if ((Py_ssize_t)field_size + 4 > remaining)
+            return "corrupt extra field";
+        if (field_id == 1) {
+            Py_ssize_t cursor = position + 4, left = field_size;
+            uint64_t values[3] = {*plain, *compressed, *offset};
+            for (int slot = 0; slot < 3; slot++) {
+                if (values[slot] == U32_MAX) {
+                    if (left < 8)
+                        return "ZIP64 extra field too short";
+                    values[slot] = little_endian(extra + cursor, 8);
+                    cursor += 8;
+                    left -= 8;
+                }
+            }
+            *plain = values[0];
+            *compressed = values[1];
+            *offset = values[2];
+            return NULL;
+        }
+        position += 4 + field_size;
+        remaining -= 4 + field_size;
+    }
+    return NULL;
+}
+
+/* Python's zipfile finds the extra field corrupt (zipdir._zipfile_extra_corrupt). */
+static int
+zipfile_extra_corrupt(const unsigned char *extra, Py_ssize_t extra_len)
+{
+    Py_ssize_t position = 0;
+    while (extra_len - position >= 4) {
+        Py_ssize_t field_size = u16(extra + position + 2);
+        if (field_size + 4 > extra_len - position)
+            return 1;
+        position += 4 + field_size;
+    }
+    return 0;
+}
+
+static int
+ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(tail);
+    return len >= n && memcmp(name + len - n, tail, (size_t)n) == 0;
+}
+
+/*
+ * A plain tensor-data record: stored raw storage bytes under data/ with an ASCII name, nothing odd about it.
+ * torchzip._Reader.check_entry has nothing to say about such a record and its local header is read only on
+ * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
+ */
+static int
+plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+                    Py_ssize_t extra_len, unsigned flags, unsigned method, uint64_t external, uint64_t size,
+                    uint64_t compressed, uint64_t offset, unsigned usual_flags, Py_ssize_t file_size)
+{
+    if (method != 0 || (flags & ~usual_flags) != 0 || compressed == 0 || size != compressed || (external & 0x10))
+        return 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        if (name[i] == 0 || name[i] >= 0x80)
+            return 0;
+    /* torchzip's _is_tensor_data: "/data/" in "/" + name, not a pickle, not a folder */
+    int under_data = name_len >= 5 && memcmp(name, "data/", 5) == 0;
+    for (Py_ssize_t i = 0; !under_data && i + 6 <= name_len; i++)
+        under_data = memcmp(name + i, "/data/", 6) == 0;
+    if (!under_data || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
+        return 0;
+    if (zipfile_extra_corrupt(extra, extra_len))
+        return 0;
+    /* the data (from the lower-bound offset) lies within the file */
+    uint64_t start = offset + LOCAL_SIZE + (uint64_t)name_len;
+    return start >= offset && start <= (uint64_t)file_size && compressed <= (uint64_t)file_size - start;
+}
+
+/*
+ * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags)
+ *   -> (records, position, remaining) or None
+ *
+ * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
+ * with a last field saying whether it is a plain tensor record (see above). None where any record is one
+ * the reference refuses: the caller then runs the reference, which raises with its own message (errors
+ * are rare; their wording stays in one place).
+ */
+static PyObject *
+central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "central_directory takes 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t cd_offset = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t cd_size = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t total = PyLong_AsSsize_t(args[3]);
+    long disk = PyLong_AsLong(args[4]);
+    Py_ssize_t expected_size = PyLong_AsSsize_t(args[5]);
+    unsigned usual_flags = (unsigned)PyLong_AsUnsignedLong(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        /* Not one flat run of bytes (a strided view): the reference reads it by slicing. */
+        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    const unsigned char *data = (const unsigned char *)view.buf;
+    const Py_ssize_t size = view.len;
+    PyObject *records = NULL, *out = NULL;
+    if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
+        cd_size > size - cd_offset) {
+        out = Py_NewRef(Py_None);
+        goto finish;
+    }
+    records = PyList_New(0);
+    if (records == NULL)
+        goto finish;
+    Py_ssize_t position = cd_offset, remaining = cd_size;
+    for (Py_ssize_t index = 0; index < total; index++) {
+        if (remaining < CDH_SIZE || position + CDH_SIZE > size || memcmp(data + position, "PK\x01\x02", 4) != 0)
+            goto refuse;
+        const unsigned char *h = data + position;
+        unsigned flags = u16(h + 8), method = u16(h + 10), time = u16(h + 12);
+        uint64_t crc32 = u32(h + 16), compressed = u32(h + 20), plain = u32(h + 24);
+        Py_ssize_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
+        unsigned entry_disk = u16(h + 34);
+        uint64_t external = u32(h + 38), header_offset = u32(h + 42);
+        if (CDH_SIZE + name_len + extra_len > remaining)
+            goto refuse;
+        const unsigned char *name = h + CDH_SIZE, *extra = name + name_len;
+        uint64_t c_size = compressed, c_plain = plain, c_offset = header_offset;
+        if (extra_len && (compressed == U32_MAX || plain == U32_MAX || header_offset == U32_MAX)) {
+            if (directory_zip64(extra, extra_len, &c_plain, &c_size, &c_offset) < 0)
+                goto refuse;
+        }
+        if (c_size != U32_MAX && c_plain != U32_MAX) {
+            if (((method | ((uint64_t)time << 16)) == 0 && c_plain != c_size) || (c_plain && !c_size))
+                goto refuse;
+        }
+        if (entry_disk == U16_MAX || (entry_disk != (unsigned long)disk && entry_disk != 1))
+            goto refuse;
+        if (c_size != U32_MAX && c_offset + LOCAL_SIZE + c_size > (uint64_t)size) /* wraps as & U64_MASK does */
+            goto refuse;
+        if (flags & FLAG_MASKED)
+            goto refuse;
+        Py_ssize_t record_size = CDH_SIZE + name_len + extra_len + comment_len;
+        if (record_size > remaining)
+            goto refuse;
+        uint64_t s_plain = plain, s_size = compressed, s_offset = header_offset;
+        const char *stat_error = stat_zip64(extra, extra_len, &s_plain, &s_size, &s_offset);
+        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
+                                                                     external, s_plain, s_size, s_offset,
+                                                                     usual_flags, size);
+        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INN)", index, position, (const char *)name, name_len, flags,
+                                      method, (unsigned long long)crc32, (unsigned long long)s_size,
+                                      (unsigned long long)s_plain, (unsigned long long)s_offset,
+                                      (unsigned long long)external, (const char *)extra, extra_len, time,
+                                      stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
+                                      PyBool_FromLong(plain_record));
+        if (raw == NULL) /* "N" handed the tuple our reference to the error text */
+            goto finish;
+        int appended = PyList_Append(records, raw);
+        Py_DECREF(raw);
+        if (appended < 0)
+            goto finish;
+        position += record_size;
+        remaining -= record_size;
+    }
+    out = Py_BuildValue("(Onn)", records, position, remaining);
+    goto finish;
+refuse:
+    out = Py_NewRef(Py_None);
+finish:
+    Py_XDECREF(records);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"layout_chunk", (PyCFunction)(void (*)(void))layout_chunk, METH_FASTCALL,
+     "Decode one chunk of a pickle's opcodes (see picklewarden.pickle.layout)."},
+    {"central_directory", (PyCFunction)(void (*)(void))central_directory, METH_FASTCALL,
+     "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "picklewarden._speedups", "Compiled parsing loops; they never execute input.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module_def);
+}
