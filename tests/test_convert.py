@@ -27,7 +27,7 @@ import picklewarden
 from picklewarden import DEFAULT_LIMITS
 from picklewarden.extract import storage
 from picklewarden.extract.errors import ConvertError, UnsafeModelError
-from picklewarden.extract.tensors import Flatten
+from picklewarden.extract.refs import Flatten
 from tests.corpus import BENIGN, MALICIOUS, Sample, write
 
 _HAVE_TORCH = importlib.util.find_spec("torch") is not None

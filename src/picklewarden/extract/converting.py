@@ -18,8 +18,9 @@ from picklewarden.containers.opener import open_bytes
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.extract import safetensors_format
 from picklewarden.extract.errors import ConvertError, UnsafeModelError
+from picklewarden.extract.refs import Flatten, PidLayout, Skipped, StorageTable, TensorRef, show
 from picklewarden.extract.storage import LegacyStorage, NoStorage, StorageReader, ZipStorage, tensor_bytes
-from picklewarden.extract.tensors import Flatten, PidLayout, Skipped, StorageTable, TensorRef, extract, show
+from picklewarden.extract.tensors import extract
 from picklewarden.extract.trust import PolicyLike, Trust
 from picklewarden.knowledge.resolve import classify, resolve
 from picklewarden.limits import DEFAULT_LIMITS, Limits

@@ -18,7 +18,7 @@ from typing import Final, Literal, Protocol
 from picklewarden.containers import torchzip
 from picklewarden.errors import ScanError
 from picklewarden.extract.errors import ConvertError
-from picklewarden.extract.tensors import StorageRef, TensorRef, hashable, show
+from picklewarden.extract.refs import StorageRef, TensorRef, hashable, show
 from picklewarden.limits import Limits
 
 Buffer = bytes | mmap.mmap
