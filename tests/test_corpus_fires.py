@@ -13,7 +13,6 @@ import os
 import pickle
 import pickletools
 import struct
-import subprocess
 import sys
 import time
 import zipfile
@@ -25,8 +24,8 @@ import pytest
 
 from tests.asm import Asm
 from tests.corpus import ALL, BENIGN, MALICIOUS, Sample, write
+from tests.loader_run import run_loader
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60.0
 CANARY_GRACE = 5.0
 """Some payloads (``subprocess.Popen``, ``os.popen``) start a child that may outlive the loader briefly."""
@@ -75,26 +74,12 @@ def _run(sample: Sample, workdir: Path) -> Outcome:
         path = write(sample, workdir, canary)
     except Exception as exc:  # noqa: BLE001 - reported by the test that owns this sample
         return Outcome(None, False, f"building the sample failed: {type(exc).__name__}: {exc}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", LOADER, str(path), sample.loader],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        returncode: int | None = proc.returncode
-        stderr = proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        returncode, stderr = None, str(exc.stderr or "")
+    returncode, stderr = run_loader(LOADER, path, sample.loader, workdir, TIMEOUT)
     if sample.expect == "malicious":
         deadline = time.monotonic() + CANARY_GRACE
         while not canary.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-    return Outcome(returncode, canary.exists(), stderr[-2000:])
+    return Outcome(returncode, canary.exists(), stderr)
 
 
 @pytest.fixture(scope="module")

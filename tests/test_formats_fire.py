@@ -3,9 +3,6 @@ every benign twin loads cleanly, and the scan gives each the verdict and rules i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +11,8 @@ import pytest
 
 import picklewarden
 from tests.format_samples import CASES, FormatCase
+from tests.loader_run import run_loader
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120.0
 
 LOADER = r"""
@@ -85,22 +82,8 @@ def _run(case: FormatCase, workdir: Path) -> Outcome:
     canary = workdir / "canary"
     case.make(path, canary)
     assert not canary.exists(), f"{case.id}: building the sample fired its canary"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", LOADER, str(path), case.loader],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        returncode: int | None = proc.returncode
-        stderr = proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        returncode, stderr = None, str(exc.stderr or "")
-    return Outcome(returncode, canary.exists(), stderr[-2000:], path)
+    returncode, stderr = run_loader(LOADER, path, case.loader, workdir, TIMEOUT)
+    return Outcome(returncode, canary.exists(), stderr, path)
 
 
 @pytest.fixture(scope="module")
