@@ -163,6 +163,21 @@ def test_discovery_walks_up_and_the_nearest_file_wins(tmp_path: Path) -> None:
     assert resolve_policy(tmp_path / "pyproject.toml", start=str(deep)).trust == ("root_pkg",)  # explicit wins
 
 
+def test_discovery_parses_only_a_pyproject_that_can_name_the_table(tmp_path: Path) -> None:
+    """A pyproject.toml that never spells the name is skipped unparsed (even when it is not valid TOML);
+    one that may spell it through a \\u escape in a quoted key is parsed, as TOML reads it."""
+    deep = tmp_path / "a"
+    deep.mkdir()
+    _write(deep / "pyproject.toml", "[project\nname = 'not toml'\n")
+    assert discover(deep) is None
+    _write(deep / "pyproject.toml", '[tool."pickle\\u0077arden"]\ntrust = ["escaped"]\n')
+    assert discover(deep) == deep / "pyproject.toml"
+    assert resolve_policy(start=str(deep)).trust == ("escaped",)
+    _write(deep / "pyproject.toml", "[tool.picklewarden\n")
+    with pytest.raises(PolicyError, match="cannot read"):
+        discover(deep)
+
+
 def test_pyproject_table_and_source_naming(tmp_path: Path) -> None:
     path = _write(tmp_path / "pyproject.toml", '[tool.picklewarden]\nfail_on = "malicious"\n')
     policy = load(path)

@@ -19,7 +19,7 @@ import pytest
 
 from picklewarden.model import FileReport, Finding, Indicator, Report, Severity
 from picklewarden.report import json as json_report
-from picklewarden.report import sarif, text
+from picklewarden.report import plain, sarif, text
 from picklewarden.scanner import scan_bytes
 from tests.asm import Asm
 
@@ -261,3 +261,45 @@ def test_the_scanned_payload_is_explained() -> None:
     out = text.render(scanned_report())
     assert "payload.pkl: MALICIOUS" in out
     assert "PW101" in out and "exec" in out
+
+
+def _shapes() -> list[Report]:
+    """Every report shape the text renderer has: the fixed and scanned reports, each of their files alone
+    (one file lists a safe row; several hide it), and nothing scanned at all."""
+    fixed, scanned = fixed_report(), scanned_report()
+    singles = [Report((f,)) for f in (*fixed.files, *scanned.files)]
+    return [fixed, scanned, Report(()), Report(fixed.files[:2]), *singles]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_plain_renderer_prints_what_rich_prints(quiet: bool) -> None:
+    for report in _shapes():
+        mine = plain.render(report, quiet=quiet)
+        assert mine is not None  # every shape here is ASCII once cleaned
+        assert mine == text.render(report, quiet=quiet)
+
+
+def test_plain_renderer_matches_rich_on_the_corpus(tmp_path: Path) -> None:
+    """Real findings (evidence lines, indicators, nested payloads) of every malicious and benign sample."""
+    from picklewarden.scanner import scan_path
+    from tests.corpus import BENIGN, MALICIOUS, write
+
+    reports = []
+    for sample in (*MALICIOUS, *BENIGN):
+        if sample.needs_torch:
+            continue  # built by torch: covered by the scanned shapes above, and slow to build here
+        reports.append(scan_path(str(write(sample, tmp_path, tmp_path / "canary"))))
+    assert len(reports) > 50
+    whole = Report(tuple(reports))
+    assert {f.verdict.label for f in reports} >= {"malicious", "safe"}
+    for report in (whole, *(Report((r,)) for r in reports)):
+        assert plain.render(report) == text.render(report)
+    assert plain.render(whole, quiet=True) == text.render(whole, quiet=True)
+
+
+def test_plain_renderer_leaves_wide_characters_to_rich() -> None:
+    """A CJK file name takes two cells per character: rich measures it, the plain renderer declines."""
+    wide = Report((FileReport(path="模型/权重.pt", format="pickle", pickles=1),))
+    assert plain.render(wide) is None
+    rendered = text.render(wide)
+    assert "| 模型/权重.pt |" in rendered

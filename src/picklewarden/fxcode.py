@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from picklewarden import codereview
 from picklewarden.model import Finding
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global
@@ -54,6 +53,8 @@ def rejudge(judge: ProgramJudge, findings: Iterable[Finding]) -> list[Finding]:
                 tracers.update(_default_tracer(judge, stmt, _REDUCERS[symbol][0]))
     if not calls:
         return list(findings)
+    from picklewarden import codereview  # here: only a pickled GraphModule needs the source reviewer (ast)
+
     out: list[Finding] = []
     for item in findings:
         if item.rule == "PW200" and item.symbol == _DEFAULT_TRACER and item.offset in tracers:

@@ -230,10 +230,15 @@ def scan(
     rendered: str | None = None
     match output_format:
         case OutputFormat.TEXT:
-            from picklewarden.report import text
+            from picklewarden.report import plain
 
-            width = terminal_width() if colored else None
-            rendered = text.render(report, quiet=quiet, color=colored, width=width)
+            # Uncoloured text without rich's import when it is ASCII (see report/plain.py), else rich's.
+            rendered = None if colored else plain.render(report, quiet=quiet)
+            if rendered is None:
+                from picklewarden.report import text
+
+                width = terminal_width() if colored else None
+                rendered = text.render(report, quiet=quiet, color=colored, width=width)
         case OutputFormat.JSON:
             from picklewarden.report import json as json_report
 

@@ -67,8 +67,6 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
     ``heads`` holds the first bytes of members already read or peeked at (by header offset); storages
     absent from it were skipped by the storage peek budget (the caller's note counts them).
     """
-    from picklewarden.containers.numpy_files import open_npy
-
     view = Opened("npz")
     seen: set[int] = set()
     prefix = f"{archive.prefix}/data/" if archive.prefix else None
@@ -89,6 +87,8 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
         except (ScanError, LimitExceeded) as exc:
             view.errors.append(f"{label}: {exc}")
             continue
+        from picklewarden.containers.numpy_files import open_npy  # here: few archives hold a NumPy member
+
         inner = open_npy(member, ctx, label)
         view.anomalies.extend(inner.anomalies)
         view.errors.extend(inner.errors)

@@ -292,7 +292,7 @@ def _is_pickle_record(name: str) -> bool:
 
 
 def _open_zip(data: bytes, ctx: Context) -> Opened:
-    from picklewarden.containers import archives, consistency, npz, torchscript, torchzip
+    from picklewarden.containers import archives, consistency, npz, torchzip
     from picklewarden.containers.zipentry import to_anomaly
 
     limits = ctx.limits
@@ -311,7 +311,12 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     scripted = archive.record("constants.pkl") is not None
     opened = Opened("torchscript" if scripted else "torch-zip")
     opened.anomalies.extend(to_anomaly(a) for a in archive.anomalies)
-    vouched = torchscript.VOUCHED if scripted else frozenset()
+    if scripted:  # imported here: the TorchScript reader pulls in the code reviewer, which torch.save never needs
+        from picklewarden.containers import torchscript
+
+        vouched = torchscript.VOUCHED
+    else:
+        vouched = frozenset()
     read: dict[str, bytes] = {}
     reported = {a.member or consistency.ARCHIVE_WIDE for a in archive.anomalies}
     # torch reads <prefix>/data.pkl; TorchScript archives add constants.pkl and the code's debug pickles.

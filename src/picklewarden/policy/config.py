@@ -40,11 +40,6 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import Severity, Verdict
 from picklewarden.rules import BY_ID
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 POLICY_FILE: Final = "picklewarden.toml"
 PYPROJECT: Final = "pyproject.toml"
 
@@ -128,10 +123,25 @@ DEFAULT_POLICY: Final = Policy()
 
 
 # -- finding the file -----------------------------------------------------------------------------------
+def _toml(text: str) -> dict[str, Any]:
+    """Parse TOML; the parser is imported here because most runs find no policy file to parse.
+
+    Raises ValueError (TOMLDecodeError is one) on invalid TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
 def _has_tool_table(pyproject: Path) -> bool:
     try:
-        data = tomllib.loads(pyproject.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = pyproject.read_text("utf-8")
+        # Without the name (nor an escape that could spell it in a quoted key) there is no table: skip parsing.
+        if "picklewarden" not in text and "\\u" not in text.lower():
+            return False
+        data = _toml(text)
+    except (OSError, ValueError) as exc:
         raise PolicyError(f"{pyproject}: cannot read: {exc}") from exc
     tool = data.get("tool")
     return isinstance(tool, dict) and "picklewarden" in tool
@@ -158,10 +168,10 @@ def load(path: str | os.PathLike[str]) -> Policy:
     """Read and validate one policy file (``picklewarden.toml`` or a ``pyproject.toml``)."""
     file = Path(path)
     try:
-        data = tomllib.loads(file.read_text("utf-8"))
+        data = _toml(file.read_text("utf-8"))
     except FileNotFoundError as exc:
         raise PolicyError(f"{file}: no such policy file") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PolicyError(f"{file}: cannot read: {exc}") from exc
     source = str(file)
     if file.name == PYPROJECT:

@@ -63,7 +63,7 @@ def _offset(offset: int | None) -> str:
     return "offset ?" if offset is None else f"offset {offset} (0x{offset:x})"
 
 
-def _where(f: Finding) -> str:
+def where(f: Finding) -> str:
     return f"{clean(f.member)} @ {_offset(f.offset)}" if f.member else f"@ {_offset(f.offset)}"
 
 
@@ -78,7 +78,7 @@ def _finding(f: Finding) -> list[RenderableType]:
     head.append(f" {f.rule}", "bold")
     if rule is not None:
         head.append(f" {rule.name}")
-    head.append(f" {_where(f)}", "dim")
+    head.append(f" {where(f)}", "dim")
     out: list[RenderableType] = [head, Text(f"    {clean(f.message)}")]
     lines = f.evidence.splitlines()
     for i, line in enumerate(lines):
