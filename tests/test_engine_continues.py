@@ -58,6 +58,20 @@ def _reduce_args_unresolved_tuple(c: Path | None) -> bytes:
     return _sink(asm, c).none().stop().bytes()
 
 
+def _newobj_ex_kwargs_from_dict(c: Path | None) -> bytes:
+    # OrderedDict.__new__(OrderedDict, *(), **dict([])): NEWOBJ_EX demands a real dict of keywords.
+    asm = Asm(proto=4).global_("collections", "OrderedDict").empty_tuple()
+    asm.global_("builtins", "dict").empty_list().tuple1().reduce().newobj_ex().pop()
+    return _sink(asm, c).none().stop().bytes()
+
+
+def _newobj_ex_kwargs_unresolved(c: Path | None) -> bytes:
+    # OrderedDict.__new__(OrderedDict, *(), **dict(OrderedDict())): the dict's value is not computed.
+    asm = Asm(proto=4).global_("collections", "OrderedDict").empty_tuple().global_("builtins", "dict")
+    asm.global_("collections", "OrderedDict").empty_tuple().reduce().tuple1().reduce().newobj_ex().pop()
+    return _sink(asm, c).none().stop().bytes()
+
+
 def _stack_global_joined(c: Path | None) -> bytes:
     # getattr(str, "join")("", ["o", "s"]) builds the module name of the payload's STACK_GLOBAL.
     asm = Asm(proto=4).global_("builtins", "getattr").global_("builtins", "str").text("join").tuple2().reduce()
@@ -79,6 +93,8 @@ def _stack_global_unresolved(c: Path | None) -> bytes:
 CASES = {
     "reduce-args-tuple": _reduce_args_from_tuple,
     "reduce-args-unresolved-tuple": _reduce_args_unresolved_tuple,
+    "newobj-ex-kwargs-dict": _newobj_ex_kwargs_from_dict,
+    "newobj-ex-kwargs-unresolved": _newobj_ex_kwargs_unresolved,
     "stack-global-joined": _stack_global_joined,
     "stack-global-unresolved": _stack_global_unresolved,
 }

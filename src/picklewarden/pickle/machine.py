@@ -41,6 +41,7 @@ from picklewarden.pickle.program import (
 from picklewarden.pickle.pure import (
     UNRESOLVED_MODULE,
     ArgsStandin,
+    KwargsStandin,
     Pure,
     callee_entry,
     evaluate,
@@ -286,6 +287,8 @@ class Recorder:
             return value
         if entry.returns is tuple:
             return ArgsStandin((_Value(node, self),))
+        if entry.returns is dict:
+            return KwargsStandin({UNRESOLVED_MODULE: _Value(node, self)})
         if entry.returns in (str, bytes) and self.text_standins:
             text = unresolved_text(node, entry.returns)
             self.unresolved[id(text)] = (text, node)

@@ -37,7 +37,7 @@ _CONTAINERS = (list, tuple, dict, set, frozenset)
 class Pure:
     func: Callable[..., Any]
     returns: type
-    """tuple, list, str or bytes: what a stand-in must look like when the value cannot be computed."""
+    """tuple, list, dict, str or bytes: what a stand-in must look like when the value cannot be computed."""
     containers: bool
     """True: arguments may be exact containers of anything (only iterated); False: flat text only."""
     codec: bool = False
@@ -53,6 +53,8 @@ _TABLE: dict[str, Pure] = {
     # Iterates its one argument; on an exact container that runs no Python code.
     "tuple": _entry(tuple, tuple, containers=True),
     "list": _entry(list, list, containers=True),
+    # Also hashes the keys: exact str/int/tuple hash in C, a stand-in by identity (it defines no __hash__).
+    "dict": _entry(dict, dict, containers=True),
     # Text methods read only their str/bytes arguments; outputs bounded by _size below.
     "str.join": _entry(str.join, str),
     "str.lower": _entry(str.lower, str),
@@ -148,6 +150,12 @@ def is_unset(value: Any) -> bool:
 
 class ArgsStandin(tuple):  # type: ignore[type-arg]
     """An unresolved tuple result: a real tuple (so REDUCE/NEWOBJ accept it) holding the result's stand-in."""
+
+    __slots__ = ()
+
+
+class KwargsStandin(dict):  # type: ignore[type-arg]
+    """An unresolved dict result: a real dict (so NEWOBJ_EX accepts it as keywords) holding the stand-in."""
 
     __slots__ = ()
 
