@@ -11,6 +11,10 @@ It is inert because the only values that ever reach the machine from outside are
 stand-in records every call, ``__new__``, BUILD, item, append and attribute set the machine performs on
 it and returns another stand-in. Nothing named by the stream is ever imported, and copyreg's extension
 registry is only read by the machine (EXT codes are recorded by the layout pass).
+
+One exception to "returns another stand-in": a call of a reviewed pure builtin (``tuple``, ``str.join``,
+...; see pure.py) on exact plain values gets its real value, and when that cannot be proven safe, a stand-in
+of the built-in type the unpickler demands there, so the machine reads on wherever CPython's does.
 """
 
 from __future__ import annotations
@@ -263,7 +267,8 @@ class Recorder:
         self.next_id = node_id + 1
         node = CallResult(node_id, offset, callee, args, kwargs, how, opname)
         self._record(node)
-        found = self.pure_by_callee.get(callee.id, _NOT_LOOKED)
+        # Only a plain call: NEWOBJ's cls.__new__ of a list or dict ignores its arguments, unlike the call.
+        found = self.pure_by_callee.get(callee.id, _NOT_LOOKED) if how is CallHow.CALL else None
         if found is _NOT_LOOKED:
             found = self.pure_by_callee[callee.id] = callee_entry(callee, node_of)
         if found is not None:
