@@ -11,14 +11,16 @@ It is inert because the only values that ever reach the machine from outside are
 stand-in records every call, ``__new__``, BUILD, item, append and attribute set the machine performs on
 it and returns another stand-in. Nothing named by the stream is ever imported, and copyreg's extension
 registry is only read by the machine (EXT codes are recorded by the layout pass).
+
+One exception to "returns another stand-in": a call of a reviewed pure builtin (``tuple``, ``str.join``,
+...; see pure.py) on exact plain values gets its real value, and when that cannot be proven safe, a stand-in
+of the built-in type the unpickler demands there, so the machine reads on wherever CPython's does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import io
-import mmap
 import pickle as _stdlib_pickle
 import threading
 import time
@@ -40,9 +42,20 @@ from picklewarden.pickle.program import (
     Persistent,
     Program,
 )
+from picklewarden.pickle.pure import (
+    UNRESOLVED_MODULE,
+    ArgsStandin,
+    KwargsStandin,
+    Pure,
+    callee_entry,
+    evaluate,
+    is_unset,
+    unresolved_text,
+)
+from picklewarden.pickle.stream import open_stream
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 _INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
 
@@ -137,6 +150,11 @@ class Recorder:
         self.limits = limits
         self.plain = plain
         self.plain_by_callee: dict[int, bool] = {}
+        self.pure_by_callee: dict[int, tuple[Pure, Any] | None] = {}
+        # Set on a rerun after STACK_GLOBAL refused a stand-in: unresolved text results become exact strs,
+        # kept here by identity so find_class knows the name it receives is unresolved.
+        self.text_standins = False
+        self.unresolved: dict[int, tuple[Any, Node]] = {}
         self.deadline = time.monotonic() + limits.max_seconds
         self.statements = program.statements
         self.check_at = 0  # statement count at which _record next looks at the clock and the limit
@@ -194,9 +212,22 @@ class Recorder:
             offset = self.base + at
             opcode = op.BY_CODE[code]
             opname = opcode.name if opcode else opname
+        if self.unresolved:
+            module, name = self._unresolved_name(module, name)
         node = Global(self._new_id(), offset, module, name, proto, opname)
         self._record(node)
         return self._standin(node, as_type=True)
+
+    def _unresolved_name(self, module: str, name: str) -> tuple[str, str]:
+        """A name built from an unresolved call result is unknown: no table can vouch for it, so it is
+        recorded under a module no table names, keeping whatever part is known for the evidence."""
+        parts = []
+        for text in (module, name):
+            known = self.unresolved.get(id(text))
+            parts.append(text if known is None or known[0] is not text else "<unresolved>")
+        if parts == [module, name]:
+            return module, name
+        return UNRESOLVED_MODULE, ".".join(parts)
 
     def persistent_load(self, pid: Any) -> Any:
         index = self.n_persistent
@@ -236,6 +267,12 @@ class Recorder:
         self.next_id = node_id + 1
         node = CallResult(node_id, offset, callee, args, kwargs, how, opname)
         self._record(node)
+        # Only a plain call: NEWOBJ's cls.__new__ of a list or dict ignores its arguments, unlike the call.
+        found = self.pure_by_callee.get(callee.id, _NOT_LOOKED) if how is CallHow.CALL else None
+        if found is _NOT_LOOKED:
+            found = self.pure_by_callee[callee.id] = callee_entry(callee, node_of)
+        if found is not None:
+            return self._pure_result(node, found[0], found[1], args, kwargs)
         # A state dict calls the same few rebuild functions hundreds of thousands of times; ``plain`` is
         # a property of the callee (see PlainResult), so it is asked once per callee node.
         plain = self.plain_by_callee.get(callee.id)
@@ -244,6 +281,24 @@ class Recorder:
         if plain:
             return _Value(node, self)
         return self._standin(node, as_type=True)
+
+    def _pure_result(
+        self, node: CallResult, entry: Pure, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> Any:
+        """A reviewed pure builtin's real value, or a stand-in of the kind the unpickler accepts where the
+        victim's real value would go (see pure.py)."""
+        value = evaluate(entry, receiver, args, kwargs)
+        if not is_unset(value):
+            return value
+        if entry.returns is tuple:
+            return ArgsStandin((_Value(node, self),))
+        if entry.returns is dict:
+            return KwargsStandin({UNRESOLVED_MODULE: _Value(node, self)})
+        if entry.returns in (str, bytes) and self.text_standins:
+            text = unresolved_text(node, entry.returns)
+            self.unresolved[id(text)] = (text, node)
+            return text
+        return _Value(node, self)
 
     def build(self, target: Node, state: Any) -> None:
         offset = self._offset(self.layout.builds, self.n_builds)
@@ -286,6 +341,9 @@ class _InertUnpickler(_stdlib_pickle.Unpickler):
         return self._pw.persistent_load(pid)
 
 
+_NOT_LOOKED: Any = object()
+
+
 def always_type(node: CallResult) -> bool:
     return False
 
@@ -321,11 +379,18 @@ def run_pickle(
         # A callable judged plain did return a class here (enum.Enum's functional API does), and NEWOBJ
         # refused the cheap stand-in where it would accept the victim's class: rerun with type stand-ins.
         program = _run(data, start, limits, layout, member, index, base, always_type, file_like)
+    if TEXT_REFUSED in str(program.error):
+        # A name built by a call the machine could not compute: rerun with exact-str stand-ins for such
+        # results (only now, so elsewhere they stay stand-ins the judge knows are not constants).
+        program = _run(data, start, limits, layout, member, index, base, plain, file_like, text_standins=True)
     return program, layout
 
 
 _PLAIN_REFUSED = f"must be a type, not {_Value.__name__}"
 """How the C unpickler refuses a plain stand-in as NEWOBJ/NEWOBJ_EX's class."""
+
+TEXT_REFUSED = "STACK_GLOBAL requires str"
+"""How the C unpickler refuses a stand-in as STACK_GLOBAL's module or name."""
 
 
 def _run(
@@ -338,16 +403,19 @@ def _run(
     base: int,
     plain: PlainResult,
     file_like: bool,
+    *,
+    text_standins: bool = False,
 ) -> Program:
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
     recorder = Recorder(program, layout, base, limits, plain)
+    recorder.text_standins = text_standins
     # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
     # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
     # unpickler executes.
     patch = layout.cut if layout.cut < len(data) else None
-    stream, origin, release = _open_stream(data, start, patch, file_like)
+    stream, origin, release = open_stream(data, start, patch, file_like, _INVALID_OPCODE)
     unpickler = _InertUnpickler(stream, recorder)
     try:
         with gc_paused():
@@ -396,92 +464,6 @@ def gc_paused() -> Iterator[None]:
             _gc_holders -= 1
             if _gc_holders == 0 and _gc_was_enabled:
                 gc.enable()
-
-
-def _open_stream(data: Buffer, start: int, patch: int | None, file_like: bool) -> tuple[Any, int, Callable[[], None]]:
-    """(stream for the machine, offset in ``data`` of the stream's position 0, release callback).
-
-    A victim's ``pickle.load(open(...))`` reads through a buffered file, torch's zip loader through a
-    ``BytesIO``; the machine gets the same kind of stream. Without ``peek`` the C unpickler calls ``read``
-    once per opcode argument, so the ``BytesIO`` case must not be a Python-level reader (that was 70% of
-    the time on a large state dict): it is a real ``BytesIO``, which shares a ``bytes`` object without
-    copying it, or a copy of the stream with the patched byte when there is a cut.
-    """
-    if file_like:
-        raw = _ViewReader(data, start, patch)
-        return io.BufferedReader(raw), 0, raw.release
-    if patch is None and type(data) is bytes:
-        stream = io.BytesIO(data)
-        stream.seek(start)
-        return stream, 0, stream.close
-    view = memoryview(data)
-    try:
-        if patch is None:
-            copy = bytes(view[start:])
-        else:
-            copy = b"".join((view[start:patch], bytes((_INVALID_OPCODE,)), view[patch + 1 :]))
-    finally:
-        view.release()
-    stream = io.BytesIO(copy)
-    return stream, start, stream.close
-
-
-_PREFETCH = 256 * 1024
-"""Bytes of a mapped pickle asked for ahead of the reader at a time."""
-
-
-class _ViewReader(io.RawIOBase):
-    """A read-only file over bytes or an mmap, without copying them, with one byte optionally replaced."""
-
-    def __init__(self, data: Buffer, start: int, patch: int | None) -> None:
-        super().__init__()
-        self._view = memoryview(data)
-        self._pos = start
-        self._patch = patch
-        # A mapped file is read with the kernel's read-ahead off (see scanner.analyse_path): prefetch just
-        # ahead of the reader instead, so a long pickle streams in while one that ends early costs no more.
-        self._map = data if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED") else None
-        self._advised = start - start % mmap.PAGESIZE
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        target = memoryview(buffer).cast("B")
-        count = max(0, min(len(target), len(self._view) - self._pos))
-        if self._map is not None and self._pos + count > self._advised:
-            self._prefetch(self._pos + count)
-        target[:count] = self._view[self._pos : self._pos + count]
-        if self._patch is not None and self._pos <= self._patch < self._pos + count:
-            target[self._patch - self._pos] = _INVALID_OPCODE
-        self._pos += count
-        return count
-
-    def _prefetch(self, needed: int) -> None:
-        assert self._map is not None
-        page = mmap.PAGESIZE
-        # Whole pages from a page boundary: madvise refuses an unaligned start.
-        end = min(len(self._view), -(-max(self._advised + _PREFETCH, needed) // page) * page)
-        if end > self._advised:
-            with contextlib.suppress(OSError, ValueError):
-                self._map.madvise(mmap.MADV_WILLNEED, self._advised, end - self._advised)
-        self._advised = max(self._advised, end)
-
-    def release(self) -> None:
-        """Drop the buffer export (an mmap cannot close while a view of it exists)."""
-        self._view.release()
-        self.close()
 
 
 _AT_CUT = (f"invalid load key, '\\x{_INVALID_OPCODE:02x}'.", "pickle data was truncated", "Ran out of input")

@@ -212,6 +212,7 @@ def run_pickle_python(
     base: int = 0,
     plain: machine.PlainResult = machine.always_type,
     persistent: bool = False,
+    text_standins: bool = False,
 ) -> Program:
     """Execute the pickle at ``data[start:]`` symbolically as ``pickle._Unpickler`` reads it.
 
@@ -221,6 +222,7 @@ def run_pickle_python(
     layout = Layout(start=start, cut=len(data))
     program = Program(member=member, start=base + start, index=index, reader=READER)
     recorder = machine.Recorder(program, layout, base, limits, plain)
+    recorder.text_standins = text_standins
     stream = ClampedReader(data)
     stream.seek(start)
     unpickler = _PyInert(stream, recorder, layout, limits, persistent)
@@ -243,6 +245,19 @@ def run_pickle_python(
     program.opcodes = unpickler._count
     program.protocol = unpickler.proto if hasattr(unpickler, "proto") else 0
     program.extensions = [(base + at, code) for at, code in layout.extensions]
+    if not text_standins and machine.TEXT_REFUSED in str(program.error):
+        # As in machine.run_pickle: a name built by a call not computed; rerun with exact-str stand-ins.
+        return run_pickle_python(
+            data,
+            start,
+            limits,
+            member=member,
+            index=index,
+            base=base,
+            plain=plain,
+            persistent=persistent,
+            text_standins=True,
+        )
     return program
 
 
