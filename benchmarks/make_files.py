@@ -58,6 +58,13 @@ def tiny_pickle(out: Path) -> None:
     (out / "tiny.pkl").write_bytes(pickle.dumps({"a": [1, 2.5, "x"], "b": (None, True)}, protocol=4))
 
 
+def tiny_checkpoint(out: Path) -> None:
+    """A tiny torch checkpoint: the start-up row for the format users scan most."""
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, out / "tiny.pt")
+
+
 def small_models(out: Path, count: int = 1000) -> None:
     import torch
 
@@ -79,6 +86,7 @@ def main() -> None:
     pickle_ladder(args.directory, [int(c) for c in args.tensors.split(",") if c])
     plain_pickle(args.directory)
     tiny_pickle(args.directory)
+    tiny_checkpoint(args.directory)
     small_models(args.directory, args.small)
     total = sum(f.stat().st_size for f in args.directory.rglob("*") if f.is_file())
     print(f"benchmark files in {args.directory} ({total >> 20} MiB)")

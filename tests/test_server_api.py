@@ -11,9 +11,11 @@ import httpx
 import jsonschema
 import pytest
 
+from picklewarden.policy.config import Policy
+from picklewarden.report.program import program_excerpt, render_program
+from picklewarden.scanner import analyse_bytes
 from picklewarden.server.app import create_app
 from picklewarden.server.config import GatewayConfig
-from picklewarden.server.judge import excerpt
 from tests.corpus import ALL
 from tests.server_support import FakeHub, ServerThread
 
@@ -139,14 +141,31 @@ def test_a_download_left_by_a_crash_is_swept_at_start(tmp_path: Path) -> None:
     assert not stale.exists()
 
 
+def _reduce_pickle(calls: list[tuple[str, str]]) -> bytes:
+    """A protocol-2 pickle of a list of ``module.name()`` calls (assembled, so nothing is imported)."""
+    body = b"".join(b"c%s\n%s\n)R" % (m.encode(), n.encode()) + b"a" for m, n in calls)
+    return b"\x80\x02]" + body + b"."
+
+
 def test_long_program_listings_keep_their_evidence() -> None:
-    body = [f"{i:>10}  _var{i} = OrderedDict()" for i in range(10_000)]
-    body[7000] = "!!    7000  _var7000 = system('id')  # PW100"
-    program = "\n".join(["# f.pt: torch-zip, 1 pickle(s)", *body, "# error: none"]) + "\n"
-    short = excerpt(program, limit=400)
+    calls = [("collections", "OrderedDict")] * 10_000
+    calls[7000] = ("os", "system")
+    analysis = analyse_bytes(_reduce_pickle(calls), "f.pkl")
+    short = program_excerpt(analysis, Policy(), limit=400, context=3)
     lines = short.splitlines()
     assert len(lines) < 200
-    assert lines[0] == "# f.pt: torch-zip, 1 pickle(s)" and lines[-1] == "# error: none"
-    flagged = lines.index("!!    7000  _var7000 = system('id')  # PW100")
-    assert lines[flagged - 4].startswith("# ... ") and "_var6997" in lines[flagged - 3]
-    assert excerpt("a\nb\n", limit=400) == "a\nb\n"
+    assert lines[0].startswith("# f.pkl:") and lines[-1].startswith("  ") and "result = [" in lines[-1]
+    flagged = [i for i, line in enumerate(lines) if line.startswith("!!")]
+    assert len(flagged) == 1 and "system()" in lines[flagged[0]] and lines[flagged[0]].endswith("# PW100")
+    # the flagged statement keeps three neighbours either side, and the gaps say so
+    assert lines[flagged[0] - 4].startswith("# ... ") and lines[flagged[0] + 4].startswith("# ... ")
+    assert not any(line.startswith("# ... ") for line in lines[flagged[0] - 3 : flagged[0] + 4])
+    whole = [line for line in render_program(analysis, Policy(), width=400).splitlines() if line.startswith("!!")]
+    assert [line.rstrip() for line in whole] == [lines[flagged[0]]]
+
+
+def test_short_program_listings_are_whole() -> None:
+    analysis = analyse_bytes(_reduce_pickle([("collections", "OrderedDict")] * 3), "f.pkl")
+    listing = program_excerpt(analysis, Policy(), limit=400)
+    assert "not shown" not in listing
+    assert listing.splitlines()[2:] == render_program(analysis, Policy(), width=400).splitlines()[2:]

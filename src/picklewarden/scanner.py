@@ -535,14 +535,24 @@ def scan_path(
 ) -> FileReport:
     """Scan one file. Files found under a directory that are not models, or that ``policy`` ignores, are
     returned as skipped."""
+    return scan_file(path, limits, explicit=explicit, policy=policy)[0]
+
+
+def scan_file(
+    path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = True, policy: Policy | None = None
+) -> tuple[FileReport, Analysis | None]:
+    """:func:`scan_path`'s report, with the analysis behind it (None when the file was skipped or the
+    scan failed), for callers that also show the evidence."""
     if _ignored(policy, path):
-        return FileReport(path, "unknown", skipped=True)
+        return FileReport(path, "unknown", skipped=True), None
     if not explicit and not _is_model_file(Path(path), limits):
-        return FileReport(path, "unknown", skipped=True)
+        return FileReport(path, "unknown", skipped=True), None
     try:
-        return _with_policy(analyse_path(path, limits).report(), policy)
+        analysis = analyse_path(path, limits)
+        return _with_policy(analysis.report(), policy), analysis
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan; never reported clean
-        return FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
+        error = f"internal error while scanning: {type(exc).__name__}: {exc}"
+        return FileReport(path, "unknown", errors=(error,)), None
 
 
 def _ignored(policy: Policy | None, path: str) -> bool:

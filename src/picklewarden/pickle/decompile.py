@@ -182,8 +182,14 @@ class Decompiler:
         for stmt in self.program.statements:
             for line in self.render(stmt).splitlines():
                 out.append((stmt.offset, line))
-        if self.program.complete:
-            self._budget = _RENDER_BUDGET
-            result = ast.unparse(ast.Assign([ast.Name("result")], self.expr(self.program.result), lineno=0))
-            out.append((self.program.end, result))
+        result = self.result_line()
+        if result is not None:
+            out.append(result)
         return out
+
+    def result_line(self) -> tuple[int | None, str] | None:
+        """``result = ...`` at the STOP offset, for a program that reached STOP."""
+        if not self.program.complete:
+            return None
+        self._budget = _RENDER_BUDGET
+        return self.program.end, ast.unparse(ast.Assign([ast.Name("result")], self.expr(self.program.result), lineno=0))

@@ -19,6 +19,7 @@ from picklewarden.report.text import clean, console, severity_style
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from picklewarden.pickle.program import Program
     from picklewarden.policy.config import Policy
     from picklewarden.scanner import Analysis
 
@@ -123,6 +124,28 @@ def _flags(findings: list[Finding], policy: Policy) -> dict[tuple[str, int], lis
     return flagged
 
 
+def _pickle_header(program: Program) -> str:
+    member = clean(program.member) or "<stream>"
+    state = "complete" if program.complete else f"incomplete: {clean(str(program.error))}"
+    return (
+        f"# --- {member} pickle #{program.index} at offset {program.start} "
+        f"(protocol {program.protocol}, {program.opcodes} opcodes, {state})"
+    )
+
+
+def _mark(hits: list[Finding] | None) -> tuple[str, Severity | None, str]:
+    """The margin mark, the worst severity and the trailing rules comment of a listing line."""
+    if not hits:
+        return "  ", None, ""
+    worst = max(f.severity for f in hits)
+    mark = "!!" if Verdict.from_severity(worst) is Verdict.MALICIOUS else "! "
+    return mark, worst, "  # " + ", ".join(sorted({f.rule for f in hits}))
+
+
+def _where(offset: int | None) -> str:
+    return f"{offset:>8}" if offset is not None else " " * 8
+
+
 def render_program(analysis: Analysis, policy: Policy, *, color: bool = False, width: int | None = None) -> str:
     from rich.syntax import Syntax
     from rich.text import Text
@@ -133,15 +156,7 @@ def render_program(analysis: Analysis, policy: Policy, *, color: bool = False, w
     out.print(Text(f"# {clean(analysis.path)}: {clean(analysis.format)}, {len(analysis.programs)} pickle(s)"))
     for judge in analysis.judges:
         program = judge.program
-        member = clean(program.member) or "<stream>"
-        state = "complete" if program.complete else f"incomplete: {clean(str(program.error))}"
-        out.print(
-            Text(
-                f"\n# --- {member} pickle #{program.index} at offset {program.start} "
-                f"(protocol {program.protocol}, {program.opcodes} opcodes, {state})",
-                "bold" if color else "",
-            )
-        )
+        out.print(Text("\n" + _pickle_header(program), "bold" if color else ""))
         lines = judge.decompiler.lines()
         highlighted: list[Text] = []
         if color:
@@ -149,22 +164,56 @@ def render_program(analysis: Analysis, policy: Policy, *, color: bool = False, w
             source = "\n".join(line for _, line in lines)
             highlighted = list(Syntax(source, "python", theme="ansi_dark").highlight(source).split("\n"))
         for i, (offset, line) in enumerate(lines):
-            hits = flagged.get((program.member, offset)) if offset is not None else None
-            worst = max((f.severity for f in hits), default=None) if hits else None
-            mark = "  "
-            if worst is not None:
-                mark = "!!" if Verdict.from_severity(worst) is Verdict.MALICIOUS else "! "
-            where = f"{offset:>8}" if offset is not None else " " * 8
+            mark, worst, rules = _mark(flagged.get((program.member, offset)) if offset is not None else None)
+            style = severity_style(worst) if worst is not None else ""
             row = Text()
-            row.append(mark, severity_style(worst) if worst is not None else "")
-            row.append(where, "dim")
+            row.append(mark, style)
+            row.append(_where(offset), "dim")
             row.append("  ")
             row.append_text(highlighted[i] if color and i < len(highlighted) else Text(clean(line)))
-            if hits:
-                rules = ", ".join(sorted({f.rule for f in hits}))
-                row.append(f"  # {rules}", severity_style(worst) if worst is not None else "")
+            row.append(rules, style)
             out.print(row)
     for error in analysis.errors:
         out.print(Text(f"# error: {clean(error)}"))
     text = buffer.getvalue()
     return text if color else "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def program_excerpt(analysis: Analysis, policy: Policy, *, limit: int, context: int = 3) -> str:
+    """The listing as plain lines, whole when a pickle has at most ``limit`` statements; otherwise its first
+    ``limit // 4`` statements and every flagged statement with ``context`` statements either side, the gaps
+    marked. Only the statements shown are decompiled, so a 500k-tensor state dict costs what its
+    evidence does (the gateway stores this for every file it judges)."""
+    flagged = _flags(analysis.findings, policy)
+    out = [f"# {clean(analysis.path)}: {clean(analysis.format)}, {len(analysis.programs)} pickle(s)"]
+    for judge in analysis.judges:
+        program = judge.program
+        out += ["", _pickle_header(program)]
+        statements = program.statements
+        keep: range | set[int] = range(len(statements))
+        if len(statements) > limit:
+            keep = set(range(limit // 4))
+            for i, stmt in enumerate(statements):
+                if stmt.offset is not None and (program.member, stmt.offset) in flagged:
+                    keep.update(range(max(0, i - context), min(len(statements), i + context + 1)))
+        hidden = 0
+        for i, stmt in enumerate(statements):
+            if i not in keep:
+                hidden += 1
+                continue
+            if hidden:
+                out.append(f"# ... {hidden} statement(s) not shown (see picklewarden show)")
+                hidden = 0
+            out += _plain_rows(flagged, program.member, stmt.offset, judge.decompiler.render(stmt))
+        if hidden:
+            out.append(f"# ... {hidden} statement(s) not shown (see picklewarden show)")
+        result = judge.decompiler.result_line()
+        if result is not None:
+            out += _plain_rows(flagged, program.member, *result)
+    out += [f"# error: {clean(error)}" for error in analysis.errors]
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _plain_rows(flagged: dict[tuple[str, int], list[Finding]], member: str, offset: int | None, text: str) -> list[str]:
+    mark, _, rules = _mark(flagged.get((member, offset)) if offset is not None else None)
+    return [f"{mark}{_where(offset)}  {clean(line)}{rules}" for line in text.splitlines()]

@@ -29,8 +29,8 @@ SKIPPED = "skipped"
 """The verdict label of a file that is not a model or pickle format (served; nothing to deserialize)."""
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-_PROGRAM_LINES = 4000
-"""Longest program listing kept whole; a state dict with 500k tensors decompiles to millions of lines."""
+_PROGRAM_STATEMENTS = 4000
+"""Most statements of a pickle listed whole; a state dict with 500k tensors has over a million."""
 _CONTEXT = 3
 _CONFIG_MAX = 4 << 20
 """Largest ``config.json`` read for ``auto_map`` (real ones are a few KB)."""
@@ -60,9 +60,8 @@ def judge_key(name: str, policy: Policy, limits: Limits) -> str:
 
 def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgement:
     """Scan ``blob`` as if it were called ``name``. Never raises for bad bytes (the scanner's promise)."""
-    import picklewarden
-    from picklewarden.report.program import render_program
-    from picklewarden.scanner import analyse_path
+    from picklewarden.report.program import program_excerpt
+    from picklewarden.scanner import scan_file
 
     with tempfile.TemporaryDirectory(prefix="pw-judge-") as work:
         # The scanner reads the extension from the path, so the blob is linked under its real file name.
@@ -71,36 +70,13 @@ def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgeme
             os.link(blob, link)
         except OSError:
             shutil.copyfile(blob, link)
-        report = picklewarden.scan(str(link), limits, policy=policy, skip_non_models=True).files[0]
+        # As a directory walk would: a file no loader deserializes is skipped (and served), not an error.
+        report, analysis = scan_file(str(link), limits, explicit=False, policy=policy)
         program = ""
-        if not report.skipped:
+        if analysis is not None:
             with contextlib.suppress(Exception):  # evidence only: the verdict above stands without it
-                program = render_program(analyse_path(str(link), limits), policy, width=200)
-    return Judgement(dataclasses.replace(report, path=name), excerpt(program.replace(str(link), name)))
-
-
-def excerpt(program: str, limit: int = _PROGRAM_LINES) -> str:
-    """``program`` whole when short; else its first lines, every header (``#``) line and every flagged
-    (``!``) line with a little context, the gaps marked: the evidence survives, the bulk does not."""
-    lines = program.splitlines()
-    if len(lines) <= limit:
-        return program
-    keep = set(range(limit // 4))
-    for i, line in enumerate(lines):
-        if line.startswith("!"):
-            keep.update(range(max(0, i - _CONTEXT), min(len(lines), i + _CONTEXT + 1)))
-        elif line.startswith("#"):
-            keep.add(i)
-    out: list[str] = []
-    last = -1
-    for i in sorted(keep):
-        if i != last + 1:
-            out.append(f"# ... {i - last - 1} line(s) not shown (see picklewarden show)")
-        out.append(lines[i])
-        last = i
-    if last != len(lines) - 1:
-        out.append(f"# ... {len(lines) - 1 - last} line(s) not shown (see picklewarden show)")
-    return "\n".join(out) + "\n"
+                program = program_excerpt(analysis, policy, limit=_PROGRAM_STATEMENTS, context=_CONTEXT)
+    return Judgement(dataclasses.replace(report, path=name), program.replace(str(link), name))
 
 
 def brings_code(path: str, blob: Path) -> str:
