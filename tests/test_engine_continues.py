@@ -4,7 +4,7 @@ Each hostile sample puts a call result where the C unpickler demands a real valu
 must be a tuple, STACK_GLOBAL's names an exact str), and the payload after that point. Each malicious
 sample is verified to fire under real ``pickle.load`` in a subprocess (the corpus canary harness); each
 benign twin really loads. The scanner must read every one to its STOP, find the payload at its offset, and
-judge a name it could not compute as unknown, never safe.
+judge a name it could not compute as a dynamic import (PW102): the pickler never computes a name.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from picklewarden import DEFAULT_LIMITS
 from picklewarden.pickle.program import CallResult, Global
-from picklewarden.pickle.pure import UNRESOLVED_MODULE
+from picklewarden.pickle.pure import UNRESOLVED_MODULE, callee_entry, evaluate, is_unset
 from picklewarden.pickle.pymachine import run_pickle_python
 from picklewarden.scanner import analyse_bytes
 from tests.asm import Asm
@@ -81,6 +81,13 @@ def _stack_global_joined(c: Path | None) -> bytes:
     return asm.text("system").stack_global().text(_sh(c)).tuple1().reduce().pop().none().stop().bytes()
 
 
+def _stack_global_replaced(c: Path | None) -> bytes:
+    # builtins.str.replace("colXlections", "X", "") == "collections", a module name STACK_GLOBAL takes.
+    asm = Asm(proto=4).global_("builtins", "str.replace").text("colXlections").text("X").text("").tuple3().reduce()
+    asm.text("OrderedDict").stack_global().empty_tuple().reduce().pop()
+    return _sink(asm, c).none().stop().bytes()
+
+
 def _stack_global_unresolved(c: Path | None) -> bytes:
     # bytes.decode(base64.b64decode("b3M=")) == "os": b64decode is not evaluated, so the module name is
     # unknown; os.getcwd() through it runs nothing visible, the payload after it does.
@@ -96,6 +103,7 @@ CASES = {
     "newobj-ex-kwargs-dict": _newobj_ex_kwargs_from_dict,
     "newobj-ex-kwargs-unresolved": _newobj_ex_kwargs_unresolved,
     "stack-global-joined": _stack_global_joined,
+    "stack-global-replaced": _stack_global_replaced,
     "stack-global-unresolved": _stack_global_unresolved,
 }
 SAMPLES = [
@@ -147,8 +155,10 @@ def test_benign_twin_reads_to_the_end(name: str) -> None:
     assert program.complete and program.error is None and program.end == len(data)
     label = analysis.report().verdict.label
     unresolved = [g for g in program.statements if isinstance(g, Global) and g.module == UNRESOLVED_MODULE]
-    # A name the machine could not compute is unknown: suspicious at best, never safe.
-    assert label == ("suspicious" if unresolved else "safe"), [(f.rule, f.message) for f in analysis.findings]
+    # A name computed by a call the machine could not evaluate is a dynamic import: no table can vouch for
+    # what the victim imports there, and no pickler writes one.
+    assert label == ("malicious" if unresolved else "safe"), [(f.rule, f.message) for f in analysis.findings]
+    assert bool(unresolved) is any(f.rule == "PW102" for f in analysis.findings)
 
 
 def test_computed_values_are_real_and_unresolved_names_are_marked(tmp_path: Path) -> None:
@@ -159,6 +169,15 @@ def test_computed_values_are_real_and_unresolved_names_are_marked(tmp_path: Path
     assert (UNRESOLVED_MODULE, "<unresolved>.getcwd") in names
     calls = [s for s in opaque.statements if isinstance(s, CallResult)]
     assert len(calls) == 4  # b64decode, decode, the unresolved global's call, OrderedDict
+
+
+def test_text_results_are_bounded_before_they_are_computed() -> None:
+    # A memoized '' repeated 500k times joined by a 500k-character separator is 250 GB from a 1.5 MB pickle.
+    join = callee_entry(Global(0, None, "builtins", "str.join", 4, "GLOBAL"), lambda v: None)
+    assert join is not None and is_unset(evaluate(join[0], None, ("x" * 500_000, [""] * 500_000), None))
+    replace = callee_entry(Global(0, None, "builtins", "str.replace", 4, "GLOBAL"), lambda v: None)
+    assert replace is not None and evaluate(replace[0], None, ("oXs", "X", ""), None) == "os"
+    assert is_unset(evaluate(replace[0], None, ("a" * 100_000, "a", "b" * 100_000), None))
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -200,4 +200,8 @@ class Launderer:
                 return Helped(f"looks up {{}} with {callee.symbol}", target, consumed=base)
         if key == ("builtins", "type") and len(args) == 1 and type(first) in _PLAIN:
             return Helped(callee.symbol, None)
+        if key == ("builtins", "iter") and len(args) == 1 and type(first) in _PLAIN:
+            # iter(callable, sentinel) calls; iter() of a built-in value runs no code (how itertools and
+            # list iterators pickle in 3.11)
+            return Helped(callee.symbol, None)
         return None

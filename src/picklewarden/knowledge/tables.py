@@ -73,11 +73,9 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             _D,
             "deserializes a nested payload or code",
         ),
-        (
-            "shutil tempfile io _io tarfile zipfile glob fileinput filecmp mmap",
-            _F,
-            "reads, writes, moves or deletes files",
-        ),
+        # io and itertools are judged member by member: the closed world's native sinks are io.open,
+        # io.FileIO and the buffered file wrappers, and itertools' callable-taking iterators (starmap, ...).
+        ("shutil tempfile tarfile zipfile glob fileinput filecmp mmap", _F, "reads, writes, moves or deletes files"),
         (
             "socket _socket ssl http urllib urllib3 requests aiohttp httpx smtplib ftplib poplib imaplib "
             "nntplib telnetlib xmlrpc socketserver",
@@ -85,7 +83,7 @@ DANGEROUS_MODULES: Final[dict[str, Knowledge]] = {
             "opens network connections",
         ),
         (
-            "itertools contextlib weakref _weakref atexit sched copy inspect gc",
+            "contextlib weakref _weakref atexit sched copy inspect gc",
             _X,
             "calls or looks up other callables on the pickle's behalf",
         ),

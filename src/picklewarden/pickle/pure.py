@@ -42,10 +42,31 @@ class Pure:
     """True: arguments may be exact containers of anything (only iterated); False: flat text only."""
     codec: bool = False
     """Arguments after the text are an encoding and error handler, limited to ``_CODEC_ARGS``."""
+    bound: Callable[[tuple[Any, ...]], int] | None = None
+    """Worst-case output size from the arguments, checked before calling (default: 4x their size, enough
+    for case mappings and UTF-8)."""
 
 
-def _entry(func: Callable[..., Any], returns: type, containers: bool = False, codec: bool = False) -> Pure:
-    return Pure(func, returns, containers, codec)
+def _entry(
+    func: Callable[..., Any],
+    returns: type,
+    containers: bool = False,
+    codec: bool = False,
+    bound: Callable[[tuple[Any, ...]], int] | None = None,
+) -> Pure:
+    return Pure(func, returns, containers, codec, bound)
+
+
+def _join_bound(args: tuple[Any, ...]) -> int:
+    # the separator repeats between items: a memoized '' repeated 500k times joined by 500k characters
+    # would be 250 GB from a pickle of a megabyte and a half
+    if len(args) != 2 or type(args[1]) not in (list, tuple, str, bytes):
+        return 0  # not a call str.join accepts: it fails without allocating
+    return _size(args[0]) * max(0, len(args[1]) - 1) + _size(args[1])
+
+
+def _replace_bound(args: tuple[Any, ...]) -> int:
+    return (_size(args[0]) + 1) * (_size(args[2] if len(args) > 2 else "") + 1)
 
 
 # Each entry: why it is pure on exact built-in values.
@@ -56,7 +77,7 @@ _TABLE: dict[str, Pure] = {
     # Also hashes the keys: exact str/int/tuple hash in C, a stand-in by identity (it defines no __hash__).
     "dict": _entry(dict, dict, containers=True),
     # Text methods read only their str/bytes arguments; outputs bounded by _size below.
-    "str.join": _entry(str.join, str),
+    "str.join": _entry(str.join, str, bound=_join_bound),
     "str.lower": _entry(str.lower, str),
     "str.upper": _entry(str.upper, str),
     "str.strip": _entry(str.strip, str),
@@ -65,10 +86,16 @@ _TABLE: dict[str, Pure] = {
     "str.title": _entry(str.title, str),
     "str.capitalize": _entry(str.capitalize, str),
     "str.__add__": _entry(str.__add__, str),
+    "str.replace": _entry(str.replace, str, bound=_replace_bound),
+    "str.lstrip": _entry(str.lstrip, str),
+    "str.rstrip": _entry(str.rstrip, str),
+    "str.removeprefix": _entry(str.removeprefix, str),
+    "str.removesuffix": _entry(str.removesuffix, str),
     "str.encode": _entry(str.encode, bytes, codec=True),
     "bytes.decode": _entry(bytes.decode, str, codec=True),
-    "bytes.join": _entry(bytes.join, bytes),
+    "bytes.join": _entry(bytes.join, bytes, bound=_join_bound),
     "bytes.fromhex": _entry(bytes.fromhex, bytes),
+    "bytes.replace": _entry(bytes.replace, bytes, bound=_replace_bound),
 }
 _BY_TYPE: dict[type, str] = {str: "str", bytes: "bytes"}
 _ITERABLE = (*_CONTAINERS, str, bytes)
@@ -137,6 +164,10 @@ def evaluate(entry: Pure, receiver: Any, args: tuple[Any, ...], kwargs: dict[str
         return _UNSET
     elif not all(_flat(a) for a in args) or sum(_size(a) for a in args) > MAX_OUTPUT:
         return _UNSET
+    if not entry.containers:
+        worst = entry.bound(args) if entry.bound is not None else 4 * sum(_size(a) for a in args)
+        if worst > 2 * MAX_OUTPUT:
+            return _UNSET
     try:
         value = entry.func(*args)
     except (TypeError, ValueError, LookupError, OverflowError):

@@ -15,6 +15,7 @@ from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.decompile import Decompiler
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Persistent, Program
+from picklewarden.pickle.pure import UNRESOLVED_MODULE
 from picklewarden.rules.catalog import RULE_FOR_CATEGORY, error_finding, finding
 
 
@@ -157,6 +158,20 @@ class ProgramJudge:
             symbol=target.symbol,
         )
 
+    def _computed_name(self, node: Global) -> Finding:
+        """A global named by a call result the machine could not compute (pure.py): no table can vouch for
+        what the victim's unpickler imports there, and the pickler never computes a name."""
+        resolved = self.knowledge(node)[0]
+        return finding(
+            "PW102",
+            f"imports {resolved.display}, a name a call computes while loading: the real unpickler imports "
+            "whatever that call returns",
+            member=self.program.member,
+            offset=node.offset,
+            evidence=self._evidence(node),
+            symbol=resolved.symbol,
+        )
+
     def _evidence(self, *stmts: Global | CallResult | Mutation | Persistent) -> str:
         return "\n".join(self.decompiler.render(s) for s in stmts)
 
@@ -165,6 +180,9 @@ class ProgramJudge:
     ) -> Iterator[Finding]:
         resolved, known = self.knowledge(callee)
         member = self.program.member
+        if callee.module == UNRESOLVED_MODULE:
+            yield self._computed_name(callee)
+            return
         if known is not None and known.category is Category.SAFE:
             return
         if known is not None and known.category is Category.INDIRECTION and call.how is not CallHow.SETSTATE:
@@ -299,6 +317,9 @@ class ProgramJudge:
         if known is not None and known.category is Category.SAFE:
             return
         member = self.program.member
+        if node.module == UNRESOLVED_MODULE:
+            yield self._computed_name(node)
+            return
         if known is None:
             if resolved.symbol not in reported:
                 reported.add(resolved.symbol)
