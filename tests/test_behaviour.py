@@ -33,6 +33,7 @@ import pytest
 
 from picklewarden import Verdict, scan, scan_bytes
 from tests.asm import Asm
+from tests.corpus import _sh
 
 torch = pytest.importorskip("torch")
 
@@ -260,11 +261,11 @@ def test_hand_entries_name_real_members_of_the_installed_packages() -> None:
     import importlib
     import importlib.util
 
-    from picklewarden.knowledge.tables import TORCH_C_SINKS
+    from picklewarden.knowledge.tables import ECOSYSTEM_SINKS, TORCH_C_SINKS
     from picklewarden.knowledge.values import HAND_SAFE
 
     checked = 0
-    for module, qualname in sorted({*HAND_SAFE, *TORCH_C_SINKS}):
+    for module, qualname in sorted({*HAND_SAFE, *TORCH_C_SINKS, *ECOSYSTEM_SINKS}):
         if importlib.util.find_spec(module.partition(".")[0]) is None:
             continue
         obj: Any = importlib.import_module(module)
@@ -272,6 +273,19 @@ def test_hand_entries_name_real_members_of_the_installed_packages() -> None:
             obj = getattr(obj, part)
         checked += 1
     assert checked >= 300
+
+
+def test_pandas_read_pickle_of_a_file_is_a_nested_load(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    inner = tmp_path / "inner.pkl"
+    inner.write_bytes(Asm(proto=2).global_("os", "system").text(_sh(canary)).tuple1().reduce().stop().bytes())
+    outer = tmp_path / "outer.pkl"
+    outer.write_bytes(Asm(proto=2).global_("pandas", "read_pickle").text(str(inner)).tuple1().reduce().stop().bytes())
+    run = [sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(outer)]
+    subprocess.run(run, check=True, capture_output=True, timeout=120)
+    assert canary.exists()  # pandas.read_pickle really runs the file it names
+    report = scan_bytes(outer.read_bytes())
+    assert report.verdict is Verdict.MALICIOUS and [f.rule for f in report.findings] == ["PW103"]
 
 
 def test_joblib_own_pre_0_10_pickles_are_suspicious_not_malicious() -> None:

@@ -161,6 +161,29 @@ _TYPES_SINKS: Final[dict[tuple[str, str], Knowledge]] = _names(
 )
 
 # Single globals in otherwise harmless modules.
+# Sinks of the ML packages outside the closed world, reviewed by hand (the generated ecosystem data holds only
+# what unpickling their objects runs). Their other names stay unknown: suspicious, never safe.
+ECOSYSTEM_SINKS: Final[dict[tuple[str, str], Knowledge]] = {
+    **_names("pandas", "read_pickle", _D, "unpickles the file it is given (pickle.load)"),
+    **_names("pandas.io.pickle", "read_pickle", _D, "unpickles the file it is given (pickle.load)"),
+    **_names("pandas.io.pickle", "to_pickle", _F, "writes a file at a path the caller chooses"),
+    **_names("pandas", "DataFrame.to_pickle Series.to_pickle DataFrame.to_csv Series.to_csv", _F, "writes a file"),
+    **_names("pandas", "eval DataFrame.eval DataFrame.query", _C, "evaluates an expression string"),
+    **_names(
+        "transformers.dynamic_module_utils",
+        "get_class_from_dynamic_module get_cached_module_file",
+        _I,
+        "downloads and imports a repository's Python module",
+    ),
+    **_names("transformers", "pipeline", _N, "downloads and loads a model (and its code, when trusted)"),
+    **_names("transformers.pipelines", "pipeline", _N, "downloads and loads a model (and its code, when trusted)"),
+    **_names("huggingface_hub", "hf_hub_download snapshot_download", _N, "downloads files from a hub"),
+    **_names("huggingface_hub.file_download", "hf_hub_download", _N, "downloads files from a hub"),
+    **_names("huggingface_hub._snapshot_download", "snapshot_download", _N, "downloads files from a hub"),
+    **_names("scipy.io", "loadmat savemat", _F, "reads or writes a MATLAB file at a path the caller chooses"),
+    **_names("scipy.io.matlab._mio", "loadmat savemat", _F, "reads or writes a MATLAB file at a path"),
+}
+
 DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     **TORCH_C_SINKS,
     **_TYPES_SINKS,
@@ -223,6 +246,7 @@ DANGEROUS_NAMES: Final[dict[tuple[str, str], Knowledge]] = {
     ),
     **_names("string", "Formatter", _X, "format fields reach attributes of arguments"),
     **_names("_codecs", "open", _F, "opens a file"),
+    **ECOSYSTEM_SINKS,
 }
 
 
