@@ -259,14 +259,7 @@ _CASES: dict[str, Callable[[bool], Any]] = {
 def test_own_checkpoints_convert_to_what_torch_loads(case: str, legacy: bool, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("safetensors")
-    try:
-        result = _round_trip(_CASES[case](legacy), tmp_path, legacy=legacy)
-    except ConvertError as exc:
-        if case == "full-model" and legacy and "cannot be read to the end" in str(exc):
-            # torch's legacy format names each module class through a ('module', cls, ...) persistent id; the
-            # machine's persistent_load returns a non-type stand-in, so NEWOBJ on it stops the scan there.
-            pytest.xfail("the scanner cannot yet run legacy full-model pickles (module persistent ids)")
-        raise
+    result = _round_trip(_CASES[case](legacy), tmp_path, legacy=legacy)
     expected_flatten = {"full-model": Flatten.MODULE, "nested-checkpoint": Flatten.NESTED}
     assert result.flatten is expected_flatten.get(case, Flatten.FLAT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,23 @@ def test_upload_needs_the_token_and_respects_the_size_limit(gw: ServerThread, ev
     big = httpx.post(url, files={"file": ("big.pkl", b"\0" * ((1 << 20) + 1))}, headers=ADMIN)
     assert big.status_code == 413
     assert not [p for p in (Path(gw.server.config.app.state.gateway.blobs.root)).rglob("*") if p.is_file()]
+
+
+def test_an_upload_too_large_by_its_length_is_refused_before_its_body(gw: ServerThread) -> None:
+    host, port = gw.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /api/v1/scans HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer gw-admin\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(head.encode())  # and no body: the answer must not wait for 10 GB
+        assert conn.recv(4096).startswith(b"HTTP/1.1 413")
+    chunked = httpx.post(
+        f"{gw.url}/api/v1/scans",
+        content=iter([b"--b\r\n"]),
+        headers={**ADMIN, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert chunked.status_code == 411
 
 
 def test_scan_by_url(gw: ServerThread) -> None:

@@ -142,7 +142,18 @@ def router(gateway: Gateway) -> APIRouter:
     return api
 
 
+_MULTIPART_SLACK = 64 << 10
+"""Bytes of multipart framing (boundaries, part headers) allowed on top of ``max_upload``."""
+
+
 async def _scan_upload(gateway: Gateway, request: Request) -> ScanRecord:
+    # The form parser spools the whole body to disk before the loop below sees a byte, so the declared
+    # length is checked first (the server never reads past it); a body without one is refused.
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        raise HTTPException(411, "an upload needs a Content-Length")
+    if int(length) > gateway.config.max_upload + _MULTIPART_SLACK:
+        raise HTTPException(413, f"upload larger than {gateway.config.max_upload} bytes")
     form = await request.form(max_files=1, max_fields=4)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
