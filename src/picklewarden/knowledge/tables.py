@@ -35,6 +35,8 @@ class Category(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Knowledge:
+    """What reaching one global (or module) lets a pickle do, and why."""
+
     category: Category
     reason: str
 
