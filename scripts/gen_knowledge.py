@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import compact_knowledge
 from knowledge_gen import sandbox
 from knowledge_gen.generate import render
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     text, sinks = render(sandbox.run("generate", timeout=7200))
     (args.output_dir / "generated.json").write_text(text, encoding="utf-8")
     (args.output_dir / "generated_sinks.json").write_text(sinks, encoding="utf-8")
+    compact_knowledge.write(args.output_dir)  # the parts the scanner reads, derived from generated.json
     return 0
 
 

@@ -101,6 +101,50 @@ def test_version_does_not_import_rich_or_the_scanner() -> None:
     assert "picklewarden, version" in done.stdout
 
 
+# What a JSON scan of a plain pickle or a torch checkpoint must not load: the renderers with rich, the readers of
+# other formats, the web gateway, and the knowledge parts that only unusual names need (issue 16, start-up).
+_NOT_ON_THE_JSON_PATH = (
+    "rich",
+    "tomllib",
+    "picklewarden.containers.joblib_files",
+    "picklewarden.containers.torchscript",
+    "picklewarden.containers.numpy_files",
+    "picklewarden.containers.compression",
+    "picklewarden.formats.safetensors",
+    "picklewarden.formats.gguf",
+    "picklewarden.formats.onnx",
+    "picklewarden.server.app",
+    "picklewarden.report.text",
+    "picklewarden.report.sarif",
+)
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch-zip"])
+def test_a_json_scan_loads_only_what_the_file_needs(kind: str, tmp_path: Path) -> None:
+    if kind == "torch-zip":
+        import torch
+
+        torch.save({"w": torch.zeros(2)}, tmp_path / "tiny.pt")
+        target = "tiny.pt"
+    else:
+        target = "good.pkl"
+    code = (
+        "import json, sys\n"
+        "from picklewarden.cli import main\n"
+        "from picklewarden.knowledge.tables import ecosystem, generated\n"
+        f"assert main(['scan', {target!r}, '--format', 'json', '--no-policy']) == 0\n"
+        f"loaded = sorted(m for m in {_NOT_ON_THE_JSON_PATH!r} if m in sys.modules)\n"
+        "parts = sorted(k for k in ('springboards', 'modules', 'failures') if k in vars(generated()))\n"
+        "print(json.dumps([loaded, parts, ecosystem.cache_info().currsize]), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["summary"]["verdict"] == "safe"
+    loaded, parts, ecosystem_parsed = json.loads(done.stderr.strip().splitlines()[-1])
+    assert loaded == [], f"imported on the JSON path: {loaded}"
+    assert parts == [] and ecosystem_parsed == 0, "knowledge parts parsed that these globals never need"
+
+
 def test_convert_delegates_to_the_library(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[tuple[Any, ...]] = []
 

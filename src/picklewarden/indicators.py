@@ -17,12 +17,14 @@ from typing import Any
 from picklewarden.model import Indicator
 from picklewarden.pickle.machine import node_of
 
-_URL = re.compile(r"\b(?:https?|ftp|wss?|s3|gs|file)://[^\s'\"<>]{1,500}", re.IGNORECASE)
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_PATH = re.compile(r"(?:(?<=\s)|^|(?<=[>'\"=]))(/(?:[\w.~+-]+/?)+|~/[\w./+-]*|[A-Za-z]:\\[\w\\. -]+)")
+# Pattern texts, compiled by ``re`` (and kept in its cache) on first use: most scans have no finding to
+# describe, and compiling these at import cost ~1 ms of every start-up.
+_URL = r"\b(?:https?|ftp|wss?|s3|gs|file)://[^\s'\"<>]{1,500}"  # with re.IGNORECASE
+_IPV4 = r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"
+_PATH = r"(?:(?<=\s)|^|(?<=[>'\"=]))(/(?:[\w.~+-]+/?)+|~/[\w./+-]*|[A-Za-z]:\\[\w\\. -]+)"
 # ASCII only: in a str pattern \s also matches Unicode spaces (U+0085...), which base64 then rejects.
-_B64 = re.compile(r"[A-Za-z0-9+/\s]{16,}={0,2}", re.ASCII)
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){8,}", re.ASCII)
+_B64 = r"[A-Za-z0-9+/\s]{16,}={0,2}"  # with re.ASCII
+_HEX = r"(?:[0-9a-fA-F]{2}){8,}"  # with re.ASCII
 _MAX_TEXT = 200
 _MAX_DECODED = 1 << 20
 _MAX_STRINGS = 64
@@ -77,11 +79,11 @@ def _decoded_layers(raw: bytes) -> Iterator[Indicator]:
             data = out
             continue
         text = data.decode("latin-1").strip()
-        if _HEX.fullmatch(text):
+        if re.fullmatch(_HEX, text, re.ASCII):
             data = binascii.unhexlify(text)
             yield Indicator("hex", _printable(data))
             continue
-        if _B64.fullmatch(text) and len(text) % 4 == 0:
+        if re.fullmatch(_B64, text, re.ASCII) and len(text) % 4 == 0:
             try:
                 out = base64.b64decode(text, validate=False)
             except ValueError:  # binascii.Error, and anything else a decoder refuses: not a payload
@@ -114,12 +116,12 @@ def extract(args: tuple[Any, ...], *, command: bool) -> tuple[Indicator, ...]:
         if i >= _MAX_STRINGS:
             break
         text = item.decode("latin-1") if isinstance(item, bytes) else item
-        for match in _URL.finditer(text):
+        for match in re.finditer(_URL, text, re.IGNORECASE):
             add(Indicator("url", _short(match.group(0))))
-        for match in _IPV4.finditer(text):
+        for match in re.finditer(_IPV4, text):
             if all(int(octet) <= 255 for octet in match.group(0).split(".")):
                 add(Indicator("ip", match.group(0)))
-        for match in _PATH.finditer(text):
+        for match in re.finditer(_PATH, text):
             if len(match.group(1)) > 1:
                 add(Indicator("path", _short(match.group(1))))
         raw = item if isinstance(item, bytes) else item.encode("latin-1", "replace")

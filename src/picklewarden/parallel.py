@@ -220,6 +220,8 @@ def _policy_ignores(settings: _Settings, path: str) -> bool:
 
 @dataclass
 class _Task:
+    """One file handed to the pool (or answered from another path to the same file)."""
+
     seq: int
     """Position of the target in the walk."""
     target: Target

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from picklewarden import fxcode, walk
-from picklewarden.containers import joblib_files, nested
+from picklewarden.containers import nested
 from picklewarden.containers.base import (
     Anomaly,
     Child,
@@ -23,10 +23,10 @@ from picklewarden.containers.base import (
     vouches,
 )
 from picklewarden.containers.hints import extension_anomaly
-from picklewarden.containers.joblib_files import JoblibView
 from picklewarden.containers.opener import UNSUPPORTED, open_bytes, sniff_format
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.files import open_regular
+from picklewarden.knowledge.joblib_compat import wants_joblib_view
 from picklewarden.knowledge.resolve import classify, resolve
 from picklewarden.knowledge.tables import Category
 from picklewarden.limits import DEFAULT_LIMITS, Limits
@@ -37,6 +37,7 @@ from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
+    from picklewarden.containers.joblib_files import JoblibView
     from picklewarden.policy.config import Policy
 
 # torch's legacy (pre-1.6) format starts with a pickled magic number, then protocol version, sys_info,
@@ -255,7 +256,11 @@ class _Analyser:
                 fmt = "pickle"
             if run.legacy:
                 fmt = "torch-legacy"
-            view = joblib_files.joblib_view(source, self.limits) if joblib_files.wants_view(run.programs) else None
+            view = None
+            if wants_joblib_view(run.programs):
+                from picklewarden.containers import joblib_files  # here: its readers serve joblib files only
+
+                view = joblib_files.joblib_view(source, self.limits)
             if view is not None and view.error is not None:
                 self.analysis.errors.append(_where(prefix, view.error))
             if view is not None and view.sources:

@@ -21,19 +21,17 @@ from __future__ import annotations
 import io
 import pickle
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from picklewarden.containers.base import Anomaly, OffsetMap, PickleSource, Stacking
 from picklewarden.errors import LimitExceeded
+from picklewarden.knowledge.joblib_compat import ARRAY_WRAPPER as WRAPPER
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
 from picklewarden.pickle.names import remap
-from picklewarden.pickle.program import Program
 from picklewarden.pickle.pymachine import ClampedReader, load_bytearray8, read_extension, resolve_extension
 
-WRAPPER = "NumpyArrayWrapper"
 JOBLIB_WRAPPERS = frozenset({f"{package}.numpy_pickle.{WRAPPER}" for package in ("joblib", "sklearn.externals.joblib")})
 """The wrapper classes joblib's unpickler (or scikit-learn's vendored copy) checks for with isinstance."""
 _WRAPPER_INIT = ("subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes")
@@ -43,11 +41,6 @@ _NEW_HELPERS = frozenset({("copyreg", "_reconstructor"), ("copyreg", "__newobj__
 _TYPESTR = re.compile(r"([<>|=]?)([?bBiufcOSUVaMm])(\d*)(?:\[\w+\])?")
 _FIXED_SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8, 12, 16), "c": (8, 16, 24, 32)}
 _INT64 = 1 << 64
-
-
-def wants_view(programs: Sequence[Program]) -> bool:
-    """The stream imports joblib's array wrapper, so joblib.load reads raw bytes in the middle of it."""
-    return any(g.name.rsplit(".", 1)[-1] == WRAPPER for p in programs for g in p.globals)
 
 
 class _Unsupported(Exception):

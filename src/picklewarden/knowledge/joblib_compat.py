@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from picklewarden.knowledge.resolve import Resolved
@@ -24,6 +24,16 @@ WRAPPERS: frozenset[tuple[str, str]] = frozenset(
     (module, name) for module in _MODULES for name in ("NDArrayWrapper", "ZNDArrayWrapper")
 )
 """Canonical names of the old wrappers, wherever joblib (or scikit-learn's vendored copy) defined them."""
+ARRAY_WRAPPER = "NumpyArrayWrapper"
+"""The class name joblib's unpickler checks for with isinstance (joblib's own or scikit-learn's vendored copy)."""
+
+
+def wants_joblib_view(programs: Sequence[Program]) -> bool:
+    """The stream imports joblib's array wrapper, so joblib.load reads raw bytes in the middle of it (then
+    ``containers.joblib_files`` follows the stream as joblib does; the scanner imports it only then)."""
+    return any(g.name.rsplit(".", 1)[-1] == ARRAY_WRAPPER for p in programs for g in p.globals)
+
+
 _NEW = frozenset({("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__")})
 
 

@@ -98,7 +98,6 @@ def classify(resolved: Resolved) -> Knowledge | None:
     if resolved.introspection is not None:
         return Knowledge(Category.INDIRECTION, f"walks through {resolved.introspection} to reach other objects")
     data = generated()
-    eco = ecosystem()
     for ancestor in _ancestors(resolved.module):
         effect = data.effects.get(ancestor)
         if effect is not None:
@@ -107,13 +106,13 @@ def classify(resolved: Resolved) -> Knowledge | None:
     if reason is None:
         reason = data.safe.get(key)
     if reason is None and data.sinks.get(key) is None:
-        reason = eco.safe.get(key)
+        reason = ecosystem().safe.get(key)  # parsed only when the reviewed tables do not know the name
     if reason is not None:
         return Knowledge(Category.SAFE, reason)
     qual = resolved.qualname.split(".")
     for i in range(len(qual), 0, -1):
         prefix = (resolved.module, ".".join(qual[:i]))
-        known = DANGEROUS_NAMES.get(prefix) or data.sinks.get(prefix) or eco.sinks.get(prefix)
+        known = DANGEROUS_NAMES.get(prefix) or data.sinks.get(prefix) or ecosystem().sinks.get(prefix)
         if known is not None:
             return known
     for ancestor in _ancestors(resolved.module):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from picklewarden.knowledge import compact
 from picklewarden.knowledge.values import HAND_SAFE
 
 
@@ -34,6 +35,8 @@ class Category(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Knowledge:
+    """What reaching one global (or module) lets a pickle do, and why."""
+
     category: Category
     reason: str
 
@@ -307,25 +310,6 @@ MODULE_STATE: Final[dict[tuple[str, str], str]] = {
 """Process-wide registries whose mutation changes later loads, whatever their names look like."""
 
 
-@dataclass(frozen=True)
-class Generated:
-    """Reviewed data produced by ``scripts/gen_knowledge.py`` (never computed at scan time)."""
-
-    springboards: dict[str, dict[str, str]]
-    safe: dict[tuple[str, str], str]
-    sinks: Sinks
-    closed: frozenset[str] = frozenset()
-    """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
-    modules: frozenset[str] = frozenset()
-    """Every module that was imported and walked (only those are closed)."""
-    failures: frozenset[str] = frozenset()
-    """Modules under ``closed`` that failed to import at generation time: they stay unknown."""
-    effects: dict[str, Knowledge] = field(default_factory=dict)
-    """Modules whose import itself runs a program (an unguarded ``__main__``)."""
-    versions: str = ""
-    """What was analysed, for messages: ``python 3.11.7, numpy 2.4.6, torch 2.13.0``."""
-
-
 _DATA = Path(__file__).parent / "data"
 
 
@@ -358,29 +342,70 @@ class Sinks:
         return known
 
 
+class Generated:
+    """Reviewed data produced by ``scripts/gen_knowledge.py`` (never computed at scan time), read part by part
+    from ``data/compact/`` (see ``compact.py``) on first use: a lookup answered by the safe list never parses
+    the module list or the springboards. A missing part reads as empty (every name stays unknown)."""
+
+    def __init__(self, directory: Path, sinks: Sinks) -> None:
+        self._directory = directory
+        self.sinks = sinks
+
+    def _part(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self._directory / name).read_text("utf-8")))
+        except FileNotFoundError:
+            return {}
+
+    @functools.cached_property
+    def _index(self) -> dict[str, Any]:
+        return self._part(compact.INDEX)
+
+    @functools.cached_property
+    def _world(self) -> dict[str, Any]:
+        return self._part(compact.WORLD)
+
+    @functools.cached_property
+    def springboards(self) -> dict[str, dict[str, str]]:
+        """For each analysed module, its attributes that are modules (``shutil.os`` -> ``os``)."""
+        return self._part(compact.SPRINGBOARDS)
+
+    @functools.cached_property
+    def safe(self) -> dict[tuple[str, str], str]:
+        """Globals whose unpickling only stores data, with the reason."""
+        parts = self._part(compact.SAFE)
+        return {(module, qualname): reason for module, names in parts.items() for qualname, reason in names.items()}
+
+    @functools.cached_property
+    def closed(self) -> frozenset[str]:
+        """Top-level names (the stdlib, numpy, torch) whose every module was imported and walked."""
+        return frozenset(self._index.get("closed", ()))
+
+    @functools.cached_property
+    def modules(self) -> frozenset[str]:
+        """Every module that was imported and walked (only those are closed)."""
+        return frozenset(self._world.get("modules", ()))
+
+    @functools.cached_property
+    def failures(self) -> frozenset[str]:
+        """Modules under ``closed`` that failed to import at generation time: they stay unknown."""
+        return frozenset(self._world.get("failures", ()))
+
+    @functools.cached_property
+    def effects(self) -> dict[str, Knowledge]:
+        """Modules whose import itself runs a program (an unguarded ``__main__``)."""
+        return {m: Knowledge(Category(c), r) for m, (c, r) in self._index.get("effects", {}).items()}
+
+    @property
+    def versions(self) -> str:
+        """What was analysed, for messages: ``python 3.11.7, numpy 2.4.6, torch 2.13.0``."""
+        return str(self._index.get("versions", ""))
+
+
 @functools.cache
 def generated() -> Generated:
-    """Load the shipped data file once, on first need."""
-    sinks = Sinks(_DATA / "generated_sinks.json")
-    try:
-        # A plain path beside this module: importlib.resources costs ~20 ms of start-up for the same read.
-        text = (_DATA / "generated.json").read_text("utf-8")
-    except FileNotFoundError:
-        return Generated({}, {}, sinks)
-    raw = json.loads(text)
-    safe = {(e["module"], e["qualname"]): e["reason"] for e in raw.get("safe", [])}
-    effects = {m: Knowledge(Category(c), r) for m, (c, r) in raw.get("import_effects", {}).items()}
-    seen = ", ".join(f"{k} {raw[k]}" for k in ("python", "numpy", "torch") if raw.get(k))
-    return Generated(
-        raw.get("springboards", {}),
-        safe,
-        sinks,
-        frozenset(raw.get("closed", ())),
-        frozenset(raw.get("modules", ())),
-        frozenset(raw.get("import_failures", {})),
-        effects,
-        seen,
-    )
+    """The shipped data, each part loaded on its first use."""
+    return Generated(_DATA / "compact", Sinks(_DATA / "generated_sinks.json"))
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ _CHECK_EVERY = 0x10000
 
 @dataclass(slots=True)
 class Instruction:
+    """One decoded opcode at its byte offset."""
+
     offset: int
     code: int
     arg: bytes

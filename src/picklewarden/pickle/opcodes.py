@@ -29,6 +29,8 @@ class ArgKind(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Opcode:
+    """One pickle opcode: how its argument is encoded and which protocol introduced it."""
+
     name: str
     code: int
     kind: ArgKind

@@ -35,6 +35,8 @@ _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 @dataclass(frozen=True, slots=True)
 class Pure:
+    """A pure builtin the machine may evaluate on literal arguments, and what its result looks like."""
+
     func: Callable[..., Any]
     returns: type
     """tuple, list, dict, str or bytes: what a stand-in must look like when the value cannot be computed."""

@@ -13,6 +13,8 @@ from picklewarden.model import Finding, Indicator, Severity
 
 @dataclass(frozen=True)
 class Rule:
+    """One rule: its stable id, severity, CWE and the help carried into reports."""
+
     id: str
     name: str
     severity: Severity
