@@ -75,7 +75,7 @@ def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgeme
         program = ""
         if not report.skipped:
             with contextlib.suppress(Exception):  # evidence only: the verdict above stands without it
-                program = render_program(analyse_path(str(link), limits), policy, width=200)
+                program = render_program(analyse_path(str(link), limits, full=True), policy, width=200)
     return Judgement(dataclasses.replace(report, path=name), excerpt(program.replace(str(link), name)))
 
 
