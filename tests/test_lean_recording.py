@@ -10,12 +10,15 @@ reconstructor's call, where skipping the call would lose it.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from picklewarden import DEFAULT_LIMITS, Verdict
+from picklewarden import DEFAULT_LIMITS, Verdict, scanner
+from picklewarden.cli import main
 from picklewarden.limits import Limits
 from picklewarden.pickle.program import CallResult, ElidedCall, Global, Program, Statement
 from picklewarden.scanner import Analysis, analyse_bytes
@@ -218,3 +221,23 @@ def test_every_corpus_sample_gets_the_same_report_in_both_recordings(tmp_path: P
         elided += sum(len(p.elided) for p in lean.programs)
         assert not (tmp_path / "canary").exists(), name
     assert elided >= 100  # the comparison covered real elisions
+
+
+def test_show_lists_every_call_from_a_full_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(_state_dict(tensors=3))
+    analysed: list[Analysis] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Analysis:
+        analysed.append(real(*args, **kwargs))
+        return analysed[-1]
+
+    real = scanner.analyse_path
+    monkeypatch.setattr(scanner, "analyse_path", spy)
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"= _rebuild_tensor_v2(?:_\d+)?\(", out)) == 3
+    assert len(re.findall(r"= OrderedDict(?:_\d+)?\(\)", out)) == 3
+    assert analysed and not [p for a in analysed for p in a.programs if p.elided]

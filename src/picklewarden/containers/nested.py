@@ -245,6 +245,10 @@ def evaluate(value: Any, symbol_of: Resolver, depth: int = 0) -> _Decoded | None
 
 
 def _whole_pickle(data: bytes, limits: Limits) -> bool:
+    if b"\n" not in data and b"\x93" not in data:
+        # Importing takes GLOBAL or INST (newline-ended names) or STACK_GLOBAL: text with neither, such as
+        # the thousands of keys of a state dict, is no pickle that imports, and is not decoded to see.
+        return False
     if not looks_like_pickle(data[: 64 * 1024], limits):
         return False
     layout = scan_layout(data, 0, limits.replace(max_opcodes=min(limits.max_opcodes, 1_000_000)))
