@@ -1242,7 +1242,7 @@ MALICIOUS: list[Sample] = [
     ),
     Sample(
         "torch-zip-sink-in-safe-rebuild-args",
-        "reach:safe-reconstructor",
+        "container:zip",
         "rebuilt.pt",
         "torch",
         _M,

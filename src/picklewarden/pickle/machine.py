@@ -216,8 +216,20 @@ class Recorder:
             if elide is None:
                 probe = CallResult(node_id, offset, callee, args, kwargs, how, opname)
                 elide = self.elide_by_callee[callee.id] = self.plain(probe) and self._pure(probe) is None
-            if elide and inert(args, 0):
-                return self._elide(node_id, offset, callee, args, how, opname)
+            if elide and (not args or inert(args, 0)):
+                # Elided (see ElidedCall); inline rather than a method: this runs for every tensor.
+                elided = self.elided
+                seq = len(self.statements) + len(elided)
+                safe = ElidedCall(node_id, offset, callee, args, None, how, opname, seq)
+                if not self.lean:
+                    self._record(safe)
+                else:
+                    if seq >= self.check_at:
+                        self._checkpoint(safe)
+                    elided.append(safe)
+                    if offset is not None:
+                        self.last_offset = offset
+                return value_standin(safe, self)
         elif type(callee) is ElidedCall:
             self._keep(callee)  # the result of a call is called
         node = CallResult(node_id, offset, callee, args, kwargs, how, opname)
@@ -240,23 +252,6 @@ class Recorder:
         if found is _NOT_LOOKED:
             found = self.pure_by_callee[callee.id] = callee_entry(callee, node_of)
         return found
-
-    def _elide(
-        self, node_id: int, offset: int | None, callee: Global, args: tuple[Any, ...], how: CallHow, opname: str | None
-    ) -> Value:
-        """Record a call of a known-safe reconstructor with inert arguments (see :class:`ElidedCall`)."""
-        elided = self.elided
-        seq = len(self.statements) + len(elided)
-        node = ElidedCall(node_id, offset, callee, args, None, how, opname, seq)
-        if not self.lean:
-            self._record(node)
-            return value_standin(node, self)
-        if seq >= self.check_at:
-            self._checkpoint(node)
-        elided.append(node)
-        if offset is not None:
-            self.last_offset = offset
-        return value_standin(node, self)
 
     def _keep(self, node: ElidedCall) -> None:
         """Something operates on an elided call's result: it goes back among the statements."""
