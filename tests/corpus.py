@@ -757,6 +757,31 @@ def _poisoned_state_dict(c: Path) -> Any:
     return sd
 
 
+class _RebuildWithSink:
+    """A tensor whose rebuild call (``torch._utils._rebuild_tensor_v2``, known safe) also takes a sink's result
+    as its ``metadata`` argument: the sink runs while the unpickler builds the arguments, before the safe
+    function is called (it then gets 0, which it ignores). A scanner that skips safe reconstructor calls
+    without looking at their arguments misses it."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import collections
+
+        import torch
+
+        storage = torch.zeros(2)._typed_storage()
+        args = (storage, 0, (2,), (1,), False, collections.OrderedDict(), _Detonator(self.command))
+        return (torch._utils._rebuild_tensor_v2, args)
+
+
+def _torch_zip_sink_in_rebuild_args(c: Path) -> bytes:
+    sd = _sequential().state_dict()
+    sd["4.scale"] = _RebuildWithSink(_sh(c))
+    return _torch_save(sd)
+
+
 def _zip_entries(data: bytes | bytearray) -> list[tuple[str, int, int]]:
     """(name, central-directory header offset, local header offset) of every entry."""
     eocd = data.rfind(b"PK\x05\x06")
@@ -1213,6 +1238,15 @@ MALICIOUS: list[Sample] = [
         "torch",
         _M,
         _torch_zip_poisoned,
+        needs_torch=True,
+    ),
+    Sample(
+        "torch-zip-sink-in-safe-rebuild-args",
+        "container:zip",
+        "rebuilt.pt",
+        "torch",
+        _M,
+        _torch_zip_sink_in_rebuild_args,
         needs_torch=True,
     ),
     Sample(

@@ -79,6 +79,16 @@ def test_benign_embedded_pickle_is_safe_and_noted() -> None:
     assert [f.rule for f in report.findings] == ["PW308"]
 
 
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_an_embedded_pickle_is_noted_whatever_opcode_imports(protocol: int) -> None:
+    # GLOBAL (protocols 0-3: newline-ended names) or STACK_GLOBAL (4+, no newline): both are looked at.
+    import collections
+
+    inner = pickle.dumps(collections.OrderedDict(a=1), protocol=protocol)
+    report = scan_bytes(pickle.dumps({"cache": inner, "layer0.weight.bias": "no pickle here"}), "x.pkl")
+    assert [f.rule for f in report.findings] == ["PW308"] and report.verdict is Verdict.SAFE
+
+
 def test_nested_payload_depth_is_bounded() -> None:
     data = system_pickle(CANARY)
     for _ in range(12):

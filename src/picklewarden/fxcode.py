@@ -45,12 +45,16 @@ def rejudge(judge: ProgramJudge, findings: Iterable[Finding]) -> list[Finding]:
     """``findings`` with each GraphModule reducer call judged by the source it runs."""
     calls: dict[tuple[int | None, str], CallResult] = {}
     tracers: set[int | None] = set()
+    # Judged per imported global, then only the calls of a reducer are looked at (a state dict has 100k calls).
+    reducers = {g.id: symbol for g in judge.globals if (symbol := judge.knowledge(g)[0].symbol) in _REDUCERS}
+    if not reducers:
+        return list(findings)
     for stmt in judge.program.statements:
         if isinstance(stmt, CallResult) and isinstance(stmt.callee, Global):
-            symbol = judge.knowledge(stmt.callee)[0].symbol
-            if symbol in _REDUCERS:
-                calls.setdefault((stmt.offset, symbol), stmt)
-                tracers.update(_default_tracer(judge, stmt, _REDUCERS[symbol][0]))
+            reducer = reducers.get(stmt.callee.id)
+            if reducer is not None:
+                calls.setdefault((stmt.offset, reducer), stmt)
+                tracers.update(_default_tracer(judge, stmt, _REDUCERS[reducer][0]))
     if not calls:
         return list(findings)
     from picklewarden import codereview  # here: only a pickled GraphModule needs the source reviewer (ast)

@@ -98,7 +98,7 @@ def _loader_machinery(judge: ProgramJudge, vouched: frozenset[str]) -> frozenset
     plain = {v for v in vouched if not v.endswith("(*)")}
     called = {v[:-3] for v in vouched if v.endswith("(*)")}
     offsets: set[int | None] = set()
-    for stmt in judge.program.statements:
+    for stmt in judge.program.all_statements():
         if isinstance(stmt, Global):
             symbol = judge.knowledge(stmt)[0].symbol
             if any(vouches(v, symbol) for v in plain | called):
@@ -123,8 +123,9 @@ def _anomaly_finding(anomaly: Anomaly, prefix: str) -> Finding:
     )
 
 
-def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
-    """Run every pickle a loader reads from ``source`` (its programs are named ``member``)."""
+def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -> _Run:
+    """Run every pickle a loader reads from ``source`` (its programs are named ``member``); ``full`` keeps
+    every statement (see ``lean`` in :func:`~picklewarden.pickle.machine.run_pickle`)."""
     run = _Run()
     data = source.data
     pos = source.start
@@ -135,7 +136,14 @@ def _run_source(source: PickleSource, limits: Limits, member: str) -> _Run:
             program = run_pickle_python(data, pos, limits, member=member, index=index, plain=_plain_result)
         else:
             program, _ = run_pickle(
-                data, pos, limits, member=member, index=index, plain=_plain_result, file_like=source.file_like
+                data,
+                pos,
+                limits,
+                member=member,
+                index=index,
+                plain=_plain_result,
+                file_like=source.file_like,
+                lean=not full,
             )
         run.programs.append(program)
         if not program.complete or program.end is None:
@@ -188,7 +196,7 @@ def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) ->
         finding(
             "PW309",
             f"the C unpickler (pickle.load) stops here, but the pure-Python one (joblib.load) reads on "
-            f"({len(view.statements)} statements, {'to STOP' if view.complete else 'further'})",
+            f"({view.recorded} statements, {'to STOP' if view.complete else 'further'})",
             member=program.member,
             offset=stop,
         )
@@ -208,9 +216,10 @@ def _where(member: str, message: str) -> str:
 class _Analyser:
     """Analyses one container and everything inside it, adding programs, errors and notes to ``analysis``."""
 
-    def __init__(self, analysis: Analysis, limits: Limits) -> None:
+    def __init__(self, analysis: Analysis, limits: Limits, full: bool) -> None:
         self.analysis = analysis
         self.limits = limits
+        self.full = full
 
     def judge(self, program: Program, source: PickleSource) -> tuple[ProgramJudge, list[Finding]]:
         judge = ProgramJudge(program, self.limits)
@@ -233,7 +242,7 @@ class _Analyser:
         programs: list[Program] = []
         for source in opened.sources:
             member = join_member(prefix, source.member)
-            run = _run_source(source, self.limits, member)
+            run = _run_source(source, self.limits, member, self.full)
             if source.optional and not any(p.statements for p in run.programs):
                 # The unpickler did nothing before it stopped: say so rather than drop the view silently.
                 stop = run.programs[0].error if run.programs else None
@@ -268,7 +277,7 @@ class _Analyser:
                 found.extend(self.pickle_view_threats(run, view))
                 found.extend(_anomaly_finding(a, prefix) for a in view.anomalies)
                 for inner in view.sources:
-                    inner_run = _run_source(inner, self.limits, member)
+                    inner_run = _run_source(inner, self.limits, member, self.full)
                     if inner.origin is not None:
                         _relocate(inner_run, inner.origin)
                     found.extend(inner_run.findings)
@@ -397,6 +406,8 @@ def _relocate(run: _Run, origin: OffsetMap) -> None:
     for program in run.programs:
         for stmt in program.statements:
             stmt.offset = origin(stmt.offset)
+        for call in program.elided:
+            call.offset = origin(call.offset)
         program.start = origin(program.start) or 0
         program.end = origin(program.end)
         program.extensions = [(origin(at) or 0, code) for at, code in program.extensions]
@@ -425,13 +436,21 @@ def _dormant(item: Finding) -> Finding:
 
 
 def analyse_opened(
-    opened: Opened, path: str, limits: Limits, *, data: bytes | None = None, context: Context | None = None
+    opened: Opened,
+    path: str,
+    limits: Limits,
+    *,
+    data: bytes | None = None,
+    context: Context | None = None,
+    full: bool = False,
 ) -> Analysis:
     """Analyse an opened file. ``data`` (its bytes) and ``context`` (the one it was opened with) let nested
-    containers be followed with the file's shared byte budget."""
+    containers be followed with the file's shared byte budget. ``full`` records every statement of every
+    program (for ``show``); by default calls of known-safe reconstructors with inert arguments are only
+    counted (:attr:`~picklewarden.pickle.program.Program.elided`), which changes no finding."""
     analysis = Analysis(path, opened.format)
     ctx = context if context is not None else Context.root(limits, path)
-    fmt, found = _Analyser(analysis, limits).container(opened, data if data is not None else b"", ctx, "")
+    fmt, found = _Analyser(analysis, limits, full).container(opened, data if data is not None else b"", ctx, "")
     analysis.format = fmt
     analysis.findings.extend(found)
     hint = extension_anomaly(path, fmt, bool(analysis.programs) and _runs_pickles(fmt))
@@ -440,16 +459,19 @@ def analyse_opened(
     return analysis
 
 
-def analyse_bytes(data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS) -> Analysis:
+def analyse_bytes(
+    data: bytes, path: str = "<bytes>", limits: Limits = DEFAULT_LIMITS, *, full: bool = False
+) -> Analysis:
     """Analyse a whole file's bytes. Bad input gives errors and findings; an exception out of here other
-    than :class:`~picklewarden.errors.ScanError` is a scanner bug (the fuzz targets look for them)."""
+    than :class:`~picklewarden.errors.ScanError` is a scanner bug (the fuzz targets look for them).
+    ``full``: see :func:`analyse_opened`."""
     if len(data) > limits.max_file_bytes:
         return _too_large(path, len(data), limits)
     ctx = Context.root(limits, path)
     # The directory, programs and findings all stay alive until the report is made: collections during
     # the analysis free nothing but walk everything (a fifth of the time on a 100k-tensor checkpoint).
     with gc_paused():
-        return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx)
+        return analyse_opened(open_bytes(data, limits, ctx), path, limits, data=data, context=ctx, full=full)
 
 
 def _too_large(path: str, size: int, limits: Limits) -> Analysis:
@@ -458,8 +480,9 @@ def _too_large(path: str, size: int, limits: Limits) -> Analysis:
     return analysis
 
 
-def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
-    """Analyse one file. Never raises for a bad file: problems become errors or findings."""
+def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS, *, full: bool = False) -> Analysis:
+    """Analyse one file. Never raises for a bad file: problems become errors or findings. ``full``: see
+    :func:`analyse_opened`."""
     try:
         with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -475,7 +498,7 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS) -> Analysis:
                     mapped.madvise(mmap.MADV_RANDOM)
                 view: bytes = mapped  # type: ignore[assignment]
                 try:
-                    return analyse_bytes(view, path, limits)
+                    return analyse_bytes(view, path, limits, full=full)
                 except Exception as exc:  # noqa: BLE001 - reported below, once the map can be closed
                     # The traceback pins views of the map; closing it first would mask the real error.
                     failure = f"internal error while scanning: {type(exc).__name__}: {exc}"

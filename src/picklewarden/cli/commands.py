@@ -38,7 +38,7 @@ def show(path: str, show_globals: bool, policy_file: str | None, no_policy: bool
 
     policy = effective_policy(policy_file, no_policy, None)
     announce(policy)
-    analysis = analyse_path(path)
+    analysis = analyse_path(path, full=True)  # the listing shows every call, known-safe reconstructors too
     colored = use_color(color, sys.stdout)
     width = terminal_width() if colored else None
     if show_globals:

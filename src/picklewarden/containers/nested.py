@@ -24,6 +24,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any
 
 from picklewarden.containers import decoders
@@ -31,7 +32,7 @@ from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import node_of
-from picklewarden.pickle.program import CallResult, Global, Mutation, Program
+from picklewarden.pickle.program import CallResult, ElidedCall, Global, Mutation, Program
 
 Resolver = Callable[[Global], str]
 """The canonical ``module.qualname`` of a global (the rules' resolution, passed in by the scanner)."""
@@ -244,6 +245,10 @@ def evaluate(value: Any, symbol_of: Resolver, depth: int = 0) -> _Decoded | None
 
 
 def _whole_pickle(data: bytes, limits: Limits) -> bool:
+    if b"\n" not in data and b"\x93" not in data:
+        # Importing takes GLOBAL or INST (newline-ended names) or STACK_GLOBAL: text with neither, such as
+        # the thousands of keys of a state dict, is no pickle that imports, and is not decoded to see.
+        return False
     if not looks_like_pickle(data[: 64 * 1024], limits):
         return False
     layout = scan_layout(data, 0, limits.replace(max_opcodes=min(limits.max_opcodes, 1_000_000)))
@@ -301,8 +306,12 @@ def _values(root: Any, limit: int, budget: list[int], seen: set[int]) -> Iterato
             if id(value) in seen or depth >= limit:
                 continue
             seen.add(id(value))
-            items = [x for pair in value.items() for x in pair] if isinstance(value, dict) else list(value)
-            pending.extend((item, depth + 1) for item in reversed(items))
+            # Only the first budget[0] items can still be visited (they are popped first): a state dict's
+            # 100k entries are not all queued to look at a few thousand.
+            flat = chain.from_iterable(value.items()) if isinstance(value, dict) else value
+            items = list(islice(flat, max(budget[0], 0)))
+            items.reverse()
+            pending += [(item, depth + 1) for item in items]
 
 
 def payloads(
@@ -317,20 +326,23 @@ def payloads(
     found: list[Payload] = []
     seen: set[int] = set()
     cap = limits.max_nested_payloads + 1
+    loaders: dict[int, str | None] = {}  # Global id -> its symbol when it is a deserializer: one look-up per global
     for stmt in program.statements:
         if len(found) >= cap:
             return found
         if not isinstance(stmt, CallResult):
             continue
-        if isinstance(stmt.callee, Global):
-            symbol: str | None = symbol_of(stmt.callee)
+        callee = stmt.callee
+        symbol: str | None
+        if isinstance(callee, Global):
+            symbol = loaders.get(callee.id, "")
+            if symbol == "":
+                symbol = loaders[callee.id] = _loader(symbol_of(callee))
         else:
-            symbol = called(stmt) if called is not None else None
+            symbol = _loader(called(stmt)) if called is not None else None
         if symbol is None:
             continue
         pickles = symbol in PICKLE_LOADERS
-        if not pickles and symbol not in SNIFFING_LOADERS:
-            continue
         whole = symbol in WHOLE_LOADERS and len(stmt.args) == 1 and set(stmt.kwargs or ()) <= _WHOLE_KEYWORDS
         arguments: list[tuple[str, Any]] = [(f"arg{index}", v) for index, v in enumerate(stmt.args)]
         arguments += [(name, v) for name, v in (stmt.kwargs or {}).items() if name in ("file", "f", "data", "b")]
@@ -370,12 +382,23 @@ def payloads(
     return found
 
 
+def _loader(symbol: str | None) -> str | None:
+    """``symbol`` when it names a deserializer, else None."""
+    return symbol if symbol in PICKLE_LOADERS or symbol in SNIFFING_LOADERS else None
+
+
 _SCALARS = frozenset({int, float, bool, complex, type(None)})
 
 
 def _placed(program: Program) -> Iterator[tuple[str, int | None, Any]]:
-    """(label, offset, value) for the values a pickle places somewhere: call arguments, states, items, result."""
+    """(label, offset, value) for the values a pickle places somewhere: call arguments, states, items, result.
+
+    Not the arguments of an elided call (kept as a statement or not): they are numbers, tuples and stand-ins
+    of storages and of other such calls only, none of which holds text or evaluates to any (see
+    :func:`picklewarden.pickle.standins.inert`), so walking them could only spend the value budget."""
     for stmt in program.statements:
+        if type(stmt) is ElidedCall:
+            continue
         if isinstance(stmt, CallResult):
             for index, arg in enumerate(stmt.args):
                 yield f"#arg{index}", stmt.offset, arg

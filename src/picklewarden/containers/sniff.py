@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle as _stdlib_pickle
 import re
 import tarfile
@@ -45,7 +46,7 @@ def looks_like_pickle(head: bytes, limits: Limits) -> bool:
         return len(head) > 1 and head[1] <= _stdlib_pickle.HIGHEST_PROTOCOL
     if op.BY_CODE[head[0]] is None:
         return False
-    layout = scan_layout(head[:_SNIFF_BYTES], 0, limits.replace(max_opcodes=100_000), keep=True)
+    layout = scan_layout(head[:_SNIFF_BYTES], 0, _sniff_limits(limits), keep=True)
     if layout.end is not None:
         return True
     if len(head) >= _SNIFF_BYTES and layout.cut >= len(head) - 1024:
@@ -60,6 +61,13 @@ def looks_like_pickle(head: bytes, limits: Limits) -> bool:
         elif ins.code in op.IMPORTS or ins.code in op.CALLS:
             return True
     return False
+
+
+@functools.lru_cache(maxsize=8)
+def _sniff_limits(limits: Limits) -> Limits:
+    """The bounds of a sniff's decode: made once per set of limits (nested payload checks sniff thousands of
+    strings per pickle, and building a validated copy costs more than the decode of a short one)."""
+    return limits.replace(max_opcodes=100_000)
 
 
 def starts_like_pickle(head: bytes) -> bool:

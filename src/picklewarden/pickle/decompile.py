@@ -177,9 +177,10 @@ class Decompiler:
         return text if len(text) <= limit else text[:limit] + " ..."
 
     def lines(self) -> list[tuple[int | None, str]]:
-        """The whole program: ``(offset, source line)`` per line, ending with the unpickled result."""
+        """The whole program: ``(offset, source line)`` per line, ending with the unpickled result. A lean
+        recording's elided calls are put back in place, so every name a line uses is defined above it."""
         out: list[tuple[int | None, str]] = []
-        for stmt in self.program.statements:
+        for stmt in self.program.all_statements():
             for line in self.render(stmt).splitlines():
                 out.append((stmt.offset, line))
         result = self.result_line()

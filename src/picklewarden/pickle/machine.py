@@ -15,6 +15,11 @@ registry is only read by the machine (EXT codes are recorded by the layout pass)
 One exception to "returns another stand-in": a call of a reviewed pure builtin (``tuple``, ``str.join``,
 ...; see pure.py) on exact plain values gets its real value, and when that cannot be proven safe, a stand-in
 of the built-in type the unpickler demands there, so the machine reads on wherever CPython's does.
+
+A lean recording (what a scan uses) keeps calls of known-safe reconstructors whose arguments are inert out
+of the statements, in :attr:`Program.elided`: a state dict's 100k tensor rebuilds, which no rule can find
+anything in, then cost the passes after the machine nothing. Whatever the stream later does with such a
+result puts the call back in place (see :class:`~picklewarden.pickle.program.ElidedCall`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pickle as _stdlib_pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
@@ -35,12 +40,14 @@ from picklewarden.pickle.layout import Layout, scan_layout
 from picklewarden.pickle.program import (
     CallHow,
     CallResult,
+    ElidedCall,
     Global,
     Mutation,
     Node,
     Op,
     Persistent,
     Program,
+    merge_elided,
 )
 from picklewarden.pickle.pure import (
     UNRESOLVED_MODULE,
@@ -52,10 +59,10 @@ from picklewarden.pickle.pure import (
     is_unset,
     unresolved_text,
 )
+from picklewarden.pickle.standins import Abort as Abort
+from picklewarden.pickle.standins import StandinType, TypeStandin, Value, inert, value_standin
+from picklewarden.pickle.standins import node_of as node_of
 from picklewarden.pickle.stream import open_stream
-
-if TYPE_CHECKING:
-    pass
 
 _INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
 
@@ -68,88 +75,24 @@ the answer is reused for the callee's later calls."""
 _OPNAMES: tuple[str | None, ...] = tuple(None if o is None else o.name for o in op.BY_CODE)
 
 
-class Abort(BaseException):
-    """Raised from a stand-in to stop the unpickler; a BaseException so no code path can swallow it."""
-
-    def __init__(self, error: ScanError) -> None:
-        self.error = error
-
-
-class _Recording:
-    """What a stand-in does when the machine operates on it: record, and return another stand-in.
-
-    The one implementation shared by type stand-ins (through their metaclass) and plain ones, so the two
-    can never drift apart in what they record or refuse. Anything not defined here (iteration,
-    comparison, arithmetic, other attributes) fails as on an object without it.
-    """
-
-    __slots__ = ()
-    _pw_node: Node
-    _pw_rec: Recorder
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
-
-    def __setstate__(self, state: Any) -> None:
-        self._pw_rec.build(self._pw_node, state)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._pw_rec.mutate(Op.SETITEM, self._pw_node, key, value)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._pw_rec.mutate(Op.SETATTR, self._pw_node, name, value)
-
-    def append(self, value: Any) -> None:
-        self._pw_rec.mutate(Op.APPEND, self._pw_node, None, value)
-
-    def extend(self, values: Any) -> None:
-        self._pw_rec.mutate(Op.EXTEND, self._pw_node, None, list(values))
-
-    def add(self, value: Any) -> None:
-        self._pw_rec.mutate(Op.ADD, self._pw_node, None, value)
-
-
-class _StandinType(_Recording, type):
-    """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
-
-
-class _TypeStandin(metaclass=_StandinType):
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return cls._pw_rec.call(cls._pw_node, args, kwargs or None, CallHow.NEW)
-
-
-class _Value(_Recording):
-    """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
-
-    __slots__ = ("_pw_node", "_pw_rec")
-
-    def __init__(self, node: Node, rec: Recorder) -> None:
-        object.__setattr__(self, "_pw_node", node)
-        object.__setattr__(self, "_pw_rec", rec)
-
-    def __repr__(self) -> str:
-        return f"<stand-in #{self._pw_node.id}>"
-
-
-def node_of(value: Any) -> Node | None:
-    """The Node a stand-in stands for, or None for a plain value. Exact type checks: nothing else passes."""
-    kind = type(value)
-    if kind is _Value or kind is _StandinType:
-        node: Node = value._pw_node
-        return node
-    return None
-
-
 class Recorder:
     """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset."""
 
-    def __init__(self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult):
+    def __init__(
+        self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult, *, lean: bool = False
+    ):
         self.program = program
+        self.lean = lean
+        self.elided = program.elided
+        # Elided calls something later operated on: put back among the statements when the run ends.
+        self.kept: dict[int, ElidedCall] = {}
         self.layout = layout
         self.base = base
         self.limits = limits
         self.plain = plain
         self.plain_by_callee: dict[int, bool] = {}
+        # Callees whose calls with inert arguments are elided: plain, and not a pure builtin evaluated here.
+        self.elide_by_callee: dict[int, bool] = {}
         self.pure_by_callee: dict[int, tuple[Pure, Any] | None] = {}
         # Set on a rerun after STACK_GLOBAL refused a stand-in: unresolved text results become exact strs,
         # kept here by identity so find_class knows the name it receives is unresolved.
@@ -167,7 +110,7 @@ class Recorder:
     # -- helpers -------------------------------------------------------------------------------------
     def _record(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
         statements = self.statements
-        if len(statements) >= self.check_at:
+        if len(statements) + len(self.elided) >= self.check_at:
             self._checkpoint(stmt)
         statements.append(stmt)
         if stmt.offset is not None:
@@ -175,8 +118,9 @@ class Recorder:
 
     def _checkpoint(self, stmt: Global | CallResult | Persistent | Mutation) -> None:
         """The clock every 4096 statements, the statement limit when it is reached (one comparison per
-        statement in between: this runs for every call in a state dict)."""
-        count = len(self.statements)
+        statement in between: this runs for every call in a state dict). Elided calls count: the limits
+        are the same in a lean and a full recording."""
+        count = len(self.statements) + len(self.elided)
         limit = self.limits.max_program_statements
         if not count & 0xFFF and time.monotonic() > self.deadline:
             elapsed = int(time.monotonic() - self.deadline + self.limits.max_seconds)
@@ -199,8 +143,8 @@ class Recorder:
 
     def _standin(self, node: Node, as_type: bool) -> Any:
         if as_type:
-            return _StandinType("standin", (_TypeStandin,), {"_pw_node": node, "_pw_rec": self})
-        return _Value(node, self)
+            return StandinType("standin", (TypeStandin,), {"_pw_node": node, "_pw_rec": self})
+        return value_standin(node, self)
 
     # -- callbacks from the machine --------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:
@@ -241,7 +185,7 @@ class Recorder:
         if type(pid) is tuple and pid:
             if pid[0] == "storage":
                 # torch's storages (one per tensor, 100k in a big state dict): never a class, so cheap.
-                return _Value(node, self)
+                return value_standin(node, self)
             if pid[0] == "module" and len(pid) >= 2:
                 # torch's legacy loader returns the pickled class itself (``data[0]``) for a whole-module
                 # save, and the stream then instantiates it with NEWOBJ: the class is what gets called.
@@ -265,22 +209,64 @@ class Recorder:
             opname = "BUILD"
         node_id = self.next_id
         self.next_id = node_id + 1
+        if type(callee) is Global and kwargs is None and how is not CallHow.SETSTATE:
+            # A state dict calls the same few rebuild functions hundreds of thousands of times; ``plain``
+            # is a property of the callee (see PlainResult), so it is asked once per callee node.
+            elide = self.elide_by_callee.get(callee.id)
+            if elide is None:
+                probe = CallResult(node_id, offset, callee, args, kwargs, how, opname)
+                elide = self.elide_by_callee[callee.id] = self.plain(probe) and self._pure(probe) is None
+            if elide and (not args or inert(args, 0)):
+                # Elided (see ElidedCall); inline rather than a method: this runs for every tensor.
+                elided = self.elided
+                seq = len(self.statements) + len(elided)
+                safe = ElidedCall(node_id, offset, callee, args, None, how, opname, seq)
+                if not self.lean:
+                    self._record(safe)
+                else:
+                    if seq >= self.check_at:
+                        self._checkpoint(safe)
+                    elided.append(safe)
+                    if offset is not None:
+                        self.last_offset = offset
+                return value_standin(safe, self)
+        elif type(callee) is ElidedCall:
+            self._keep(callee)  # the result of a call is called
         node = CallResult(node_id, offset, callee, args, kwargs, how, opname)
         self._record(node)
         # Only a plain call: NEWOBJ's cls.__new__ of a list or dict ignores its arguments, unlike the call.
-        found = self.pure_by_callee.get(callee.id, _NOT_LOOKED) if how is CallHow.CALL else None
-        if found is _NOT_LOOKED:
-            found = self.pure_by_callee[callee.id] = callee_entry(callee, node_of)
+        found = self._pure(node) if how is CallHow.CALL else None
         if found is not None:
             return self._pure_result(node, found[0], found[1], args, kwargs)
-        # A state dict calls the same few rebuild functions hundreds of thousands of times; ``plain`` is
-        # a property of the callee (see PlainResult), so it is asked once per callee node.
         plain = self.plain_by_callee.get(callee.id)
         if plain is None:
             plain = self.plain_by_callee[callee.id] = self.plain(node)
         if plain:
-            return _Value(node, self)
+            return value_standin(node, self)
         return self._standin(node, as_type=True)
+
+    def _pure(self, node: CallResult) -> tuple[Pure, Any] | None:
+        """The reviewed pure builtin a call's callee is, looked up once per callee."""
+        callee = node.callee
+        found: tuple[Pure, Any] | None = self.pure_by_callee.get(callee.id, _NOT_LOOKED)
+        if found is _NOT_LOOKED:
+            found = self.pure_by_callee[callee.id] = callee_entry(callee, node_of)
+        return found
+
+    def _keep(self, node: ElidedCall) -> None:
+        """Something operates on an elided call's result: it goes back among the statements."""
+        if self.lean:
+            self.kept[node.id] = node
+
+    def finish(self) -> None:
+        """Put the elided calls something later depended on back among the statements, in place."""
+        if not self.kept:
+            return
+        program = self.program
+        merged = merge_elided(program.statements, program.elided)
+        program.statements[:] = [s for s in merged if type(s) is not ElidedCall or s.id in self.kept]
+        program.elided[:] = [c for c in program.elided if c.id not in self.kept]
+        self.kept.clear()
 
     def _pure_result(
         self, node: CallResult, entry: Pure, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
@@ -291,18 +277,20 @@ class Recorder:
         if not is_unset(value):
             return value
         if entry.returns is tuple:
-            return ArgsStandin((_Value(node, self),))
+            return ArgsStandin((value_standin(node, self),))
         if entry.returns is dict:
-            return KwargsStandin({UNRESOLVED_MODULE: _Value(node, self)})
+            return KwargsStandin({UNRESOLVED_MODULE: value_standin(node, self)})
         if entry.returns in (str, bytes) and self.text_standins:
             text = unresolved_text(node, entry.returns)
             self.unresolved[id(text)] = (text, node)
             return text
-        return _Value(node, self)
+        return value_standin(node, self)
 
     def build(self, target: Node, state: Any) -> None:
         offset = self._offset(self.layout.builds, self.n_builds)
         self.n_builds += 1
+        if type(target) is ElidedCall:
+            self._keep(target)
         setstate = self.planted.get(target.id)
         if setstate is not None:
             # A real instance without its own __setstate__ now calls the planted one with this state.
@@ -312,6 +300,8 @@ class Recorder:
         self._plant(target, state)
 
     def mutate(self, what: Op, target: Node, key: Any, value: Any) -> None:
+        if type(target) is ElidedCall:
+            self._keep(target)
         self._record(Mutation(what, target, self.last_offset, key, value))
         if what is Op.SETATTR and key == "__setstate__":
             self.planted[target.id] = value
@@ -358,6 +348,7 @@ def run_pickle(
     base: int = 0,
     plain: PlainResult = always_type,
     file_like: bool = True,
+    lean: bool = False,
 ) -> tuple[Program, Layout]:
     """Execute the pickle at ``data[start:]`` symbolically and return what it did.
 
@@ -370,23 +361,30 @@ def run_pickle(
     ``file_like`` feeds the machine through a buffered file object (as ``pickle.load(open(...))`` and
     torch's legacy loader do) rather than a plain ``BytesIO`` (as torch's zip loader does).
     Offsets in the program are ``base`` + offset within ``data``.
+    ``lean`` records less: calls of a callee ``plain`` answers True for, other than a pure builtin, whose
+    arguments are all :func:`inert` go to :attr:`Program.elided` instead of the statements, unless the
+    stream later operates on their result (see :class:`~picklewarden.pickle.program.ElidedCall`). So
+    ``plain`` must answer True only for known-safe reconstructors. A full recording (the default) keeps
+    every statement, as ``show`` prints it.
     """
     if isinstance(data, memoryview):
         data = data.tobytes()  # the layout pass searches for newlines, which a memoryview cannot
     layout = scan_layout(data, start, limits)
-    program = _run(data, start, limits, layout, member, index, base, plain, file_like)
+    program = _run(data, start, limits, layout, member, index, base, plain, file_like, lean=lean)
     if plain is not always_type and _PLAIN_REFUSED in str(program.error):
         # A callable judged plain did return a class here (enum.Enum's functional API does), and NEWOBJ
         # refused the cheap stand-in where it would accept the victim's class: rerun with type stand-ins.
-        program = _run(data, start, limits, layout, member, index, base, always_type, file_like)
+        program = _run(data, start, limits, layout, member, index, base, always_type, file_like, lean=lean)
     if TEXT_REFUSED in str(program.error):
         # A name built by a call the machine could not compute: rerun with exact-str stand-ins for such
         # results (only now, so elsewhere they stay stand-ins the judge knows are not constants).
-        program = _run(data, start, limits, layout, member, index, base, plain, file_like, text_standins=True)
+        program = _run(
+            data, start, limits, layout, member, index, base, plain, file_like, text_standins=True, lean=lean
+        )
     return program, layout
 
 
-_PLAIN_REFUSED = f"must be a type, not {_Value.__name__}"
+_PLAIN_REFUSED = f"must be a type, not {Value.__name__}"
 """How the C unpickler refuses a plain stand-in as NEWOBJ/NEWOBJ_EX's class."""
 
 TEXT_REFUSED = "STACK_GLOBAL requires str"
@@ -405,10 +403,11 @@ def _run(
     file_like: bool,
     *,
     text_standins: bool = False,
+    lean: bool = False,
 ) -> Program:
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
-    recorder = Recorder(program, layout, base, limits, plain)
+    recorder = Recorder(program, layout, base, limits, plain, lean=lean)
     recorder.text_standins = text_standins
     # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
     # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
@@ -434,6 +433,7 @@ def _run(
             program.error = MalformedPickle(base + layout.end, "offset decoder disagrees with the unpickler")
     finally:
         release()
+    recorder.finish()
     return program
 
 

@@ -56,6 +56,22 @@ class CallResult(Node):
 
 
 @dataclass(eq=False, slots=True)
+class ElidedCall(CallResult):
+    """A call the lean recording need not keep as a statement: its callee is a global the scanner vouched for
+    as a known-safe reconstructor (see ``plain`` in :func:`picklewarden.pickle.machine.run_pickle`) and every
+    argument is inert (numbers, None, tuples of them, storage stand-ins, stand-ins of other such calls).
+
+    Nothing a rule looks for can be in such a call: the callee is safe, and no argument holds text, bytes, a
+    mutable container or a value of any other call. In a lean program it is kept in
+    :attr:`Program.elided` unless something later operates on its result (BUILD, an item or attribute set,
+    a call of it), which puts it back among the statements; a full recording keeps every one in place.
+    """
+
+    seq: int
+    """Its index in the full recording's statement list, where :meth:`Program.all_statements` puts it back."""
+
+
+@dataclass(eq=False, slots=True)
 class Persistent(Node):
     pid: Any
 
@@ -106,6 +122,29 @@ class Program:
     extensions: list[tuple[int, int]] = field(default_factory=list)
     reader: str = ""
     """Which unpickler read the stream when it is not the C one ('' for ``_pickle.Unpickler``)."""
+    elided: list[ElidedCall] = field(default_factory=list)
+    """Calls a lean recording left out of :attr:`statements` (see :class:`ElidedCall`), in order; empty in a
+    full recording."""
+
+    @property
+    def recorded(self) -> int:
+        """How many statements the full recording has (the lean one's statements plus its elided calls)."""
+        return len(self.statements) + len(self.elided)
+
+    def all_statements(self) -> list[Statement]:
+        """Every statement of the full recording, in order: :attr:`statements` with the elided calls put back."""
+        if not self.elided:
+            return self.statements
+        return merge_elided(self.statements, self.elided)
+
+    def elided_counts(self) -> dict[tuple[str, str], int]:
+        """How many calls of each callee were elided, by ``(module, name)`` as written, in first-call order."""
+        counts: dict[tuple[str, str], int] = {}
+        for call in self.elided:
+            callee: Global = call.callee
+            key = (callee.module, callee.name)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     @property
     def globals(self) -> list[Global]:
@@ -113,4 +152,23 @@ class Program:
 
     @property
     def calls(self) -> list[CallResult]:
-        return [s for s in self.statements if isinstance(s, CallResult)]
+        """Every call, elided ones included, in order."""
+        return [s for s in self.all_statements() if isinstance(s, CallResult)]
+
+
+def merge_elided(statements: list[Statement], elided: list[ElidedCall]) -> list[Statement]:
+    """``statements`` with ``elided`` (in order) put back at their :attr:`ElidedCall.seq` positions.
+
+    ``statements`` must be everything else the full recording holds, in order; elided calls it already
+    contains stay where they are."""
+    merged: list[Statement] = []
+    pending = iter(statements)
+    for call in elided:
+        while len(merged) < call.seq:
+            item = next(pending, None)
+            if item is None:
+                break
+            merged.append(item)
+        merged.append(call)
+    merged.extend(pending)
+    return merged

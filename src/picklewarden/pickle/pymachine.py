@@ -282,6 +282,6 @@ def further(program: Program, data: bytes, limits: Limits, plain: machine.PlainR
         # Python fails too (the bytes end, or no opcode has this byte). A truncated checkpoint costs one run.
         return None
     view = run_pickle_python(data, program.start, limits, member=program.member, index=program.index, plain=plain)
-    if len(view.statements) > len(program.statements) or (view.complete and view.statements):
+    if view.recorded > program.recorded or (view.complete and view.statements):
         return view
     return None

@@ -189,7 +189,7 @@ def program_excerpt(analysis: Analysis, policy: Policy, *, limit: int, context: 
     for judge in analysis.judges:
         program = judge.program
         out += ["", _pickle_header(program)]
-        statements = program.statements
+        statements = program.all_statements()  # a lean recording's elided calls back in place
         keep: range | set[int] = range(len(statements))
         if len(statements) > limit:
             keep = set(range(limit // 4))

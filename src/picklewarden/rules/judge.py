@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
 from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
-from picklewarden.knowledge.launder import Helped, Launderer
+from picklewarden.knowledge.launder import Helped, Launderer, legacy_module_class
 from picklewarden.knowledge.resolve import Resolved, classify, resolve
 from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
@@ -27,10 +27,25 @@ class ProgramJudge:
         self.decompiler = Decompiler(program, limits)
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
         self.launderer = Launderer(lambda node: self.knowledge(node)[0])
-        # Nodes the pickle itself calls: a helper's result is judged where it is called, if it is.
-        self._callees = {
-            s.callee.id for s in program.statements if isinstance(s, CallResult) and isinstance(s.callee, Node)
-        }
+        self._callees: set[int] | None = None
+        self._globals: list[Global] | None = None
+
+    @property
+    def globals(self) -> list[Global]:
+        """The program's imports, in order (one pass over the statements, shared by every check)."""
+        if self._globals is None:
+            self._globals = self.program.globals
+        return self._globals
+
+    def callees(self) -> set[int]:
+        """Nodes the pickle itself calls: a helper's result is judged where it is called, if it is. (Elided
+        calls are left out: their callees are globals, never a helper's result.)"""
+        if self._callees is None:
+            statements = self.program.statements
+            self._callees = {
+                s.callee.id for s in statements if isinstance(s, CallResult) and isinstance(s.callee, Node)
+            }
+        return self._callees
 
     def knowledge(self, node: Global) -> tuple[Resolved, Knowledge | None]:
         cached = self._resolved.get(node.id)
@@ -44,7 +59,7 @@ class ProgramJudge:
         program, member = self.program, self.program.member
         reported_unknown: set[str] = set()
         # Old joblib array wrappers are judged by the file they make joblib.load read, not by name.
-        called = {g.id for g in program.globals if self._key(g) in WRAPPERS}
+        called = {g.id for g in self.globals if self._key(g) in WRAPPERS}
         yield from self._sibling_loads(bool(called))
         for stmt in program.statements:
             if isinstance(stmt, CallResult):
@@ -56,7 +71,8 @@ class ProgramJudge:
                 else:
                     yield from self._indirect_call(stmt)
             elif isinstance(stmt, Persistent):
-                yield from self._legacy_module_pid(stmt)
+                if legacy_module_class(stmt) is not None:  # only such an id hands the pickle anything
+                    yield from self._legacy_module_pid(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -68,9 +84,16 @@ class ProgramJudge:
                         evidence=self._evidence(stmt.target, stmt),
                         symbol=resolved.symbol,
                     )
-        for stmt in program.statements:
-            if isinstance(stmt, Global) and stmt.id not in called:
-                yield from self._imported_only(stmt, reported_unknown)
+        elided: set[int] | None = None
+        for stmt in self.globals:
+            if stmt.id not in called:
+                known = self.knowledge(stmt)[1]
+                if known is not None and known.category is Category.SAFE:
+                    continue  # nothing to say about a safe global, called or not
+                if elided is None:
+                    elided = {call.callee.id for call in program.elided}
+                if stmt.id not in elided:  # a global a lean recording elided calls of is called
+                    yield from self._imported_only(stmt, reported_unknown)
         for offset, code in program.extensions:
             yield finding(
                 "PW108",
@@ -106,7 +129,7 @@ class ProgramJudge:
                 "PW200",
                 "imports an old joblib array wrapper, which makes joblib.load read a file beside this one",
                 member=self.program.member,
-                symbol=next(self.knowledge(g)[0].symbol for g in self.program.globals if self._key(g) in WRAPPERS),
+                symbol=next(self.knowledge(g)[0].symbol for g in self.globals if self._key(g) in WRAPPERS),
             )
 
     def _decoded(self, args: tuple[object, ...], category: Category) -> tuple[Indicator, ...]:
@@ -239,7 +262,7 @@ class ProgramJudge:
         message = helped.helper.format(target.display)
         evidence = self._evidence(callee, call)
         if known is None:
-            if target.symbol in reported or (call.id in self._callees and not helped.calls_now):
+            if target.symbol in reported or (call.id in self.callees() and not helped.calls_now):
                 return  # reported once; a result the pickle calls is judged where it is called
             reported.add(target.symbol)
             yield finding(
