@@ -151,7 +151,7 @@ def disk(path: str, *, random: bool = False) -> int | None:
     """Page-cache bytes of ``path`` after a scan from a cold cache (None where unsupported)."""
     if not hasattr(os, "posix_fadvise") or not sys.platform.startswith("linux"):
         return None
-    from picklewarden.scanner import scan_path
+    from picklewarden.filescan import scan_path
 
     with open(path, "rb") as handle:
         os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)

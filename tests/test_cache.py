@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import picklewarden
-import picklewarden.scanner
+import picklewarden.filescan
 from picklewarden import FileReport, Severity, Verdict
 from picklewarden.cache import CacheMode, ResultCache, decode, encode
 from picklewarden.limits import DEFAULT_LIMITS
@@ -25,13 +25,13 @@ from tests.scale_samples import make_checkpoint, make_tree, malicious_pickle
 def scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Paths the scanner really analysed (cache misses)."""
     seen: list[str] = []
-    real: Callable[..., FileReport] = picklewarden.scanner.scan_path
+    real: Callable[..., FileReport] = picklewarden.filescan.scan_path
 
     def counting(path: str, *args: object, **kwargs: object) -> FileReport:
         seen.append(Path(path).name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(picklewarden.scanner, "scan_path", counting)
+    monkeypatch.setattr(picklewarden.filescan, "scan_path", counting)
     return seen
 
 
@@ -50,7 +50,7 @@ def _same(a: FileReport, b: FileReport) -> bool:
 def test_a_hit_is_what_a_fresh_scan_reports(tmp_path: Path, scans: list[str]) -> None:
     files = make_tree(tmp_path / "tree")
     cache = ResultCache(str(tmp_path / "cache"))
-    fresh = [picklewarden.scanner.scan_path(str(f)) for f in files]
+    fresh = [picklewarden.filescan.scan_path(str(f)) for f in files]
     first = [cache.scan_path(str(f)) for f in files]
     scans.clear()
     second = [cache.scan_path(str(f)) for f in files]

@@ -42,7 +42,7 @@ _HARNESS = textwrap.dedent(
     from picklewarden.cli import main
     from picklewarden.pickle import machine
     from picklewarden.policy.config import DEFAULT_POLICY
-    from picklewarden.scanner import scan
+    from picklewarden.filescan import scan
 
     PACKAGE = os.path.dirname(picklewarden.__file__)
     POOL = os.path.dirname(os.path.dirname(importlib.__file__)) + os.sep + "multiprocessing" + os.sep

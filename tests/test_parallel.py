@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import picklewarden
-import picklewarden.scanner
+import picklewarden.filescan
 from picklewarden import FileReport, Verdict
 from picklewarden.parallel import WORKER_DIED, render_jsonl, scan_parallel
 from tests.scale_samples import make_tree, malicious_pickle
@@ -83,7 +83,7 @@ def _dies_on_killer(path: str, *args: object, **kwargs: object) -> FileReport:
     return _real_scan_path(path, *args, **kwargs)  # type: ignore[arg-type]
 
 
-_real_scan_path = picklewarden.scanner.scan_path
+_real_scan_path = picklewarden.filescan.scan_path
 
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is injected into forked workers")
@@ -93,7 +93,7 @@ def test_a_file_that_kills_its_worker_is_an_error_and_the_scan_goes_on(
     for index in range(12):
         (tmp_path / f"{index:02d}.pkl").write_bytes(malicious_pickle())
     (tmp_path / "killer.pkl").write_bytes(malicious_pickle())
-    monkeypatch.setattr(picklewarden.scanner, "scan_path", _dies_on_killer)
+    monkeypatch.setattr(picklewarden.filescan, "scan_path", _dies_on_killer)
     reports = {Path(r.path).name: r for r in scan_parallel([str(tmp_path)], jobs=2)}
     assert len(reports) == 13
     assert reports["killer.pkl"].verdict is Verdict.ERROR and reports["killer.pkl"].errors == (WORKER_DIED,)

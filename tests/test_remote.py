@@ -37,7 +37,7 @@ def server(tmp_path: Path) -> Iterator[RangeServer]:
 
 def test_the_checkpoint_is_what_torch_reads(tmp_path: Path) -> None:
     """The hand-written archive is a torch checkpoint to picklewarden's local reader (no anomalies)."""
-    from picklewarden.scanner import scan_path
+    from picklewarden.filescan import scan_path
 
     out = tmp_path / "small.pt"
     make_checkpoint(out, storage=64)

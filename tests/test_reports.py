@@ -17,10 +17,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from picklewarden.filescan import scan_bytes
 from picklewarden.model import FileReport, Finding, Indicator, Report, Severity
 from picklewarden.report import json as json_report
 from picklewarden.report import plain, sarif, text
-from picklewarden.scanner import scan_bytes
 from tests.asm import Asm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +281,7 @@ def test_plain_renderer_prints_what_rich_prints(quiet: bool) -> None:
 
 def test_plain_renderer_matches_rich_on_the_corpus(tmp_path: Path) -> None:
     """Real findings (evidence lines, indicators, nested payloads) of every malicious and benign sample."""
-    from picklewarden.scanner import scan_path
+    from picklewarden.filescan import scan_path
     from tests.corpus import BENIGN, MALICIOUS, write
 
     reports = []

@@ -144,16 +144,16 @@ def test_a_snapshot_may_link_into_its_own_blobs_only(tmp_path: Path) -> None:
 
 def test_shared_blob_is_analysed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub, _ = _hf_cache(tmp_path)
-    import picklewarden.scanner as scanner
+    import picklewarden.filescan as filescan
 
     seen: list[str] = []
-    real = scanner.analyse_path
+    real = filescan.analyse_path
 
     def counting(path: str, *args: object, **kwargs: object) -> object:
         seen.append(os.path.realpath(path))
         return real(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scanner, "analyse_path", counting)
+    monkeypatch.setattr(filescan, "analyse_path", counting)
     scan(hub)
     assert len(seen) == len(set(seen)) == 2
 

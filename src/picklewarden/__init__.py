@@ -40,12 +40,12 @@ __all__ = [
 if TYPE_CHECKING:  # the real signatures for type checkers; at run time __getattr__ imports them on first use
     from picklewarden.extract.converting import convert as convert
     from picklewarden.extract.loading import load as load
+    from picklewarden.filescan import scan as scan
+    from picklewarden.filescan import scan_bytes as scan_bytes
+    from picklewarden.filescan import scan_path as scan_path
     from picklewarden.policy.config import Policy as Policy
     from picklewarden.policy.config import PolicyError as PolicyError
     from picklewarden.policy.config import resolve_policy as load_policy
-    from picklewarden.scanner import scan as scan
-    from picklewarden.scanner import scan_bytes as scan_bytes
-    from picklewarden.scanner import scan_path as scan_path
 
 # Imported on first use: the scanner and the policy loader pull in every container reader and the rules
 # (~100 ms), which ``picklewarden --version`` and a process that only reads reports never need.
@@ -55,9 +55,9 @@ _LAZY = {
     "Policy": ("picklewarden.policy.config", "Policy"),
     "PolicyError": ("picklewarden.policy.config", "PolicyError"),
     "load_policy": ("picklewarden.policy.config", "resolve_policy"),
-    "scan": ("picklewarden.scanner", "scan"),
-    "scan_bytes": ("picklewarden.scanner", "scan_bytes"),
-    "scan_path": ("picklewarden.scanner", "scan_path"),
+    "scan": ("picklewarden.filescan", "scan"),
+    "scan_bytes": ("picklewarden.filescan", "scan_bytes"),
+    "scan_path": ("picklewarden.filescan", "scan_path"),
 }
 
 

@@ -78,19 +78,19 @@ class ResultCache:
     def scan_path(
         self, path: str, limits: Limits = DEFAULT_LIMITS, *, explicit: bool = True, policy: Policy | None = None
     ) -> FileReport:
-        """:func:`picklewarden.scanner.scan_path`, answered from the cache when the result is known."""
-        from picklewarden import scanner
+        """:func:`picklewarden.filescan.scan_path`, answered from the cache when the result is known."""
+        from picklewarden import filescan
 
         if _ignored(policy, path):
-            return scanner.scan_path(path, limits, explicit=explicit, policy=policy)  # skipped, costs nothing
+            return filescan.scan_path(path, limits, explicit=explicit, policy=policy)  # skipped, costs nothing
         try:
             key, before = self.key(path, limits, explicit=explicit, policy=policy)
         except OSError:
-            return scanner.scan_path(path, limits, explicit=explicit, policy=policy)  # it reports why
+            return filescan.scan_path(path, limits, explicit=explicit, policy=policy)  # it reports why
         cached = self.get(key)
         if cached is not None:
             return dataclasses.replace(cached, path=path)
-        report = scanner.scan_path(path, limits, explicit=explicit, policy=policy)
+        report = filescan.scan_path(path, limits, explicit=explicit, policy=policy)
         if not report.errors and _unchanged(before, path):
             # A file rewritten while it was scanned must not store a result under the old bytes' key.
             self.put(key, report)

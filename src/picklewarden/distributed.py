@@ -2,7 +2,7 @@
 
 The driver reads the manifest lazily, cuts it into shards of ``shard_size`` entries, and keeps at most
 ``max_in_flight`` shards queued on the cluster; each shard is one Ray task that scans its entries with the
-same code as a local scan (:func:`picklewarden.scanner.scan_path` for paths, :func:`picklewarden.remote.scan_url`
+same code as a local scan (:func:`picklewarden.filescan.scan_path` for paths, :func:`picklewarden.remote.scan_url`
 for URLs), the same limits, policy and cache, and returns the reports. Reports are yielded as shards finish,
 so a manifest of millions of objects streams through bounded memory on the driver.
 
@@ -115,7 +115,7 @@ def _scan_entry(entry: Entry, settings: _Settings) -> FileReport:
         return FileReport(entry.target, "unknown", errors=("no such file or directory",))
     if settings.cache is not None:
         return settings.cache.scan_path(entry.target, settings.limits, explicit=explicit, policy=settings.policy)
-    from picklewarden.scanner import scan_path
+    from picklewarden.filescan import scan_path
 
     return scan_path(entry.target, settings.limits, explicit=explicit, policy=settings.policy)
 

@@ -143,12 +143,12 @@ def _quick(target: Target) -> FileReport | None:
 
 
 def _analyse(path: str, explicit: bool, settings: _Settings) -> FileReport:
-    """One file, as :func:`picklewarden.scanner.scan_path` reports it (through the cache when there is one).
+    """One file, as :func:`picklewarden.filescan.scan_path` reports it (through the cache when there is one).
     Runs in the workers: module-level so that it pickles by reference."""
     explicit = explicit and not settings.skip_non_models
     if settings.cache is not None:
         return settings.cache.scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
-    from picklewarden.scanner import scan_path
+    from picklewarden.filescan import scan_path
 
     return scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
 
@@ -255,7 +255,7 @@ def _in_pool(
     exhausted = False
     # Workers are forked where the platform allows: importing the analysis here first means each worker
     # starts with it loaded instead of spending ~0.1 s importing it again.
-    import picklewarden.scanner  # noqa: F401
+    import picklewarden.filescan  # noqa: F401
 
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs)
 

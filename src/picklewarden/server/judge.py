@@ -60,8 +60,8 @@ def judge_key(name: str, policy: Policy, limits: Limits) -> str:
 
 def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgement:
     """Scan ``blob`` as if it were called ``name``. Never raises for bad bytes (the scanner's promise)."""
+    from picklewarden.filescan import scan_file
     from picklewarden.report.program import program_excerpt
-    from picklewarden.scanner import scan_file
 
     with tempfile.TemporaryDirectory(prefix="pw-judge-") as work:
         # The scanner reads the extension from the path, so the blob is linked under its real file name.
