@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
-Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
+Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool, bool]
 """A central-directory record in ``zipdir._Raw``'s field order."""
 
 

@@ -418,6 +418,31 @@ ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
 }
 
 /*
+ * zipdir._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
+ * and UTF-8 agree; no NUL it would cut at, no backslash Windows would turn into a slash), accepts its version
+ * and extra field, and takes nothing from the extra field (no ZIP64 values, no Unicode path).
+ */
+static int
+zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+                     Py_ssize_t extra_len, unsigned extract_version)
+{
+    if (extract_version > 63)
+        return 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        if (name[i] == 0 || name[i] >= 0x80 || name[i] == '\\')
+            return 0;
+    Py_ssize_t position = 0;
+    while (extra_len - position >= 4) {
+        unsigned field_id = u16(extra + position);
+        Py_ssize_t field_size = u16(extra + position + 2);
+        if (field_size + 4 > extra_len - position || field_id == 0x0001 || field_id == 0x7075)
+            return 0;
+        position += 4 + field_size;
+    }
+    return 1;
+}
+
+/*
  * A plain tensor-data record: stored raw storage bytes under data/ with an ASCII name, nothing odd about it.
  * torchzip._Reader.check_entry has nothing to say about such a record and its local header is read only on
  * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
@@ -450,7 +475,7 @@ plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsign
  *   -> (records, position, remaining) or None
  *
  * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
- * with a last field saying whether it is a plain tensor record (see above). None where any record is one
+ * ending with whether it is a plain tensor record and whether zipfile reads it plainly (see above). None where any record is one
  * the reference refuses: the caller then runs the reference, which raises with its own message (errors
  * are rare; their wording stays in one place).
  */
@@ -525,12 +550,13 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
                                                                      external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
-        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INN)", index, position, (const char *)name, name_len, flags,
+        int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
+        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INNN)", index, position, (const char *)name, name_len, flags,
                                       method, (unsigned long long)crc32, (unsigned long long)s_size,
                                       (unsigned long long)s_plain, (unsigned long long)s_offset,
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
                                       stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
-                                      PyBool_FromLong(plain_record));
+                                      PyBool_FromLong(plain_record), PyBool_FromLong(zipfile_plain));
         if (raw == NULL) /* "N" handed the tuple our reference to the error text */
             goto finish;
         int appended = PyList_Append(records, raw);

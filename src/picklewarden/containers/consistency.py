@@ -18,6 +18,7 @@ from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, data_start, read_entry
 from picklewarden.containers.zipentry import peek_member
+from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
@@ -202,15 +203,26 @@ def storage_payloads(
     return anomalies, children, skipped
 
 
-def zipfile_differential(data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str]) -> list[Anomaly]:
+def zipfile_differential(
+    data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str], *, whole: bool = False
+) -> list[Anomaly]:
     """Pickle entries whose bytes Python's zipfile cannot read, or reads differently from torch.
 
     ``reported`` holds members the ZIP reader already flagged (bad CRC, mismatched names...): the
-    differential is then explained there and not repeated.
+    differential is then explained there and not repeated. zipfile is shown only the directory records
+    that decide what it reads for these members when that is the same (:mod:`.zipfile_view`), the whole
+    archive when ``whole`` is set or it is not.
     """
     found: list[Anomaly] = []
+    wanted = [name for name in read if name not in reported]
+    source = data if whole else zipfile_source(data, archive, wanted)
     try:
-        handle = zipfile.ZipFile(BufferReader(data))
+        try:
+            handle = zipfile.ZipFile(BufferReader(source))
+        except ZIP_ERRORS:
+            if source is data:
+                raise
+            handle = zipfile.ZipFile(BufferReader(data))  # zipfile's own words for what is wrong
     except ZIP_ERRORS as exc:
         if ARCHIVE_WIDE in reported or not read:
             return found

@@ -112,6 +112,7 @@ from picklewarden.containers.zipentry import (
 from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
+from picklewarden.containers.zipfile_view import ZipfileLayout
 from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key, _stoull
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
@@ -148,6 +149,8 @@ class TorchZip:
     all_entries: tuple[ZipEntry, ...] = ()
     """Every central-directory entry in order, including those a duplicate shadows."""
     _lookup: Mapping[bytes, ZipEntry] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    zipfile_layout: ZipfileLayout | None = field(default=None, hash=False, repr=False)
+    """The directory's place and records, for reading members as Python's zipfile does (None: unknown)."""
 
     def record(self, name: str) -> ZipEntry | None:
         """The entry torch reads for record ``name`` (looked up as ``prefix + "/" + name``), or None."""
@@ -251,6 +254,7 @@ class _Reader(DirectoryReader):
                 None,
                 "Python's zipfile cannot read this archive as torch does: " + "; ".join(self.zipfile_problems),
             )
+        cd_offset, cd_size = self.cd_span
         return TorchZip(
             entries=archive.entries,
             order=archive.order,
@@ -258,6 +262,12 @@ class _Reader(DirectoryReader):
             anomalies=self.summarise(),
             all_entries=archive.all_entries,
             _lookup=archive._lookup,
+            zipfile_layout=ZipfileLayout(
+                cd_offset,
+                cd_size,
+                tuple(raw.cd_offset for raw in raws),
+                not self.slack and all(raw.zipfile_plain for raw in raws),
+            ),
         )
 
     def make_entry(self, raw: _Raw) -> ZipEntry:

@@ -43,6 +43,8 @@ from picklewarden.containers.zipentry import (
 from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
 
+_ZIPFILE_MAX_VERSION = 63  # zipfile.MAX_EXTRACT_VERSION: a record needing a later version makes zipfile raise
+
 
 @dataclass(slots=True)
 class _Raw:
@@ -64,6 +66,8 @@ class _Raw:
     plain_tensor: bool = field(default=False, compare=False)
     """Set by the compiled walk only: a stored tensor-data record with an ASCII name and nothing odd about
     it, whose entry torchzip builds without its per-entry checks (which would find nothing)."""
+    zipfile_plain: bool = False
+    """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
 
 
 class DirectoryReader:
@@ -76,6 +80,10 @@ class DirectoryReader:
         self.anomalies: list[ZipAnomaly] = []
         self.zipfile_problems: list[str] = []
         self.per_code: dict[str, int] = {}
+        self.cd_span = (0, 0)
+        """Offset and size of the central directory walked."""
+        self.slack = False
+        """Whether the declared entries leave bytes of the central directory unread."""
 
     def note(self, code: str, member: str | None, offset: int | None, message: str) -> None:
         seen = self.per_code[code] = self.per_code.get(code, 0) + 1
@@ -153,6 +161,7 @@ class DirectoryReader:
         if total > self.limits.max_members:
             raise LimitExceeded("archive members", self.limits.max_members, total, eocd)
         self.compare_zipfile_directory(eocd, cd_offset, cd_size)
+        self.cd_span = (cd_offset, cd_size)
         return self.read_central_directory(cd_offset, cd_size, total, disk)
 
     def check_tail(self, eocd: int) -> None:
@@ -338,6 +347,7 @@ class DirectoryReader:
                     extra,
                     time,
                     stat_error,
+                    zipfile_plain=_zipfile_plain(name, extra, header[6]),
                 )
             )
             position += record_size
@@ -347,6 +357,7 @@ class DirectoryReader:
 
     def note_slack(self, position: int, remaining: int, total: int) -> None:
         """What follows the declared entries inside the central directory."""
+        self.slack = remaining != 0
         if remaining >= _CDH_SIZE and bytes(self.data[position : position + 4]) == _CDH_SIG:
             self.note(
                 "cd-slack",
@@ -423,6 +434,25 @@ def _stat_zip64(extra: bytes, plain: int, compressed: int, offset: int) -> tuple
         position += 4 + field_size
         remaining -= 4 + field_size
     return plain, compressed, offset, None
+
+
+def _zipfile_plain(name: bytes, extra: bytes, extract_version: int) -> bool:
+    """Python's zipfile (3.10-3.13, ``_RealGetContents``) reads this record's name as its raw bytes, accepts
+    its version and extra field, and takes nothing from the extra field.
+
+    ASCII names decode alike as cp437 and UTF-8; zipfile cuts a name at a NUL and, on Windows, turns
+    backslashes into slashes; versions above 6.3 raise; ZIP64 extras (id 1) replace sizes and offsets, and
+    from 3.12 a Unicode path extra (0x7075) replaces the name.
+    """
+    if extract_version > _ZIPFILE_MAX_VERSION or not name.isascii() or b"\x00" in name or b"\\" in name:
+        return False
+    position = 0
+    while len(extra) - position >= 4:
+        field_id, field_size = struct.unpack_from("<HH", extra, position)
+        if field_size + 4 > len(extra) - position or field_id in (0x0001, 0x7075):
+            return False
+        position += 4 + field_size
+    return True
 
 
 def _zipfile_extra_corrupt(extra: bytes) -> bool:
