@@ -280,3 +280,21 @@ def test_fuzz_targets_hold_on_the_pure_python_core() -> None:
     with pure_python():
         for name in ("layout", "zip", "machine"):
             targets(name)
+
+
+def test_entries_the_compiled_walk_builds_are_ordinary_entries() -> None:
+    """Plain tensor records' entries are built in C: equal, hashable, frozen and replaceable like any other."""
+    import dataclasses
+
+    from picklewarden.containers.torchzip import open_torch_zip
+
+    assert _native.speedups is not None
+    data = _torch_like([("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/data/0", b"\x00" * 8)])
+    archive = open_torch_zip(data, LIMITS)
+    built = archive.record("data/0")
+    assert built is not None and not built.local_read
+    rebuilt = dataclasses.replace(built)
+    assert rebuilt == built and hash(rebuilt) == hash(built) and repr(rebuilt) == repr(built)
+    assert vars(rebuilt) == vars(built) and list(vars(built)) == [f.name for f in dataclasses.fields(built)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.size = 1  # type: ignore[misc]

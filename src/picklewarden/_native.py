@@ -11,11 +11,12 @@ import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
-Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool, bool]
+Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, "ZipEntry | None", bool]
 """A central-directory record in ``zipdir._Raw``'s field order."""
 
 
@@ -45,7 +46,16 @@ class Speedups(Protocol):
     ) -> tuple[int, int, int, int, object]: ...
 
     def central_directory(
-        self, data: object, cd_offset: int, cd_size: int, total: int, disk: int, size: int, usual_flags: int, /
+        self,
+        data: object,
+        cd_offset: int,
+        cd_size: int,
+        total: int,
+        disk: int,
+        size: int,
+        usual_flags: int,
+        entry_type: type | None,
+        /,
     ) -> tuple[list[Record], int, int] | None: ...
 
 

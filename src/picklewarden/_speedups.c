@@ -470,12 +470,64 @@ plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsign
     return start >= offset && start <= (uint64_t)file_size && compressed <= (uint64_t)file_size - start;
 }
 
+/* ZipEntry's fields, in order, as torchzip._Reader.make_entry fills them for a plain tensor record. */
+static const char *const entry_fields[] = {
+    "name", "header_offset", "data_offset", "compressed_size", "size", "method", "crc32", "flags", "index",
+    "directory", "stat_error", "local_read",
+};
+#define ENTRY_FIELDS 12
+
 /*
- * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags)
+ * The entry torchzip._Reader.make_entry builds for a plain tensor record (its local header unread, its data
+ * offset the lower bound, nothing to note): object.__new__(entry_type) with its fields stored as __init__
+ * stores them (PyObject_GenericSetAttr: the frozen dataclass's own __setattr__ refuses).
+ */
+static PyObject *
+plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *name, Py_ssize_t name_len,
+            Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size, uint64_t plain,
+            uint64_t offset)
+{
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL)
+        return NULL;
+    PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)entry_type, no_args, NULL);
+    Py_DECREF(no_args);
+    if (entry == NULL)
+        return NULL;
+    PyObject *values[ENTRY_FIELDS] = {
+        PyUnicode_DecodeASCII((const char *)name, name_len, NULL),
+        PyLong_FromUnsignedLongLong((unsigned long long)offset),
+        PyLong_FromUnsignedLongLong((unsigned long long)(offset + LOCAL_SIZE + (uint64_t)name_len)),
+        PyLong_FromUnsignedLongLong((unsigned long long)size),
+        PyLong_FromUnsignedLongLong((unsigned long long)plain),
+        PyLong_FromUnsignedLong(method),
+        PyLong_FromUnsignedLongLong((unsigned long long)crc32),
+        PyLong_FromUnsignedLong(flags),
+        PyLong_FromSsize_t(index),
+        Py_NewRef(Py_False),
+        Py_NewRef(Py_None),
+        Py_NewRef(Py_False),
+    };
+    int failed = 0;
+    for (int i = 0; i < ENTRY_FIELDS; i++) {
+        if (!failed && (values[i] == NULL || PyObject_GenericSetAttr(entry, names[i], values[i]) < 0))
+            failed = 1;
+        Py_XDECREF(values[i]);
+    }
+    if (failed) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    return entry;
+}
+
+/*
+ * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags, entry_type)
  *   -> (records, position, remaining) or None
  *
  * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
- * ending with whether it is a plain tensor record and whether zipfile reads it plainly (see above). None where any record is one
+ * ending with the entry torchzip builds for a plain tensor record (see above; None for other records, and
+ * for all when entry_type is None) and whether zipfile reads it plainly. None where any record is one
  * the reference refuses: the caller then runs the reference, which raises with its own message (errors
  * are rare; their wording stays in one place).
  */
@@ -483,9 +535,23 @@ static PyObject *
 central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "central_directory takes 7 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "central_directory takes 8 arguments");
         return NULL;
+    }
+    PyObject *entry_type = args[7] == Py_None ? NULL : args[7];
+    if (entry_type != NULL && !PyType_Check(entry_type)) {
+        PyErr_SetString(PyExc_TypeError, "central_directory: entry_type must be a class or None");
+        return NULL;
+    }
+    PyObject *field_names[ENTRY_FIELDS] = {NULL};
+    for (int i = 0; entry_type != NULL && i < ENTRY_FIELDS; i++) {
+        field_names[i] = PyUnicode_InternFromString(entry_fields[i]);
+        if (field_names[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                Py_DECREF(field_names[j]);
+            return NULL;
+        }
     }
     Py_ssize_t cd_offset = PyLong_AsSsize_t(args[1]);
     Py_ssize_t cd_size = PyLong_AsSsize_t(args[2]);
@@ -493,19 +559,21 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long disk = PyLong_AsLong(args[4]);
     Py_ssize_t expected_size = PyLong_AsSsize_t(args[5]);
     unsigned usual_flags = (unsigned)PyLong_AsUnsignedLong(args[6]);
+    PyObject *out = NULL;
     if (PyErr_Occurred())
-        return NULL;
+        goto names;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
         /* Not one flat run of bytes (a strided view): the reference reads it by slicing. */
-        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
-            return NULL;
-        PyErr_Clear();
-        Py_RETURN_NONE;
+        if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            out = Py_NewRef(Py_None);
+        }
+        goto names;
     }
     const unsigned char *data = (const unsigned char *)view.buf;
     const Py_ssize_t size = view.len;
-    PyObject *records = NULL, *out = NULL;
+    PyObject *records = NULL;
     if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
         cd_size > size - cd_offset) {
         out = Py_NewRef(Py_None);
@@ -551,13 +619,22 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                                                      external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
         int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
+        PyObject *built = Py_None;
+        if (plain_record && entry_type != NULL) {
+            built = plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32, s_size,
+                                s_plain, s_offset);
+            if (built == NULL)
+                goto finish;
+        } else {
+            Py_INCREF(built);
+        }
         PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INNN)", index, position, (const char *)name, name_len, flags,
                                       method, (unsigned long long)crc32, (unsigned long long)s_size,
                                       (unsigned long long)s_plain, (unsigned long long)s_offset,
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
                                       stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
-                                      PyBool_FromLong(plain_record), PyBool_FromLong(zipfile_plain));
-        if (raw == NULL) /* "N" handed the tuple our reference to the error text */
+                                      built, PyBool_FromLong(zipfile_plain));
+        if (raw == NULL) /* "N" handed the tuple our references to the error text and the entry */
             goto finish;
         int appended = PyList_Append(records, raw);
         Py_DECREF(raw);
@@ -573,6 +650,9 @@ refuse:
 finish:
     Py_XDECREF(records);
     PyBuffer_Release(&view);
+names:
+    for (int i = 0; i < ENTRY_FIELDS; i++)
+        Py_XDECREF(field_names[i]);
     return out;
 }
 

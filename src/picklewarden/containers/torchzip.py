@@ -188,19 +188,12 @@ def _entry(raw: _Raw, name: str, data_offset: int, directory: bool, *, local_rea
     )
 
 
-def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
-    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
-    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
-    return _entry(
-        raw, raw.name.decode("ascii"), raw.header_offset + _LOCAL_SIZE + len(raw.name), False, local_read=False
-    )
-
-
 class _Reader(DirectoryReader):
     """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
 
     read_every_local_header = False
-    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`)."""
+    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`); the
+    compiled walk builds the entries of plain ones (``_Raw.built``)."""
 
     def run(self) -> TorchZip:
         return self.finish(self.read_directory())
@@ -213,7 +206,7 @@ class _Reader(DirectoryReader):
         if slash < 0:
             raise ScanError(f"torch cannot open this archive: its first entry {_decode(first)!r} is not in a folder")
         prefix = first[:slash]
-        entries = [_plain_tensor_entry(raw) if raw.plain_tensor else self.make_entry(raw) for raw in raws]
+        entries = [self.make_entry(raw) if raw.built is None else raw.built for raw in raws]
         keys = [raw.name.translate(_ASCII_FOLD) for raw in raws]
         lookup = self.build_lookup(raws, entries, keys)
         by_name: dict[str, ZipEntry] = {}

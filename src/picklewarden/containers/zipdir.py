@@ -37,6 +37,7 @@ from picklewarden.containers.zipentry import (
     _ZIPFILE_WINDOW,
     Buffer,
     ZipAnomaly,
+    ZipEntry,
     _anomaly,
     _decode,
 )
@@ -63,15 +64,19 @@ class _Raw:
     extra: bytes
     time: int
     stat_error: str | None
-    plain_tensor: bool = field(default=False, compare=False)
-    """Set by the compiled walk only: a stored tensor-data record with an ASCII name and nothing odd about
-    it, whose entry torchzip builds without its per-entry checks (which would find nothing)."""
+    built: ZipEntry | None = field(default=None, compare=False)
+    """Set by the compiled walk only, for a stored tensor-data record with an ASCII name and nothing odd
+    about it: the entry torchzip's ``make_entry`` builds for it (local header unread, no check to note)."""
     zipfile_plain: bool = False
     """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
 
 
 class DirectoryReader:
     """One pass over an archive's directory, collecting anomalies as it goes."""
+
+    read_every_local_header = True
+    """Whether entries are built with their local headers read (else tensor-data records' are not: see
+    :attr:`ZipEntry.local_read`, and the compiled walk builds those entries itself)."""
 
     def __init__(self, data: Buffer, limits: Limits) -> None:
         self.data = data
@@ -270,7 +275,16 @@ class DirectoryReader:
         found = (
             None
             if native is None
-            else native.central_directory(data, cd_offset, cd_size, total, disk, size, _FLAGS_USUAL)
+            else native.central_directory(
+                data,
+                cd_offset,
+                cd_size,
+                total,
+                disk,
+                size,
+                _FLAGS_USUAL,
+                None if self.read_every_local_header else ZipEntry,
+            )
         )
         if found is not None:
             records, position, remaining = found
