@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
-Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, "ZipEntry | None", bool]
+Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
 """A central-directory record in ``zipdir._Raw``'s field order."""
 
 
@@ -56,7 +56,7 @@ class Speedups(Protocol):
         usual_flags: int,
         entry_type: type | None,
         /,
-    ) -> tuple[list[Record], int, int] | None: ...
+    ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
 
 
 def _load() -> Speedups | None:

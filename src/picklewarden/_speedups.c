@@ -523,11 +523,12 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *n
 
 /*
  * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags, entry_type)
- *   -> (records, position, remaining) or None
+ *   -> (records, entries, names, positions, zipfile_plain, position, remaining) or None
  *
- * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
- * ending with the entry torchzip builds for a plain tensor record (see above; None for other records, and
- * for all when entry_type is None) and whether zipfile reads it plainly. None where any record is one
+ * What zipdir.DirectoryReader.read_central_directory returns (a zipdir.Walk): the records whose entries
+ * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
+ * record (see above; None for the others, and for all when entry_type is None), the name and the record's
+ * offset; whether zipfile reads every record plainly; where the walk stopped and what it left. None where any record is one
  * the reference refuses: the caller then runs the reference, which raises with its own message (errors
  * are rare; their wording stays in one place).
  */
@@ -573,14 +574,18 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     const unsigned char *data = (const unsigned char *)view.buf;
     const Py_ssize_t size = view.len;
-    PyObject *records = NULL;
+    PyObject *records = NULL, *entries = NULL, *names = NULL, *positions = NULL;
+    int all_zipfile_plain = 1;
     if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
         cd_size > size - cd_offset) {
         out = Py_NewRef(Py_None);
         goto finish;
     }
     records = PyList_New(0);
-    if (records == NULL)
+    entries = PyList_New(0);
+    names = PyList_New(0);
+    positions = PyList_New(0);
+    if (records == NULL || entries == NULL || names == NULL || positions == NULL)
         goto finish;
     Py_ssize_t position = cd_offset, remaining = cd_size;
     for (Py_ssize_t index = 0; index < total; index++) {
@@ -619,36 +624,54 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                                                      external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
         int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
-        PyObject *built = Py_None;
+        all_zipfile_plain &= zipfile_plain;
+        PyObject *name_bytes = PyBytes_FromStringAndSize((const char *)name, name_len);
+        if (name_bytes == NULL)
+            goto finish;
+        int appended = PyList_Append(names, name_bytes);
+        Py_DECREF(name_bytes);
+        if (appended < 0 || append_int(positions, position) < 0)
+            goto finish;
         if (plain_record && entry_type != NULL) {
-            built = plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32, s_size,
-                                s_plain, s_offset);
+            PyObject *built = plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32,
+                                          s_size, s_plain, s_offset);
             if (built == NULL)
                 goto finish;
-        } else {
-            Py_INCREF(built);
+            appended = PyList_Append(entries, built);
+            Py_DECREF(built);
+            if (appended < 0)
+                goto finish;
+            position += record_size;
+            remaining -= record_size;
+            continue;
         }
-        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INNN)", index, position, (const char *)name, name_len, flags,
+        if (PyList_Append(entries, Py_None) < 0)
+            goto finish;
+        PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INN)", index, position, (const char *)name, name_len, flags,
                                       method, (unsigned long long)crc32, (unsigned long long)s_size,
                                       (unsigned long long)s_plain, (unsigned long long)s_offset,
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
                                       stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
-                                      built, PyBool_FromLong(zipfile_plain));
-        if (raw == NULL) /* "N" handed the tuple our references to the error text and the entry */
+                                      PyBool_FromLong(zipfile_plain));
+        if (raw == NULL) /* "N" handed the tuple our reference to the error text */
             goto finish;
-        int appended = PyList_Append(records, raw);
+        appended = PyList_Append(records, raw);
         Py_DECREF(raw);
         if (appended < 0)
             goto finish;
         position += record_size;
         remaining -= record_size;
     }
-    out = Py_BuildValue("(Onn)", records, position, remaining);
+    out = Py_BuildValue("(OOOONnn)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
+                        position, remaining);
     goto finish;
 refuse:
     out = Py_NewRef(Py_None);
 finish:
     Py_XDECREF(records);
+    Py_XDECREF(entries);
+    Py_XDECREF(names);
+    Py_XDECREF(positions);
     PyBuffer_Release(&view);
 names:
     for (int i = 0; i < ENTRY_FIELDS; i++)

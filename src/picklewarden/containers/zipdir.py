@@ -8,7 +8,7 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from picklewarden import _native
 from picklewarden.containers.zipentry import (
@@ -64,11 +64,24 @@ class _Raw:
     extra: bytes
     time: int
     stat_error: str | None
-    built: ZipEntry | None = field(default=None, compare=False)
-    """Set by the compiled walk only, for a stored tensor-data record with an ASCII name and nothing odd
-    about it: the entry torchzip's ``make_entry`` builds for it (local header unread, no check to note)."""
     zipfile_plain: bool = False
     """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
+
+
+@dataclass
+class Walk:
+    """The central directory as walked: every record's name and offset, and what torchzip builds entries from."""
+
+    raws: list[_Raw]
+    """The records whose entries are built in Python: every record, except those in ``entries``."""
+    entries: list[ZipEntry | None]
+    """By record: the entry the compiled walk built for a plain tensor record (stored raw storage bytes with
+    an ASCII name and nothing odd about them: their local header unread, no check to note), else None."""
+    names: list[bytes]
+    positions: list[int]
+    """Offset of each record."""
+    zipfile_plain: bool
+    """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
 
 
 class DirectoryReader:
@@ -128,7 +141,7 @@ class DirectoryReader:
                 raise UnsupportedFormat("no end-of-central-directory record where torch looks for it")
             start -= _SEARCH_STEP
 
-    def read_directory(self) -> list[_Raw]:
+    def read_directory(self) -> Walk:
         """The central-directory records miniz reads; raises where torch cannot open the archive."""
         data, size = self.data, self.size
         eocd = self.find_eocd()
@@ -268,7 +281,7 @@ class DirectoryReader:
 
     # -- central directory --------------------------------------------------------------------------
 
-    def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> list[_Raw]:
+    def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> Walk:
         data, size = self.data, self.size
         native = _native.speedups
         # The compiled walk returns None for a directory torch refuses: the loop below then says why.
@@ -287,11 +300,10 @@ class DirectoryReader:
             )
         )
         if found is not None:
-            records, position, remaining = found
-            raws = [_Raw(*record) for record in records]
+            records, entries, names, positions, plain, position, remaining = found
             self.note_slack(position, remaining, total)
-            return raws
-        raws = []
+            return Walk([_Raw(*record) for record in records], entries, names, positions, plain)
+        raws: list[_Raw] = []
         position, remaining = cd_offset, cd_size
         for index in range(total):
             header = bytes(data[position : position + _CDH_SIZE]) if remaining >= _CDH_SIZE else b""
@@ -367,7 +379,13 @@ class DirectoryReader:
             position += record_size
             remaining -= record_size
         self.note_slack(position, remaining, total)
-        return raws
+        return Walk(
+            raws,
+            [None] * len(raws),
+            [raw.name for raw in raws],
+            [raw.cd_offset for raw in raws],
+            all(raw.zipfile_plain for raw in raws),
+        )
 
     def note_slack(self, position: int, remaining: int, total: int) -> None:
         """What follows the declared entries inside the central directory."""
