@@ -50,15 +50,21 @@ append_pair(PyObject *list, PyObject *a, PyObject *b)
     return r;
 }
 
+/* Append a new reference (NULL: an error already raised) to list, consuming it. */
 static int
-append_int(PyObject *list, Py_ssize_t v)
+append_new(PyObject *list, PyObject *o)
 {
-    PyObject *o = PyLong_FromSsize_t(v);
     if (o == NULL)
         return -1;
     int r = PyList_Append(list, o);
     Py_DECREF(o);
     return r;
+}
+
+static int
+append_int(PyObject *list, Py_ssize_t v)
+{
+    return append_new(list, PyLong_FromSsize_t(v));
 }
 
 static PyObject *
@@ -625,21 +631,12 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                                                      usual_flags, size);
         int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
         all_zipfile_plain &= zipfile_plain;
-        PyObject *name_bytes = PyBytes_FromStringAndSize((const char *)name, name_len);
-        if (name_bytes == NULL)
-            goto finish;
-        int appended = PyList_Append(names, name_bytes);
-        Py_DECREF(name_bytes);
-        if (appended < 0 || append_int(positions, position) < 0)
+        if (append_new(names, PyBytes_FromStringAndSize((const char *)name, name_len)) < 0 ||
+            append_int(positions, position) < 0)
             goto finish;
         if (plain_record && entry_type != NULL) {
-            PyObject *built = plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32,
-                                          s_size, s_plain, s_offset);
-            if (built == NULL)
-                goto finish;
-            appended = PyList_Append(entries, built);
-            Py_DECREF(built);
-            if (appended < 0)
+            if (append_new(entries, plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32,
+                                                s_size, s_plain, s_offset)) < 0)
                 goto finish;
             position += record_size;
             remaining -= record_size;
@@ -653,11 +650,7 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
                                       stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
                                       PyBool_FromLong(zipfile_plain));
-        if (raw == NULL) /* "N" handed the tuple our reference to the error text */
-            goto finish;
-        appended = PyList_Append(records, raw);
-        Py_DECREF(raw);
-        if (appended < 0)
+        if (append_new(records, raw) < 0) /* "N" handed the tuple our reference to the error text */
             goto finish;
         position += record_size;
         remaining -= record_size;
