@@ -201,3 +201,42 @@ def test_the_cut_reads_with_zipfile_itself(sample: Sample) -> None:
         assert handle.read("archive/data.pkl") == sample.pickles["A"]  # last entry wins, as in the whole archive
     with zipfile.ZipFile(BufferReader(data)) as handle:
         assert handle.read("archive/data.pkl") == sample.pickles["A"]
+
+
+def _npy_object_array() -> bytes:
+    """An object-dtype .npy: numpy.load(allow_pickle=True) unpickles what follows the header."""
+    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x80\x02]q\x00N\x85q\x01."
+
+
+def test_numpy_view_passes_over_the_same_storages_as_a_full_walk(
+    sample: Sample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """npz.numpy_view skips unpeeked storages by name, without a Python step per entry: it looks at the
+    same members as walking every entry, with and without entries sharing a local header."""
+    from picklewarden import DEFAULT_LIMITS
+    from picklewarden.containers import npz
+    from picklewarden.containers.base import Context
+
+    npy = _npy_object_array()
+    archives = [
+        sample.original,
+        _with(Member(b"archive/data/7", npy), Member(b"archive/extra/n", npy), Member(b"archive/x.pkl", npy))(sample),
+        next(case.make(sample) for case in CASES if case.id == "alias-entry"),
+    ]
+    found: list[int] = []
+    for data in archives:
+        archive = open_torch_zip(data, LIMITS)
+        storages = [e for e in archive.all_entries if e.name.startswith("archive/data/")]
+        for heads in ({}, {storages[0].header_offset: npy}, {e.header_offset: npy for e in storages}):
+            ctx = Context.root(DEFAULT_LIMITS)
+            quick = npz.numpy_view(data, archive, ctx, heads)
+            with monkeypatch.context() as patched:
+                patched.setattr(npz, "_worth_a_look", lambda archive, prefix, heads: archive.all_entries)
+                full = npz.numpy_view(data, archive, Context.root(DEFAULT_LIMITS), heads)
+            assert (quick.notes, quick.errors, quick.anomalies) == (full.notes, full.errors, full.anomalies)
+            assert [s.member for s in quick.sources] == [s.member for s in full.sources]
+            found.append(len(quick.sources))
+    # the planted arrays: outside data/ always looked at; the storage only when it was peeked at
+    assert found[3:6] == [2, 2, 3] and found[:3] == [0, 0, 0]

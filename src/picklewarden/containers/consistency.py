@@ -72,10 +72,7 @@ def storage_ids(programs: Iterable[Program], archive: TorchZip | None = None) ->
     kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}  # by id: a pickle names each class once
     for program in programs:
         folder = _tensor_folder(archive, program.member) if archive is not None else "data/"
-        for stmt in program.statements:
-            if not isinstance(stmt, Persistent):
-                continue
-            pid = stmt.pid
+        for pid in [stmt.pid for stmt in program.statements if isinstance(stmt, Persistent)]:
             if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
                 continue
             key, numel = pid[2], pid[4]
