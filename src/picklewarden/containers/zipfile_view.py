@@ -30,6 +30,7 @@ import struct
 import zipfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import TYPE_CHECKING, cast
 
 from picklewarden.containers.base import BufferReader, Data
@@ -46,6 +47,7 @@ _Z64_EOCD_MAGIC = b"PK\x06\x06"
 _Z64_LOCATOR_MAGIC = b"PK\x06\x07"
 _LOCAL_MAGIC = b"PK\x03\x04"
 _U16 = 0xFFFF
+_HEADER = operator.attrgetter("header_offset")
 _U32 = 0xFFFFFFFF
 
 
@@ -89,11 +91,10 @@ def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Da
         return data
     entries = archive.all_entries
     count = len(entries)
-    offsets = [entry.header_offset for entry in entries]
+    offsets = list(map(_HEADER, entries))
     if count != len(layout.positions) or any(map(operator.ge, offsets[:-1], offsets[1:])):
         return data
-    names = set(wanted)
-    named = [index for index, name in enumerate(archive.order) if name in names]
+    named = list(compress(range(count), map(set(wanted).__contains__, archive.order)))
     for index in named:
         end = _data_end(data, offsets[index], entries[index].compressed_size)
         if end is None or end > layout.cd_offset:
