@@ -288,11 +288,14 @@ def test_entries_the_compiled_walk_builds_are_ordinary_entries() -> None:
 
     from picklewarden.containers.torchzip import open_torch_zip
 
-    assert _native.speedups is not None
+    assert (COMPILED is None) == (os.environ.get(_native.PURE_PYTHON_ENV, "") not in ("", "0"))
     data = _torch_like([("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/data/0", b"\x00" * 8)])
     archive = open_torch_zip(data, LIMITS)
     built = archive.record("data/0")
+    with pure_python():
+        reference = open_torch_zip(data, LIMITS).record("data/0")
     assert built is not None and not built.local_read
+    assert built == reference and vars(built) == vars(reference)
     rebuilt = dataclasses.replace(built)
     assert rebuilt == built and hash(rebuilt) == hash(built) and repr(rebuilt) == repr(built)
     assert vars(rebuilt) == vars(built) and list(vars(built)) == [f.name for f in dataclasses.fields(built)]
