@@ -58,8 +58,10 @@ finding, not an unscanned member.
 
 The code is split: :mod:`~picklewarden.containers.zipentry` (one member's bytes),
 :mod:`~picklewarden.containers.zipindex` (miniz's name index),
-:mod:`~picklewarden.containers.zipdir` (end record and central directory) and this module (torch's
-lookup and its own checks).
+:mod:`~picklewarden.containers.zipdir` (end record and central directory; the compiled walk builds
+plain tensor records' entries), :mod:`~picklewarden.containers.torchopen` (what torch reads on
+opening), :mod:`~picklewarden.containers.zipfile_view` (the records that decide what Python's zipfile
+reads) and this module (torch's lookup and its own checks).
 
 The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
 checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
@@ -78,6 +80,7 @@ from operator import attrgetter, methodcaller
 from typing import cast
 
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
+from picklewarden.containers.torchopen import check_name_case, check_open_records
 from picklewarden.containers.zipdir import DirectoryReader, Walk, _c_string, _Raw, _zipfile_extra_corrupt
 from picklewarden.containers.zipentry import (
     _ATTR_DOS_DIRECTORY,
@@ -94,7 +97,6 @@ from picklewarden.containers.zipentry import (
     Buffer,
     _decode,
     _encode,
-    _extract,
     _is_tensor_data,
     _pread,
 )
@@ -117,14 +119,11 @@ from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
 from picklewarden.containers.zipfile_view import ZipfileLayout
-from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key, _stoull
-from picklewarden.errors import LimitExceeded, ScanError
+from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key
+from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
 _MAX_FILENAME_BUFFER = 512  # MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE: getAllRecords truncates names to 511 bytes
-_MIN_VERSION = 1
-_MAX_VERSION = 10  # kMaxSupportedFileFormatVersion in torch 2.13
-_VERSION_RECORD_CAP = 1 << 16
 
 _FOLD = methodcaller("translate", _ASCII_FOLD)
 _NAME = attrgetter("name")
@@ -132,18 +131,6 @@ _HEADER = attrgetter("header_offset")
 _DATA = attrgetter("data_offset")
 _SIZE = attrgetter("compressed_size")
 _DIRECTORY = attrgetter("directory")
-
-_TORCH_RECORDS = (
-    "data.pkl",
-    "constants.pkl",
-    "version",
-    ".data/version",
-    "byteorder",
-    ".format_version",
-    ".storage_alignment",
-    ".data/serialization_id",
-)
-"""Records torch.load and torch.jit.load look up by fixed name."""
 
 
 @dataclass(frozen=True)
@@ -252,8 +239,8 @@ class _Reader(DirectoryReader):
         )
         self.check_start(entries)
         self.check_prefix(names, walk.positions, prefix)
-        self.check_name_case(archive)
-        self.check_open_records(archive)
+        check_name_case(self, archive)
+        check_open_records(self, archive)
         self.check_overlaps(entries)
         if self.zipfile_problems:
             self.note(
@@ -467,70 +454,6 @@ class _Reader(DirectoryReader):
                     "PyTorchStreamReader users (torch.jit.load) read it",
                 )
                 return
-
-    def check_name_case(self, archive: TorchZip) -> None:
-        """torch finds its records whatever their case; case-sensitive readers (zipfile) do not."""
-        for record in _TORCH_RECORDS:
-            entry = archive.record(record)
-            wanted = f"{archive.prefix}/{record}"
-            if entry is not None and entry.name != wanted:
-                self.note(
-                    "name-case",
-                    entry.name,
-                    entry.header_offset,
-                    f"torch reads this member for {record!r} because miniz ignores ASCII case; case-sensitive readers "
-                    f"such as Python's zipfile find no {wanted!r}",
-                )
-
-    def check_open_records(self, archive: TorchZip) -> None:
-        """What PyTorchStreamReader reads while opening: .data/serialization_id, then the version record."""
-        serialization = archive.record(".data/serialization_id")
-        if serialization is not None:
-            problem = self.try_read(serialization)
-            if problem is not None:
-                self.note(
-                    "torch-refuses",
-                    serialization.name,
-                    serialization.header_offset,
-                    f"torch reads .data/serialization_id while opening the archive and fails: {problem}",
-                )
-        version = archive.record(".data/version") or archive.record("version")
-        if version is None:
-            self.note("bad-version", None, None, "the archive has no version record; torch refuses to open it")
-            return
-        try:
-            text, _ = _extract(self.data, version, _VERSION_RECORD_CAP)
-        except LimitExceeded:
-            self.note(
-                "bad-version",
-                version.name,
-                version.header_offset,
-                f"the version record is {version.size} bytes; torch reads it all and parses a number from its start",
-            )
-            return
-        except ScanError as exc:
-            self.note(
-                "bad-version", version.name, version.header_offset, f"torch cannot read the version record: {exc}"
-            )
-            return
-        value = _stoull(text)
-        if value is None or not _MIN_VERSION <= value <= _MAX_VERSION:
-            self.note(
-                "bad-version",
-                version.name,
-                version.header_offset,
-                f"version {text[:40]!r} is not a number in {_MIN_VERSION}..{_MAX_VERSION}; torch 2.x refuses to open "
-                "the archive",
-            )
-
-    def try_read(self, entry: ZipEntry) -> str | None:
-        try:
-            _extract(self.data, entry, self.limits.max_pickle_bytes)
-        except LimitExceeded:
-            return None
-        except ScanError as exc:
-            return str(exc)
-        return None
 
     def check_overlaps(self, entries: list[ZipEntry]) -> None:
         starts = list(map(_HEADER, entries))
