@@ -14,6 +14,8 @@ import zipfile
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from picklewarden.containers.consistency import zipfile_differential
 from picklewarden.containers.torchzip import TorchZip, open_torch_zip, read_plain
@@ -240,3 +242,26 @@ def test_numpy_view_passes_over_the_same_storages_as_a_full_walk(
             found.append(len(quick.sources))
     # the planted arrays: outside data/ always looked at; the storage only when it was peeked at
     assert found[3:6] == [2, 2, 3] and found[:3] == [0, 0, 0]
+
+
+_patches = st.lists(
+    st.tuples(
+        st.integers(min_value=0),
+        st.sampled_from([b"\xff\xff", b"\x00\x00", b"\x40\x00", b"\\\\", b"PK", b"\x75\x70", b"\x01\x00"])
+        | st.binary(min_size=1, max_size=2),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(patches=_patches)
+def test_mutated_checkpoints_agree(sample: Sample, patches: list[tuple[int, bytes]]) -> None:
+    """Bytes overwritten anywhere in torch.save's own archive (names, versions, extra fields, offsets, the
+    end records): both ways report the same, whether or not the cut is taken."""
+    data = bytearray(sample.original)
+    for at, value in patches:
+        position = at % len(data)
+        data[position : position + len(value)] = value
+    _compare(bytes(data))
