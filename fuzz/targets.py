@@ -205,7 +205,14 @@ def native_layout(data: bytes) -> None:
 def native_zip(data: bytes) -> None:
     def directory() -> object:
         archive = torchzip.open_torch_zip(data, LIMITS)
-        return (archive.entries, archive.order, archive.prefix, archive.anomalies, archive.all_entries)
+        return (
+            archive.entries,
+            archive.order,
+            archive.prefix,
+            archive.anomalies,
+            archive.all_entries,
+            archive.zipfile_layout,
+        )
 
     agree(directory)
 

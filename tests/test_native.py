@@ -145,7 +145,7 @@ def extras(draw: st.DrawFn) -> bytes:
     """Extra fields: ZIP64 (id 1) with 0-3 values, other ids, and truncated or overlong ones."""
     out = b""
     for _ in range(draw(st.integers(0, 3))):
-        field_id = draw(st.sampled_from([1, 1, 0x5455, 7]))
+        field_id = draw(st.sampled_from([1, 1, 0x5455, 7, 0x7075]))
         body = b"".join(struct.pack("<Q", draw(st.integers(0, 2**64 - 1))) for _ in range(draw(st.integers(0, 3))))
         size = len(body) + draw(st.sampled_from([0, 0, 0, 1, -1, 8]))
         out += struct.pack("<HH", field_id, max(size, 0)) + body
@@ -159,9 +159,9 @@ def directories(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
     records = b""
     count = draw(st.integers(1, 6))
     for _ in range(count):
-        name = draw(st.sampled_from([b"archive/data.pkl", b"archive/data/0", b"a/b\x00c", b"x/"])) + draw(
-            st.binary(max_size=3)
-        )
+        name = draw(
+            st.sampled_from([b"archive/data.pkl", b"archive/data/0", b"a/b\x00c", b"x/", b"a\\b", b"a/\xe4"])
+        ) + draw(st.binary(max_size=3))
         extra = draw(extras())
         method, flags, time = draw(st.sampled_from([0, 8, 12])), draw(st.sampled_from([0, 8, 0x2000, 0x800])), 0
         disk = draw(st.sampled_from([0, 0, 0, 1, 2, 0xFFFF]))
@@ -169,7 +169,7 @@ def directories(draw: st.DrawFn) -> tuple[bytes, int, int, int]:
             "<4sHHHHHHIIIHHHHHII",
             b"PK\x01\x02",
             20,
-            20,
+            draw(st.sampled_from([20, 45, 63, 64, 0x0114])),  # zipfile refuses versions above 63
             flags,
             method,
             time,
@@ -280,3 +280,24 @@ def test_fuzz_targets_hold_on_the_pure_python_core() -> None:
     with pure_python():
         for name in ("layout", "zip", "machine"):
             targets(name)
+
+
+def test_entries_the_compiled_walk_builds_are_ordinary_entries() -> None:
+    """Plain tensor records' entries are built in C: equal, hashable, frozen and replaceable like any other."""
+    import dataclasses
+
+    from picklewarden.containers.torchzip import open_torch_zip
+
+    assert (COMPILED is None) == (os.environ.get(_native.PURE_PYTHON_ENV, "") not in ("", "0"))
+    data = _torch_like([("archive/data.pkl", b"\x80\x02}q\x00."), ("archive/data/0", b"\x00" * 8)])
+    archive = open_torch_zip(data, LIMITS)
+    built = archive.record("data/0")
+    with pure_python():
+        reference = open_torch_zip(data, LIMITS).record("data/0")
+    assert built is not None and not built.local_read
+    assert built == reference and vars(built) == vars(reference)
+    rebuilt = dataclasses.replace(built)
+    assert rebuilt == built and hash(rebuilt) == hash(built) and repr(rebuilt) == repr(built)
+    assert vars(rebuilt) == vars(built) and list(vars(built)) == [f.name for f in dataclasses.fields(built)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.size = 1  # type: ignore[misc]

@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
@@ -45,8 +46,17 @@ class Speedups(Protocol):
     ) -> tuple[int, int, int, int, object]: ...
 
     def central_directory(
-        self, data: object, cd_offset: int, cd_size: int, total: int, disk: int, size: int, usual_flags: int, /
-    ) -> tuple[list[Record], int, int] | None: ...
+        self,
+        data: object,
+        cd_offset: int,
+        cd_size: int,
+        total: int,
+        disk: int,
+        size: int,
+        usual_flags: int,
+        entry_type: type | None,
+        /,
+    ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
 
 
 def _load() -> Speedups | None:

@@ -50,15 +50,21 @@ append_pair(PyObject *list, PyObject *a, PyObject *b)
     return r;
 }
 
+/* Append a new reference (NULL: an error already raised) to list, consuming it. */
 static int
-append_int(PyObject *list, Py_ssize_t v)
+append_new(PyObject *list, PyObject *o)
 {
-    PyObject *o = PyLong_FromSsize_t(v);
     if (o == NULL)
         return -1;
     int r = PyList_Append(list, o);
     Py_DECREF(o);
     return r;
+}
+
+static int
+append_int(PyObject *list, Py_ssize_t v)
+{
+    return append_new(list, PyLong_FromSsize_t(v));
 }
 
 static PyObject *
@@ -418,6 +424,31 @@ ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
 }
 
 /*
+ * zipdir._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
+ * and UTF-8 agree; no NUL it would cut at, no backslash Windows would turn into a slash), accepts its version
+ * and extra field, and takes nothing from the extra field (no ZIP64 values, no Unicode path).
+ */
+static int
+zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+                     Py_ssize_t extra_len, unsigned extract_version)
+{
+    if (extract_version > 63)
+        return 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        if (name[i] == 0 || name[i] >= 0x80 || name[i] == '\\')
+            return 0;
+    Py_ssize_t position = 0;
+    while (extra_len - position >= 4) {
+        unsigned field_id = u16(extra + position);
+        Py_ssize_t field_size = u16(extra + position + 2);
+        if (field_size + 4 > extra_len - position || field_id == 0x0001 || field_id == 0x7075)
+            return 0;
+        position += 4 + field_size;
+    }
+    return 1;
+}
+
+/*
  * A plain tensor-data record: stored raw storage bytes under data/ with an ASCII name, nothing odd about it.
  * torchzip._Reader.check_entry has nothing to say about such a record and its local header is read only on
  * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
@@ -445,12 +476,65 @@ plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsign
     return start >= offset && start <= (uint64_t)file_size && compressed <= (uint64_t)file_size - start;
 }
 
+/* ZipEntry's fields, in order, as torchzip._Reader.make_entry fills them for a plain tensor record. */
+static const char *const entry_fields[] = {
+    "name", "header_offset", "data_offset", "compressed_size", "size", "method", "crc32", "flags", "index",
+    "directory", "stat_error", "local_read",
+};
+#define ENTRY_FIELDS 12
+
 /*
- * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags)
- *   -> (records, position, remaining) or None
+ * The entry torchzip._Reader.make_entry builds for a plain tensor record (its local header unread, its data
+ * offset the lower bound, nothing to note): object.__new__(entry_type) with its fields stored as __init__
+ * stores them (PyObject_GenericSetAttr: the frozen dataclass's own __setattr__ refuses).
+ */
+static PyObject *
+plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *name, Py_ssize_t name_len,
+            Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size, uint64_t plain,
+            uint64_t offset)
+{
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL)
+        return NULL;
+    PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)entry_type, no_args, NULL);
+    Py_DECREF(no_args);
+    if (entry == NULL)
+        return NULL;
+    PyObject *values[ENTRY_FIELDS] = {
+        PyUnicode_DecodeASCII((const char *)name, name_len, NULL),
+        PyLong_FromUnsignedLongLong((unsigned long long)offset),
+        PyLong_FromUnsignedLongLong((unsigned long long)(offset + LOCAL_SIZE + (uint64_t)name_len)),
+        PyLong_FromUnsignedLongLong((unsigned long long)size),
+        PyLong_FromUnsignedLongLong((unsigned long long)plain),
+        PyLong_FromUnsignedLong(method),
+        PyLong_FromUnsignedLongLong((unsigned long long)crc32),
+        PyLong_FromUnsignedLong(flags),
+        PyLong_FromSsize_t(index),
+        Py_NewRef(Py_False),
+        Py_NewRef(Py_None),
+        Py_NewRef(Py_False),
+    };
+    int failed = 0;
+    for (int i = 0; i < ENTRY_FIELDS; i++) {
+        if (!failed && (values[i] == NULL || PyObject_GenericSetAttr(entry, names[i], values[i]) < 0))
+            failed = 1;
+        Py_XDECREF(values[i]);
+    }
+    if (failed) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    return entry;
+}
+
+/*
+ * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags, entry_type)
+ *   -> (records, entries, names, positions, zipfile_plain, position, remaining) or None
  *
- * The records zipdir.DirectoryReader.read_central_directory builds, as tuples in _Raw's field order, each
- * with a last field saying whether it is a plain tensor record (see above). None where any record is one
+ * What zipdir.DirectoryReader.read_central_directory returns (a zipdir.Walk): the records whose entries
+ * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
+ * record (see above; None for the others, and for all when entry_type is None), the name and the record's
+ * offset; whether zipfile reads every record plainly; where the walk stopped and what it left. None where any record is one
  * the reference refuses: the caller then runs the reference, which raises with its own message (errors
  * are rare; their wording stays in one place).
  */
@@ -458,9 +542,23 @@ static PyObject *
 central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "central_directory takes 7 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "central_directory takes 8 arguments");
         return NULL;
+    }
+    PyObject *entry_type = args[7] == Py_None ? NULL : args[7];
+    if (entry_type != NULL && !PyType_Check(entry_type)) {
+        PyErr_SetString(PyExc_TypeError, "central_directory: entry_type must be a class or None");
+        return NULL;
+    }
+    PyObject *field_names[ENTRY_FIELDS] = {NULL};
+    for (int i = 0; entry_type != NULL && i < ENTRY_FIELDS; i++) {
+        field_names[i] = PyUnicode_InternFromString(entry_fields[i]);
+        if (field_names[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                Py_DECREF(field_names[j]);
+            return NULL;
+        }
     }
     Py_ssize_t cd_offset = PyLong_AsSsize_t(args[1]);
     Py_ssize_t cd_size = PyLong_AsSsize_t(args[2]);
@@ -468,26 +566,32 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long disk = PyLong_AsLong(args[4]);
     Py_ssize_t expected_size = PyLong_AsSsize_t(args[5]);
     unsigned usual_flags = (unsigned)PyLong_AsUnsignedLong(args[6]);
+    PyObject *out = NULL;
     if (PyErr_Occurred())
-        return NULL;
+        goto names;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
         /* Not one flat run of bytes (a strided view): the reference reads it by slicing. */
-        if (!PyErr_ExceptionMatches(PyExc_BufferError) && !PyErr_ExceptionMatches(PyExc_TypeError))
-            return NULL;
-        PyErr_Clear();
-        Py_RETURN_NONE;
+        if (PyErr_ExceptionMatches(PyExc_BufferError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            out = Py_NewRef(Py_None);
+        }
+        goto names;
     }
     const unsigned char *data = (const unsigned char *)view.buf;
     const Py_ssize_t size = view.len;
-    PyObject *records = NULL, *out = NULL;
+    PyObject *records = NULL, *entries = NULL, *names = NULL, *positions = NULL;
+    int all_zipfile_plain = 1;
     if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
         cd_size > size - cd_offset) {
         out = Py_NewRef(Py_None);
         goto finish;
     }
     records = PyList_New(0);
-    if (records == NULL)
+    entries = PyList_New(0);
+    names = PyList_New(0);
+    positions = PyList_New(0);
+    if (records == NULL || entries == NULL || names == NULL || positions == NULL)
         goto finish;
     Py_ssize_t position = cd_offset, remaining = cd_size;
     for (Py_ssize_t index = 0; index < total; index++) {
@@ -525,28 +629,46 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
                                                                      external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
+        int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
+        all_zipfile_plain &= zipfile_plain;
+        if (append_new(names, PyBytes_FromStringAndSize((const char *)name, name_len)) < 0 ||
+            append_int(positions, position) < 0)
+            goto finish;
+        if (plain_record && entry_type != NULL) {
+            if (append_new(entries, plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32,
+                                                s_size, s_plain, s_offset)) < 0)
+                goto finish;
+            position += record_size;
+            remaining -= record_size;
+            continue;
+        }
+        if (PyList_Append(entries, Py_None) < 0)
+            goto finish;
         PyObject *raw = Py_BuildValue("(nny#IIKKKKKy#INN)", index, position, (const char *)name, name_len, flags,
                                       method, (unsigned long long)crc32, (unsigned long long)s_size,
                                       (unsigned long long)s_plain, (unsigned long long)s_offset,
                                       (unsigned long long)external, (const char *)extra, extra_len, time,
                                       stat_error ? PyUnicode_FromString(stat_error) : Py_NewRef(Py_None),
-                                      PyBool_FromLong(plain_record));
-        if (raw == NULL) /* "N" handed the tuple our reference to the error text */
-            goto finish;
-        int appended = PyList_Append(records, raw);
-        Py_DECREF(raw);
-        if (appended < 0)
+                                      PyBool_FromLong(zipfile_plain));
+        if (append_new(records, raw) < 0) /* "N" handed the tuple our reference to the error text */
             goto finish;
         position += record_size;
         remaining -= record_size;
     }
-    out = Py_BuildValue("(Onn)", records, position, remaining);
+    out = Py_BuildValue("(OOOONnn)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
+                        position, remaining);
     goto finish;
 refuse:
     out = Py_NewRef(Py_None);
 finish:
     Py_XDECREF(records);
+    Py_XDECREF(entries);
+    Py_XDECREF(names);
+    Py_XDECREF(positions);
     PyBuffer_Release(&view);
+names:
+    for (int i = 0; i < ENTRY_FIELDS; i++)
+        Py_XDECREF(field_names[i]);
     return out;
 }
 

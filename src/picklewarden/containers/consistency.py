@@ -11,6 +11,8 @@ from __future__ import annotations
 import mmap
 import zipfile
 from collections.abc import Iterable, Sequence
+from itertools import compress
+from operator import attrgetter, itemgetter, not_
 
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
@@ -18,6 +20,7 @@ from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, data_start, read_entry
 from picklewarden.containers.zipentry import peek_member
+from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
@@ -43,6 +46,7 @@ _KNOWN = frozenset(
 _KNOWN_FOLDERS = ("data/", "code/", "constants/", "extra/", ".data/")
 _MAX_LISTED = 10
 _LOOKUP_ERRORS: tuple[type[BaseException], ...] = (KeyError, *ZIP_ERRORS)
+_DIRECTORY = attrgetter("directory")
 ARCHIVE_WIDE = ""
 """In ``reported``: the ZIP reader already explained why zipfile cannot open the whole archive."""
 
@@ -65,19 +69,19 @@ def storage_ids(programs: Iterable[Program], archive: TorchZip | None = None) ->
     """record -> (storage type, element size, element count) for every well-formed storage persistent id;
     the record is ``<folder>/<key>`` for the pickle's tensor folder (``data/<key>`` without ``archive``)."""
     found: dict[str, tuple[str, int | None, int]] = {}
+    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}  # by id: a pickle names each class once
     for program in programs:
         folder = _tensor_folder(archive, program.member) if archive is not None else "data/"
-        for stmt in program.statements:
-            if not isinstance(stmt, Persistent):
-                continue
-            pid = stmt.pid
+        for pid in [stmt.pid for stmt in program.statements if isinstance(stmt, Persistent)]:
             if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
                 continue
             key, numel = pid[2], pid[4]
             if type(key) is not str or type(numel) is not int:
                 continue
-            name, size = element_size(pid[1])
-            found.setdefault(folder + key, (name, size, numel))
+            kind = kinds.get(id(pid[1]))
+            if kind is None or kind[0] is not pid[1]:
+                kind = kinds[id(pid[1])] = (pid[1], element_size(pid[1]))
+            found.setdefault(folder + key, (*kind[1], numel))
     return found
 
 
@@ -86,9 +90,16 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
 
     def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
         ids = storage_ids(programs, archive)
-        for wanted, (kind, size, numel) in sorted(ids.items()):
+        head = archive.prefix + "/"
+        # torch's entry for an exact name is the one it reads for that record (case and NUL aside)
+        exact = archive.entries if archive._lookup else {}
+        problems = []
+        for wanted, spec in ids.items():
+            entry = exact.get(head + wanted) or archive.record(wanted)
+            if entry is None or (spec[1] is not None and entry.size != spec[1] * spec[2]):
+                problems.append((wanted, spec, entry))
+        for wanted, (kind, size, numel), entry in sorted(problems, key=itemgetter(0)):
             key = wanted.rsplit("/", 1)[1]
-            entry = archive.record(wanted)
             if entry is None:
                 yield Anomaly(
                     "PW306",
@@ -117,17 +128,18 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
                     f"{entry.size - needed} bytes no tensor uses",
                     Severity.LOW,
                 )
-        stray: list[str] = []
-        odd: list[str] = []
-        for entry in archive.all_entries:
-            record = _record_name(archive, entry.name)
-            if record is None or entry.directory:
-                continue
-            if record.startswith("data/"):
-                if record not in ids and ids:
-                    stray.append(entry.name)
-            elif record not in _KNOWN and not record.startswith(_KNOWN_FOLDERS) and not record.endswith(".pkl"):
-                odd.append(entry.name)
+        files = list(compress(archive.order, map(not_, map(_DIRECTORY, archive.all_entries))))
+        cut, data_head = len(head), head + "data/"
+        stray = [name for name in files if name.startswith(data_head) and name[cut:] not in ids] if ids else []
+        odd = [
+            name
+            for name in files
+            if name.startswith(head)
+            and not name.startswith(data_head)
+            and name[cut:] not in _KNOWN
+            and not name[cut:].startswith(_KNOWN_FOLDERS)
+            and not name.endswith(".pkl")
+        ]
         if stray:
             yield Anomaly(
                 "PW306",
@@ -170,13 +182,16 @@ def storage_payloads(
     anomalies: list[Anomaly] = []
     children: list[Child] = []
     spent = skipped = 0
-    for entry in archive.all_entries:
-        record = _record_name(archive, entry.name)
-        if record is None or not record.startswith("data/") or entry.directory or entry.size == 0:
+    folder = archive.prefix + "/data/"
+    entries = archive.all_entries
+    for at, entry in enumerate(entries):
+        if not entry.name.startswith(folder) or entry.directory or entry.size == 0:
             continue
         if spent >= _PEEK_BUDGET:
-            skipped += 1
-            continue
+            skipped = sum(
+                1 for other in entries[at:] if other.name.startswith(folder) and not other.directory and other.size
+            )
+            break
         head = peek_member(data, entry, _PEEK)
         if heads is not None:
             heads[entry.header_offset] = head
@@ -195,22 +210,34 @@ def storage_payloads(
                 "PW307",
                 entry.name,
                 data_start(data, entry),
-                f"storage entry {record} is a pickle ({len(payload)} bytes), not tensor data",
+                f"storage entry {entry.name[len(folder) - len('data/') :]} is a pickle ({len(payload)} bytes), not "
+                "tensor data",
             )
         )
         children.append(Child(entry.name, payload, dormant=True))
     return anomalies, children, skipped
 
 
-def zipfile_differential(data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str]) -> list[Anomaly]:
+def zipfile_differential(
+    data: Data, archive: TorchZip, read: dict[str, bytes], reported: set[str], *, whole: bool = False
+) -> list[Anomaly]:
     """Pickle entries whose bytes Python's zipfile cannot read, or reads differently from torch.
 
     ``reported`` holds members the ZIP reader already flagged (bad CRC, mismatched names...): the
-    differential is then explained there and not repeated.
+    differential is then explained there and not repeated. zipfile is shown only the directory records
+    that decide what it reads for these members when that is the same (:mod:`.zipfile_view`), the whole
+    archive when ``whole`` is set or it is not.
     """
     found: list[Anomaly] = []
+    wanted = [name for name in read if name not in reported]
+    source = data if whole else zipfile_source(data, archive, wanted)
     try:
-        handle = zipfile.ZipFile(BufferReader(data))
+        try:
+            handle = zipfile.ZipFile(BufferReader(source))
+        except ZIP_ERRORS:
+            if source is data:
+                raise
+            handle = zipfile.ZipFile(BufferReader(data))  # zipfile's own words for what is wrong
     except ZIP_ERRORS as exc:
         if ARCHIVE_WIDE in reported or not read:
             return found

@@ -25,8 +25,11 @@ Not modelled:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from itertools import compress, islice
+from operator import attrgetter, methodcaller
 
 from picklewarden.containers.base import Context, Data, Opened
 from picklewarden.containers.sniff import NPY_MAGIC
@@ -35,6 +38,7 @@ from picklewarden.containers.zipentry import peek_member
 from picklewarden.errors import LimitExceeded, ScanError
 
 _STORED = 0
+_HEADER = attrgetter("header_offset")
 
 
 class _Window:
@@ -61,6 +65,22 @@ def _member(data: Data, entry: ZipEntry, ctx: Context) -> Data:
     return payload
 
 
+def _worth_a_look(archive: TorchZip, prefix: str | None, heads: Mapping[int, bytes]) -> Iterable[ZipEntry]:
+    """The entries :func:`numpy_view` goes through: all of them, or, when no two share a local header (so
+    none is passed over for having been seen), all but the storages it would pass over unpeeked.
+
+    Found with map and compress over the names: a state dict has 100,000 storages, all but a few unpeeked.
+    """
+    entries = archive.all_entries
+    starts = list(map(_HEADER, entries))
+    if prefix is None or any(map(operator.ge, starts, islice(starts, 1, None))):
+        return entries
+    names = archive.order
+    pickles = map(methodcaller("endswith", ".pkl"), names)
+    storage = map(operator.and_, map(methodcaller("startswith", prefix), names), map(operator.not_, pickles))
+    return compress(entries, map(operator.or_, map(operator.not_, storage), map(heads.__contains__, starts)))
+
+
 def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, bytes]) -> Opened:
     """The pickles ``numpy.load(allow_pickle=True)`` runs when it reads ``archive`` as an npz.
 
@@ -70,7 +90,7 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
     view = Opened("npz")
     seen: set[int] = set()
     prefix = f"{archive.prefix}/data/" if archive.prefix else None
-    for entry in archive.all_entries:
+    for entry in _worth_a_look(archive, prefix, heads):
         if entry.directory or entry.size < len(NPY_MAGIC) or entry.header_offset in seen:
             continue
         seen.add(entry.header_offset)

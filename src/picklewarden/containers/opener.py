@@ -35,6 +35,8 @@ from __future__ import annotations
 import mmap
 import tarfile
 import zlib
+from itertools import compress
+from operator import methodcaller
 
 from picklewarden.containers.base import Anomaly, Child, Context, Opened, PickleSource, Stacking, digest
 from picklewarden.containers.sniff import (
@@ -291,6 +293,11 @@ def _is_pickle_record(name: str) -> bool:
     return folded.endswith(".pkl") or folded.endswith("_pkl")
 
 
+_MAY_BE_PICKLE = methodcaller("endswith", ("l", "L"))
+"""True for every name :func:`_is_pickle_record` accepts (no other character lowercases to one ending in
+"l"): a filter that runs at C speed over 100k tensor names."""
+
+
 def _open_zip(data: bytes, ctx: Context) -> Opened:
     from picklewarden.containers import archives, consistency, npz, torchzip
     from picklewarden.containers.zipentry import to_anomaly
@@ -320,7 +327,8 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
     read: dict[str, bytes] = {}
     reported = {a.member or consistency.ARCHIVE_WIDE for a in archive.anomalies}
     # torch reads <prefix>/data.pkl; TorchScript archives add constants.pkl and the code's debug pickles.
-    for name in dict.fromkeys(archive.order):
+    maybe_pickles = list(map(_MAY_BE_PICKLE, archive.order))
+    for name in dict.fromkeys(compress(archive.order, maybe_pickles)):
         entry = archive.entries.get(name)
         if entry is None or not _is_pickle_record(name):
             continue
@@ -333,7 +341,7 @@ def _open_zip(data: bytes, ctx: Context) -> Opened:
         reported.update(a.member or consistency.ARCHIVE_WIDE for a in problems)
         opened.sources.append(PickleSource(name, payload, Stacking.ONE, file_like=False, vouched=vouched))
         read[name] = payload
-    for entry in archive.all_entries:
+    for entry in compress(archive.all_entries, maybe_pickles):
         # Duplicates torch does not pick are what Python's zipfile (and zip-based tools) pick: scan them too.
         chosen = archive.entries.get(entry.name)
         if chosen is None or chosen is entry or not _is_pickle_record(entry.name):

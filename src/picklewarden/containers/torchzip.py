@@ -58,8 +58,10 @@ finding, not an unscanned member.
 
 The code is split: :mod:`~picklewarden.containers.zipentry` (one member's bytes),
 :mod:`~picklewarden.containers.zipindex` (miniz's name index),
-:mod:`~picklewarden.containers.zipdir` (end record and central directory) and this module (torch's
-lookup and its own checks).
+:mod:`~picklewarden.containers.zipdir` (end record and central directory; the compiled walk builds
+plain tensor records' entries), :mod:`~picklewarden.containers.torchopen` (what torch reads on
+opening), :mod:`~picklewarden.containers.zipfile_view` (the records that decide what Python's zipfile
+reads) and this module (torch's lookup and its own checks).
 
 The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
 checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
@@ -69,12 +71,17 @@ Torch copies such records and never unpickles them, so a header trick there cann
 
 from __future__ import annotations
 
+import operator
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate, compress, islice, repeat
+from operator import attrgetter, methodcaller
+from typing import cast
 
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
-from picklewarden.containers.zipdir import DirectoryReader, _c_string, _Raw, _zipfile_extra_corrupt
+from picklewarden.containers.torchopen import check_name_case, check_open_records
+from picklewarden.containers.zipdir import DirectoryReader, Walk, _c_string, _Raw, _zipfile_extra_corrupt
 from picklewarden.containers.zipentry import (
     _ATTR_DOS_DIRECTORY,
     _DEFLATED,
@@ -90,7 +97,6 @@ from picklewarden.containers.zipentry import (
     Buffer,
     _decode,
     _encode,
-    _extract,
     _is_tensor_data,
     _pread,
 )
@@ -112,26 +118,19 @@ from picklewarden.containers.zipentry import (
 from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
-from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key, _stoull
-from picklewarden.errors import LimitExceeded, ScanError
+from picklewarden.containers.zipfile_view import ZipfileLayout
+from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key
+from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
 _MAX_FILENAME_BUFFER = 512  # MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE: getAllRecords truncates names to 511 bytes
-_MIN_VERSION = 1
-_MAX_VERSION = 10  # kMaxSupportedFileFormatVersion in torch 2.13
-_VERSION_RECORD_CAP = 1 << 16
 
-_TORCH_RECORDS = (
-    "data.pkl",
-    "constants.pkl",
-    "version",
-    ".data/version",
-    "byteorder",
-    ".format_version",
-    ".storage_alignment",
-    ".data/serialization_id",
-)
-"""Records torch.load and torch.jit.load look up by fixed name."""
+_FOLD = methodcaller("translate", _ASCII_FOLD)
+_NAME = attrgetter("name")
+_HEADER = attrgetter("header_offset")
+_DATA = attrgetter("data_offset")
+_SIZE = attrgetter("compressed_size")
+_DIRECTORY = attrgetter("directory")
 
 
 @dataclass(frozen=True)
@@ -148,6 +147,8 @@ class TorchZip:
     all_entries: tuple[ZipEntry, ...] = ()
     """Every central-directory entry in order, including those a duplicate shadows."""
     _lookup: Mapping[bytes, ZipEntry] = field(default_factory=dict, hash=False, compare=False, repr=False)
+    zipfile_layout: ZipfileLayout | None = field(default=None, hash=False, repr=False)
+    """The directory's place and records, for reading members as Python's zipfile does (None: unknown)."""
 
     def record(self, name: str) -> ZipEntry | None:
         """The entry torch reads for record ``name`` (looked up as ``prefix + "/" + name``), or None."""
@@ -185,64 +186,61 @@ def _entry(raw: _Raw, name: str, data_offset: int, directory: bool, *, local_rea
     )
 
 
-def _plain_tensor_entry(raw: _Raw) -> ZipEntry:
-    """The entry ``_Reader.make_entry`` builds for a record the compiled walk found plain (see
-    ``_Raw.plain_tensor``): its local header unread, its data offset the lower bound, no check to note."""
-    return _entry(
-        raw, raw.name.decode("ascii"), raw.header_offset + _LOCAL_SIZE + len(raw.name), False, local_read=False
-    )
-
-
 class _Reader(DirectoryReader):
     """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
 
     read_every_local_header = False
-    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`)."""
+    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`); the
+    compiled walk builds the entries of plain ones (``Walk.entries``)."""
 
     def run(self) -> TorchZip:
         return self.finish(self.read_directory())
 
     # -- entries, lookups and torch's own checks ----------------------------------------------------
 
-    def finish(self, raws: list[_Raw]) -> TorchZip:
-        first = raws[0].name
+    def finish(self, walk: Walk) -> TorchZip:
+        names = walk.names
+        first = names[0]
         slash = first.find(b"/")
         if slash < 0:
             raise ScanError(f"torch cannot open this archive: its first entry {_decode(first)!r} is not in a folder")
         prefix = first[:slash]
-        entries = [_plain_tensor_entry(raw) if raw.plain_tensor else self.make_entry(raw) for raw in raws]
-        keys = [raw.name.translate(_ASCII_FOLD) for raw in raws]
-        lookup = self.build_lookup(raws, entries, keys)
+        built = walk.entries
+        for raw in walk.raws:
+            built[raw.index] = self.make_entry(raw)
+        entries = cast("list[ZipEntry]", built)  # every record now has its entry
+        keys = list(map(_FOLD, names))
+        lookup = self.build_lookup(names, entries, keys)
         by_name: dict[str, ZipEntry] = {}
-        pairs = zip(raws, entries, strict=True)
-        if len(lookup) == len(raws) and b"\x00" not in b"".join(keys):
+        order = tuple(map(_NAME, entries))
+        if len(lookup) == len(names) and b"\x00" not in b"".join(keys):
             # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
-            by_name = {entry.name: entry for entry in entries}
-            pairs = zip((), (), strict=True)
-        for raw, entry in pairs:
-            found = lookup.get(_lookup_key(raw.name))
-            if found is not None:
-                by_name.setdefault(entry.name, found)
-            if b"\x00" in raw.name:
-                self.note(
-                    "nul-in-name",
-                    entry.name,
-                    raw.cd_offset,
-                    "the name contains a NUL byte: torch's C-string lookups never reach this entry, while Python's "
-                    "zipfile cuts the name at the NUL and may read it in place of another member",
-                )
+            by_name = dict(zip(order, entries, strict=True))
+        else:
+            for name, position, entry in zip(names, walk.positions, entries, strict=True):
+                found = lookup.get(_lookup_key(name))
+                if found is not None:
+                    by_name.setdefault(entry.name, found)
+                if b"\x00" in name:
+                    self.note(
+                        "nul-in-name",
+                        entry.name,
+                        position,
+                        "the name contains a NUL byte: torch's C-string lookups never reach this entry, while "
+                        "Python's zipfile cuts the name at the NUL and may read it in place of another member",
+                    )
         archive = TorchZip(
             entries=types.MappingProxyType(by_name),
-            order=tuple(entry.name for entry in entries),
+            order=order,
             prefix=_decode(prefix),
             anomalies=(),
             all_entries=tuple(entries),
             _lookup=types.MappingProxyType(lookup),
         )
         self.check_start(entries)
-        self.check_prefix(raws, prefix)
-        self.check_name_case(archive)
-        self.check_open_records(archive)
+        self.check_prefix(names, walk.positions, prefix)
+        check_name_case(self, archive)
+        check_open_records(self, archive)
         self.check_overlaps(entries)
         if self.zipfile_problems:
             self.note(
@@ -251,6 +249,7 @@ class _Reader(DirectoryReader):
                 None,
                 "Python's zipfile cannot read this archive as torch does: " + "; ".join(self.zipfile_problems),
             )
+        cd_offset, cd_size = self.cd_span
         return TorchZip(
             entries=archive.entries,
             order=archive.order,
@@ -258,6 +257,12 @@ class _Reader(DirectoryReader):
             anomalies=self.summarise(),
             all_entries=archive.all_entries,
             _lookup=archive._lookup,
+            zipfile_layout=ZipfileLayout(
+                cd_offset,
+                cd_size,
+                tuple(walk.positions),
+                not self.slack and walk.zipfile_plain,
+            ),
         )
 
     def make_entry(self, raw: _Raw) -> ZipEntry:
@@ -369,7 +374,7 @@ class _Reader(DirectoryReader):
                 "when it reads this member",
             )
 
-    def build_lookup(self, raws: list[_Raw], entries: list[ZipEntry], keys: list[bytes]) -> dict[bytes, ZipEntry]:
+    def build_lookup(self, names: list[bytes], entries: list[ZipEntry], keys: list[bytes]) -> dict[bytes, ZipEntry]:
         """For every folded name, the entry miniz's binary search returns."""
         unique = dict(zip(keys, entries, strict=True))
         if len(unique) == len(keys):
@@ -387,13 +392,13 @@ class _Reader(DirectoryReader):
             chosen = _binary_search(keys, order, key)
             assert chosen is not None  # a sorted index always finds an equal key
             lookup[key] = entries[chosen]
-            exact_last = {raws[i].name: i for i in members}
+            exact_last = {names[i]: i for i in members}
             name = entries[chosen].name
             rest = [i for i in members if i != chosen]
             others = ", ".join(f"#{i} {entries[i].name!r} at {entries[i].header_offset}" for i in rest[:4])
             if len(rest) > 4:
                 others += f" and {len(rest) - 4} more"
-            zipfile_pick = exact_last[raws[chosen].name]
+            zipfile_pick = exact_last[names[chosen]]
             self.note(
                 "duplicate-entry",
                 name,
@@ -405,7 +410,7 @@ class _Reader(DirectoryReader):
         return lookup
 
     def check_start(self, entries: list[ZipEntry]) -> None:
-        first_header = min(entry.header_offset for entry in entries)
+        first_header = min(map(_HEADER, entries))
         starts_zip = bytes(self.data[:4]) == ZIP_MAGIC
         if self.size > 8 and bytes(self.data[:8]) == b"PYTORCH1":
             self.note(
@@ -432,89 +437,36 @@ class _Reader(DirectoryReader):
                 + ("" if starts_zip else " when it reads the ZIP"),
             )
 
-    def check_prefix(self, raws: list[_Raw], prefix: bytes) -> None:
+    def check_prefix(self, names: list[bytes], positions: list[int], prefix: bytes) -> None:
         """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder."""
         wanted = _c_string(prefix + b"/")
         head = wanted[: len(prefix) + 1]
-        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(raw.name.startswith(head) for raw in raws):
+        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(map(bytes.startswith, names, repeat(head))):
             return  # every name starts with the NUL-free folder, so no C-string cut can move it outside
-        for raw in raws:
-            shown = _c_string(raw.name[: _MAX_FILENAME_BUFFER - 1])
+        for name, position in zip(names, positions, strict=True):
+            shown = _c_string(name[: _MAX_FILENAME_BUFFER - 1])
             if shown[: len(prefix) + 1] != wanted[: len(prefix) + 1]:
                 self.note(
                     "outside-prefix",
-                    _decode(raw.name),
-                    raw.cd_offset,
+                    _decode(name),
+                    position,
                     f"the member is not under {_decode(prefix)!r}/; torch.load refuses the whole archive, other "
                     "PyTorchStreamReader users (torch.jit.load) read it",
                 )
                 return
 
-    def check_name_case(self, archive: TorchZip) -> None:
-        """torch finds its records whatever their case; case-sensitive readers (zipfile) do not."""
-        for record in _TORCH_RECORDS:
-            entry = archive.record(record)
-            wanted = f"{archive.prefix}/{record}"
-            if entry is not None and entry.name != wanted:
-                self.note(
-                    "name-case",
-                    entry.name,
-                    entry.header_offset,
-                    f"torch reads this member for {record!r} because miniz ignores ASCII case; case-sensitive readers "
-                    f"such as Python's zipfile find no {wanted!r}",
-                )
-
-    def check_open_records(self, archive: TorchZip) -> None:
-        """What PyTorchStreamReader reads while opening: .data/serialization_id, then the version record."""
-        serialization = archive.record(".data/serialization_id")
-        if serialization is not None:
-            problem = self.try_read(serialization)
-            if problem is not None:
-                self.note(
-                    "torch-refuses",
-                    serialization.name,
-                    serialization.header_offset,
-                    f"torch reads .data/serialization_id while opening the archive and fails: {problem}",
-                )
-        version = archive.record(".data/version") or archive.record("version")
-        if version is None:
-            self.note("bad-version", None, None, "the archive has no version record; torch refuses to open it")
-            return
-        try:
-            text, _ = _extract(self.data, version, _VERSION_RECORD_CAP)
-        except LimitExceeded:
-            self.note(
-                "bad-version",
-                version.name,
-                version.header_offset,
-                f"the version record is {version.size} bytes; torch reads it all and parses a number from its start",
-            )
-            return
-        except ScanError as exc:
-            self.note(
-                "bad-version", version.name, version.header_offset, f"torch cannot read the version record: {exc}"
-            )
-            return
-        value = _stoull(text)
-        if value is None or not _MIN_VERSION <= value <= _MAX_VERSION:
-            self.note(
-                "bad-version",
-                version.name,
-                version.header_offset,
-                f"version {text[:40]!r} is not a number in {_MIN_VERSION}..{_MAX_VERSION}; torch 2.x refuses to open "
-                "the archive",
-            )
-
-    def try_read(self, entry: ZipEntry) -> str | None:
-        try:
-            _extract(self.data, entry, self.limits.max_pickle_bytes)
-        except LimitExceeded:
-            return None
-        except ScanError as exc:
-            return str(exc)
-        return None
-
     def check_overlaps(self, entries: list[ZipEntry]) -> None:
+        starts = list(map(_HEADER, entries))
+        if all(map(operator.lt, starts, islice(starts, 1, None))):
+            # Members listed in file order (torch.save's): the spans are already sorted, and a running
+            # maximum of their ends says whether any starts inside an earlier one.
+            kept = list(
+                map(operator.and_, map(operator.not_, map(_DIRECTORY, entries)), map(bool, map(_SIZE, entries)))
+            )
+            ends = list(compress(map(operator.add, map(_DATA, entries), map(_SIZE, entries)), kept))
+            reaches = list(accumulate(ends, max))
+            if not any(map(operator.lt, islice(compress(starts, kept), 1, None), reaches)):
+                return
         spans = sorted(
             (entry.header_offset, entry.data_offset + entry.compressed_size, entry.name)
             for entry in entries

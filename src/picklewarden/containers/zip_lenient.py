@@ -15,7 +15,7 @@ import zipfile
 
 from picklewarden.containers.base import Anomaly, Child, Context, Data, Opened
 from picklewarden.containers.torchzip import TorchZip, _Reader
-from picklewarden.containers.zipdir import _Raw
+from picklewarden.containers.zipdir import Walk
 from picklewarden.containers.zipentry import Buffer, ZipEntry, read_plain, to_anomaly
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
@@ -36,8 +36,8 @@ class _AnyReader(_Reader):
 
     read_every_local_header = True
 
-    def finish(self, raws: list[_Raw]) -> TorchZip:
-        entries = [self.make_entry(raw) for raw in raws]
+    def finish(self, walk: Walk) -> TorchZip:
+        entries = [self.make_entry(raw) for raw in walk.raws]  # no entry is built in C: local headers are read
         self.check_overlaps(entries)
         return TorchZip(
             entries=types.MappingProxyType({entry.name: entry for entry in entries}),

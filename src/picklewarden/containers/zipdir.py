@@ -8,7 +8,7 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from picklewarden import _native
 from picklewarden.containers.zipentry import (
@@ -37,11 +37,14 @@ from picklewarden.containers.zipentry import (
     _ZIPFILE_WINDOW,
     Buffer,
     ZipAnomaly,
+    ZipEntry,
     _anomaly,
     _decode,
 )
 from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
+
+_ZIPFILE_MAX_VERSION = 63  # zipfile.MAX_EXTRACT_VERSION: a record needing a later version makes zipfile raise
 
 
 @dataclass(slots=True)
@@ -61,13 +64,32 @@ class _Raw:
     extra: bytes
     time: int
     stat_error: str | None
-    plain_tensor: bool = field(default=False, compare=False)
-    """Set by the compiled walk only: a stored tensor-data record with an ASCII name and nothing odd about
-    it, whose entry torchzip builds without its per-entry checks (which would find nothing)."""
+    zipfile_plain: bool = False
+    """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
+
+
+@dataclass
+class Walk:
+    """The central directory as walked: every record's name and offset, and what torchzip builds entries from."""
+
+    raws: list[_Raw]
+    """The records whose entries are built in Python: every record, except those in ``entries``."""
+    entries: list[ZipEntry | None]
+    """By record: the entry the compiled walk built for a plain tensor record (stored raw storage bytes with
+    an ASCII name and nothing odd about them: their local header unread, no check to note), else None."""
+    names: list[bytes]
+    positions: list[int]
+    """Offset of each record."""
+    zipfile_plain: bool
+    """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
 
 
 class DirectoryReader:
     """One pass over an archive's directory, collecting anomalies as it goes."""
+
+    read_every_local_header = True
+    """Whether entries are built with their local headers read (else tensor-data records' are not: see
+    :attr:`ZipEntry.local_read`, and the compiled walk builds those entries itself)."""
 
     def __init__(self, data: Buffer, limits: Limits) -> None:
         self.data = data
@@ -76,6 +98,10 @@ class DirectoryReader:
         self.anomalies: list[ZipAnomaly] = []
         self.zipfile_problems: list[str] = []
         self.per_code: dict[str, int] = {}
+        self.cd_span = (0, 0)
+        """Offset and size of the central directory walked."""
+        self.slack = False
+        """Whether the declared entries leave bytes of the central directory unread."""
 
     def note(self, code: str, member: str | None, offset: int | None, message: str) -> None:
         seen = self.per_code[code] = self.per_code.get(code, 0) + 1
@@ -115,7 +141,7 @@ class DirectoryReader:
                 raise UnsupportedFormat("no end-of-central-directory record where torch looks for it")
             start -= _SEARCH_STEP
 
-    def read_directory(self) -> list[_Raw]:
+    def read_directory(self) -> Walk:
         """The central-directory records miniz reads; raises where torch cannot open the archive."""
         data, size = self.data, self.size
         eocd = self.find_eocd()
@@ -153,6 +179,7 @@ class DirectoryReader:
         if total > self.limits.max_members:
             raise LimitExceeded("archive members", self.limits.max_members, total, eocd)
         self.compare_zipfile_directory(eocd, cd_offset, cd_size)
+        self.cd_span = (cd_offset, cd_size)
         return self.read_central_directory(cd_offset, cd_size, total, disk)
 
     def check_tail(self, eocd: int) -> None:
@@ -254,21 +281,29 @@ class DirectoryReader:
 
     # -- central directory --------------------------------------------------------------------------
 
-    def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> list[_Raw]:
+    def read_central_directory(self, cd_offset: int, cd_size: int, total: int, disk: int) -> Walk:
         data, size = self.data, self.size
         native = _native.speedups
         # The compiled walk returns None for a directory torch refuses: the loop below then says why.
         found = (
             None
             if native is None
-            else native.central_directory(data, cd_offset, cd_size, total, disk, size, _FLAGS_USUAL)
+            else native.central_directory(
+                data,
+                cd_offset,
+                cd_size,
+                total,
+                disk,
+                size,
+                _FLAGS_USUAL,
+                None if self.read_every_local_header else ZipEntry,
+            )
         )
         if found is not None:
-            records, position, remaining = found
-            raws = [_Raw(*record) for record in records]
+            records, entries, names, positions, plain, position, remaining = found
             self.note_slack(position, remaining, total)
-            return raws
-        raws = []
+            return Walk([_Raw(*record) for record in records], entries, names, positions, plain)
+        raws: list[_Raw] = []
         position, remaining = cd_offset, cd_size
         for index in range(total):
             header = bytes(data[position : position + _CDH_SIZE]) if remaining >= _CDH_SIZE else b""
@@ -338,15 +373,23 @@ class DirectoryReader:
                     extra,
                     time,
                     stat_error,
+                    zipfile_plain=_zipfile_plain(name, extra, header[6]),
                 )
             )
             position += record_size
             remaining -= record_size
         self.note_slack(position, remaining, total)
-        return raws
+        return Walk(
+            raws,
+            [None] * len(raws),
+            [raw.name for raw in raws],
+            [raw.cd_offset for raw in raws],
+            all(raw.zipfile_plain for raw in raws),
+        )
 
     def note_slack(self, position: int, remaining: int, total: int) -> None:
         """What follows the declared entries inside the central directory."""
+        self.slack = remaining != 0
         if remaining >= _CDH_SIZE and bytes(self.data[position : position + 4]) == _CDH_SIG:
             self.note(
                 "cd-slack",
@@ -423,6 +466,25 @@ def _stat_zip64(extra: bytes, plain: int, compressed: int, offset: int) -> tuple
         position += 4 + field_size
         remaining -= 4 + field_size
     return plain, compressed, offset, None
+
+
+def _zipfile_plain(name: bytes, extra: bytes, extract_version: int) -> bool:
+    """Python's zipfile (3.10-3.13, ``_RealGetContents``) reads this record's name as its raw bytes, accepts
+    its version and extra field, and takes nothing from the extra field.
+
+    ASCII names decode alike as cp437 and UTF-8; zipfile cuts a name at a NUL and, on Windows, turns
+    backslashes into slashes; versions above 6.3 raise; ZIP64 extras (id 1) replace sizes and offsets, and
+    from 3.12 a Unicode path extra (0x7075) replaces the name.
+    """
+    if extract_version > _ZIPFILE_MAX_VERSION or not name.isascii() or b"\x00" in name or b"\\" in name:
+        return False
+    position = 0
+    while len(extra) - position >= 4:
+        field_id, field_size = struct.unpack_from("<HH", extra, position)
+        if field_size + 4 > len(extra) - position or field_id in (0x0001, 0x7075):
+            return False
+        position += 4 + field_size
+    return True
 
 
 def _zipfile_extra_corrupt(extra: bytes) -> bool:
