@@ -80,12 +80,12 @@ def test_a_mutated_file_is_never_safe_unless_it_still_parses(data: bytes) -> Non
 
 def test_a_scanner_bug_is_an_error_report_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     """The public entry points never raise for a file, even when the analysis itself breaks."""
-    from picklewarden import Verdict, scan_bytes, scanner
+    from picklewarden import Verdict, filescan, scan_bytes
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RecursionError("simulated scanner bug")
 
-    monkeypatch.setattr(scanner, "analyse_bytes", broken)
+    monkeypatch.setattr(filescan, "analyse_bytes", broken)
     report = scan_bytes(b"\x80\x04K\x01.")
     assert report.verdict is Verdict.ERROR
     assert "internal error while scanning: RecursionError" in report.errors[0]
