@@ -3,6 +3,7 @@
 - Make ``import tests.<module>`` work whatever pytest's import mode (rootdir = the repository).
 - When ``CI`` is set, a skipped test fails the run, unless its reason is in ``ALLOWED_SKIPS``: CI installs
   every optional dependency (the ``test`` extra), so a skip there means a feature went untested.
+- When ``CI`` is set, hypothesis draws a fixed set of examples.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
@@ -31,6 +33,13 @@ ALLOWED_SKIPS: dict[str, str] = {
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+# CI draws the same examples on every run, so a run fails for a change and never for a new random draw;
+# local runs keep drawing fresh ones (and remember what failed) to find new cases.
+settings.register_profile("ci", derandomize=True, database=None)
+if _in_ci():
+    settings.load_profile("ci")
 
 
 def _skip_reason(longrepr: Any) -> str:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from picklewarden import ScanError, Verdict, scan_bytes
+from picklewarden import ScanError, Severity, Verdict, scan_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 from targets import LIMITS, TARGETS
@@ -75,7 +75,10 @@ def test_targets_raise_only_scan_errors(name: str, data: bytes) -> None:
 def test_a_mutated_file_is_never_safe_unless_it_still_parses(data: bytes) -> None:
     report = scan_bytes(data, limits=LIMITS)
     if report.verdict is Verdict.SAFE:
-        assert report.errors == () and report.pickles >= 1
+        # Either a loader's pickle was read to its end, or the report says why no loader reads anything: an
+        # .npy whose version numpy refuses starts with STACK_GLOBAL, which pickle.load fails on at once.
+        read = report.errors == () and report.pickles >= 1
+        assert read or any(f.rule == "PW300" and f.severity is Severity.INFO for f in report.findings)
 
 
 def test_a_scanner_bug_is_an_error_report_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,13 +147,13 @@ def test_shared_blob_is_analysed_once(tmp_path: Path, monkeypatch: pytest.Monkey
     import picklewarden.filescan as filescan
 
     seen: list[str] = []
-    real = filescan.analyse_path
+    real = filescan.analyse_path_if
 
     def counting(path: str, *args: object, **kwargs: object) -> object:
         seen.append(os.path.realpath(path))
         return real(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(filescan, "analyse_path", counting)
+    monkeypatch.setattr(filescan, "analyse_path_if", counting)
     scan(hub)
     assert len(seen) == len(set(seen)) == 2
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING
 
 from picklewarden import walk
 from picklewarden.containers.opener import sniff_format
-from picklewarden.files import open_regular
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Report
 from picklewarden.pickle.machine import run_pickle
-from picklewarden.scanner import Analysis, _plain_result, analyse_bytes, analyse_path
+from picklewarden.scanner import HEAD_BYTES, Analysis, _plain_result, analyse_bytes, analyse_path_if
 
 if TYPE_CHECKING:
     from picklewarden.policy.config import Policy
@@ -43,18 +42,11 @@ def _with_policy(report: FileReport, policy: Policy | None) -> FileReport:
     return apply_file(policy, report)
 
 
-_WALK_HEAD = 64 * 1024
-
-
-def _is_model_file(path: Path, limits: Limits) -> bool:
-    try:
-        with open_regular(path) as handle:
-            head = handle.read(_WALK_HEAD)
-    except OSError:
-        return True  # let the scan report why it cannot be read
+def _is_model_file(head: bytes, limits: Limits) -> bool:
+    """Whether a file found in a directory walk is one some loader reads, from its first bytes."""
     fmt = sniff_format(head, limits)
     if fmt == "pickle" and head[:1] != b"\x80":
-        return _unpickling_acts(head, len(head) < _WALK_HEAD, limits)
+        return _unpickling_acts(head, len(head) < HEAD_BYTES, limits)
     return fmt is not None
 
 
@@ -89,10 +81,10 @@ def scan_file(
     scan failed), for callers that also show the evidence."""
     if _ignored(policy, path):
         return FileReport(path, "unknown", skipped=True), None
-    if not explicit and not _is_model_file(Path(path), limits):
-        return FileReport(path, "unknown", skipped=True), None
     try:
-        analysis = analyse_path(path, limits)
+        analysis = analyse_path_if(path, limits, None if explicit else partial(_is_model_file, limits=limits))
+        if analysis is None:
+            return FileReport(path, "unknown", skipped=True), None
         return _with_policy(analysis.report(), policy), analysis
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan; never reported clean
         error = f"internal error while scanning: {type(exc).__name__}: {exc}"

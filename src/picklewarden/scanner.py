@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -478,8 +479,25 @@ def _too_large(path: str, size: int, limits: Limits) -> Analysis:
 def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS, *, full: bool = False) -> Analysis:
     """Analyse one file. Never raises for a bad file: problems become errors or findings. ``full``: see
     :func:`analyse_opened`."""
+    analysis = analyse_path_if(path, limits, None, full=full)
+    assert analysis is not None  # nothing to refuse it
+    return analysis
+
+
+HEAD_BYTES = 64 * 1024
+"""How much of a file :func:`analyse_path_if` shows its ``wanted`` test."""
+
+
+def analyse_path_if(
+    path: str, limits: Limits, wanted: Callable[[bytes], bool] | None, *, full: bool = False
+) -> Analysis | None:
+    """:func:`analyse_path`, or None when ``wanted`` refuses the file's first :data:`HEAD_BYTES` bytes (a
+    directory walk's test of whether a file is a model at all). The test reads the handle the analysis
+    then maps, so a walk opens each file once."""
     try:
         with open_regular(path) as handle:
+            if wanted is not None and not wanted(os.pread(handle.fileno(), HEAD_BYTES, 0)):
+                return None
             size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
                 return _too_large(path, size, limits)

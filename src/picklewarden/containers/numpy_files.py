@@ -108,7 +108,13 @@ def parse_header(raw: bytes, version: tuple[int, int]) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise _Unreadable(f"header is not {_VERSIONS[version][1]}: {exc}") from None
     try:
-        header = literal_eval(_filter_header(text) if version <= (2, 0) else text)
+        filtered = _filter_header(text) if version <= (2, 0) else text
+    except (ValueError, tokenize.TokenError, SyntaxError):
+        # The tokenizer fails on the text, or untokenize cannot rebuild it (a bare CR, a NUL). numpy filters
+        # only after the plain text failed to parse, and then fails here: reading the plain text agrees.
+        filtered = text
+    try:
+        header = literal_eval(filtered)
     except (NotLiteral, tokenize.TokenError, SyntaxError) as exc:
         raise _Unreadable(f"header is not a literal numpy reads: {exc}") from None
     if not isinstance(header, dict) or header.keys() != _KEYS:
