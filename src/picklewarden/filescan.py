@@ -14,7 +14,7 @@ from picklewarden.containers.opener import sniff_format
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Report
 from picklewarden.pickle.machine import run_pickle
-from picklewarden.scanner import HEAD_BYTES, Analysis, _plain_result, analyse_bytes, analyse_path_if
+from picklewarden.scanner import HEAD_BYTES, Analysis, _plain_result, analyse_bytes, analyse_path_if, internal_error
 
 if TYPE_CHECKING:
     from picklewarden.policy.config import Policy
@@ -30,7 +30,7 @@ def scan_bytes(
     try:
         report = analyse_bytes(data, path, limits).report()
     except Exception as exc:  # noqa: BLE001 - a scanner bug must not crash the caller; never reported clean
-        report = FileReport(path, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
+        report = FileReport(path, "unknown", errors=(internal_error(exc),))
     return _with_policy(report, policy)
 
 
@@ -87,7 +87,7 @@ def scan_file(
             return FileReport(path, "unknown", skipped=True), None
         return _with_policy(analysis.report(), policy), analysis
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan; never reported clean
-        error = f"internal error while scanning: {type(exc).__name__}: {exc}"
+        error = internal_error(exc)
         return FileReport(path, "unknown", errors=(error,)), None
 
 

@@ -313,7 +313,7 @@ def _scan_ranged(url: str, file: RangedFile, limits: Limits, policy: Policy | No
     from picklewarden.containers.base import Context
     from picklewarden.containers.opener import open_bytes, sniff_format
     from picklewarden.rules import finding
-    from picklewarden.scanner import analyse_opened
+    from picklewarden.scanner import analyse_opened, internal_error
 
     size = len(file)
     try:
@@ -332,7 +332,7 @@ def _scan_ranged(url: str, file: RangedFile, limits: Limits, policy: Policy | No
     except ScanError as exc:
         return FileReport(url, "unknown", errors=(str(exc),))
     except Exception as exc:  # noqa: BLE001 - one bad object must not stop a scan; never reported clean
-        return FileReport(url, "unknown", errors=(f"internal error while scanning: {type(exc).__name__}: {exc}",))
+        return FileReport(url, "unknown", errors=(internal_error(exc),))
     if policy is None:
         return report
     from picklewarden.policy.apply import apply_file

@@ -486,6 +486,12 @@ def analyse_path(path: str, limits: Limits = DEFAULT_LIMITS, *, full: bool = Fal
 
 HEAD_BYTES = 64 * 1024
 """How much of a file :func:`analyse_path_if` shows its ``wanted`` test."""
+SMALL_FILE_BYTES = 1 << 20
+"""Files up to this size are read whole rather than mapped (within the 1 MiB every scan may read)."""
+
+
+def internal_error(exc: Exception) -> str:
+    return f"internal error while scanning: {type(exc).__name__}: {exc}"
 
 
 def analyse_path_if(
@@ -496,13 +502,23 @@ def analyse_path_if(
     then maps, so a walk opens each file once."""
     try:
         with open_regular(path) as handle:
-            if wanted is not None and not wanted(os.pread(handle.fileno(), HEAD_BYTES, 0)):
+            fd = handle.fileno()
+            size = os.fstat(fd).st_size
+            # A small file is read whole: one read costs less than mapping it and faulting its pages in.
+            whole = os.pread(fd, size, 0) if size <= SMALL_FILE_BYTES else None
+            if wanted is not None and not wanted(
+                whole[:HEAD_BYTES] if whole is not None else os.pread(fd, HEAD_BYTES, 0)
+            ):
                 return None
-            size = os.fstat(handle.fileno()).st_size
             if size > limits.max_file_bytes:
                 return _too_large(path, size, limits)
             if size == 0:
                 return Analysis(path, "unknown", errors=["empty file"])
+            if whole is not None:
+                try:
+                    return analyse_bytes(whole, path, limits, full=full)
+                except Exception as exc:  # noqa: BLE001 - a scanner bug must not crash the caller
+                    return Analysis(path, "unknown", errors=[internal_error(exc)])
             # mmap: only the pages the readers touch (ZIP directory, pickle members) are read from disk.
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 if hasattr(mmap, "MADV_RANDOM"):
@@ -514,7 +530,7 @@ def analyse_path_if(
                     return analyse_bytes(view, path, limits, full=full)
                 except Exception as exc:  # noqa: BLE001 - reported below, once the map can be closed
                     # The traceback pins views of the map; closing it first would mask the real error.
-                    failure = f"internal error while scanning: {type(exc).__name__}: {exc}"
+                    failure = internal_error(exc)
             return Analysis(path, "unknown", errors=[failure])
     except OSError as exc:
         return Analysis(path, "unknown", errors=[f"cannot read: {exc.strerror or exc}"])
