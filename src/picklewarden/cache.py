@@ -184,7 +184,7 @@ def _key(identity: str, path: str, limits: Limits, explicit: bool, policy: Polic
     material = {
         "identity": identity,
         "code": code_fingerprint(),
-        "limits": dataclasses.asdict(limits),
+        "limits": limits._asdict(),
         "policy": policy_fingerprint(policy),
         # The only ways the path reaches a report: an extension that disagrees with the content is a
         # finding, and a file found in a directory that is not a model is skipped.
@@ -216,7 +216,7 @@ def policy_fingerprint(policy: Policy | None) -> Any:
     """Everything in ``policy`` that can change a report, as JSON data (None for no policy)."""
     if policy is None:
         return None
-    return {f.name: _plain(getattr(policy, f.name)) for f in dataclasses.fields(policy) if f.compare}
+    return {name: _plain(value) for name, value in policy._asdict().items() if name != "warnings"}
 
 
 def _plain(value: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from picklewarden import fxcode
@@ -43,17 +43,20 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5
 
 
-@dataclass
 class Analysis:
     """Everything learned about one file: the report plus the programs behind it (for ``show``)."""
 
-    path: str
-    format: str
-    programs: list[Program] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    judges: list[ProgramJudge] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    # A plain class, not a dataclass: see "Start-up" in docs/benchmarks.md.
+    __slots__ = ("errors", "findings", "format", "judges", "notes", "path", "programs")
+
+    def __init__(self, path: str, format: str, *, errors: list[str] | None = None) -> None:
+        self.path = path
+        self.format = format
+        self.programs: list[Program] = []
+        self.findings: list[Finding] = []
+        self.errors: list[str] = [] if errors is None else errors
+        self.judges: list[ProgramJudge] = []
+        self.notes: list[str] = []
 
     def report(self) -> FileReport:
         findings = tuple(sorted(self.findings, key=Finding.sort_key))
@@ -76,14 +79,16 @@ def _plain_result(call: CallResult) -> bool:
 _VOUCHABLE = frozenset({"PW100", "PW101", "PW102", "PW103", "PW104", "PW105", "PW200", "PW201"})
 
 
-@dataclass
 class _Run:
     """What running one source produced."""
 
-    programs: list[Program] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    legacy: bool = False
+    __slots__ = ("errors", "findings", "legacy", "programs")
+
+    def __init__(self) -> None:
+        self.programs: list[Program] = []
+        self.findings: list[Finding] = []
+        self.errors: list[str] = []
+        self.legacy = False
 
 
 def _loader_machinery(judge: ProgramJudge, vouched: frozenset[str]) -> frozenset[int | None]:
@@ -149,7 +154,7 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
         if source.walker is not None:
             step = source.walker(program, index - 1)
             if step.anomaly is not None:
-                run.findings.append(_anomaly_finding(replace(step.anomaly, member=None), member))
+                run.findings.append(_anomaly_finding(step.anomaly._replace(member=None), member))
             if step.error is not None:
                 run.errors.append(_where(member, step.error))
             if step.next is None:
@@ -381,7 +386,7 @@ class _Analyser:
         if child.member:
             hint = extension_anomaly(child.member, fmt, _runs_pickles(fmt), member)
             if hint is not None:
-                found.append(_anomaly_finding(replace(hint, member=None), member))
+                found.append(_anomaly_finding(hint._replace(member=None), member))
             if fmt != "unknown" and not any(n.startswith(f"{member}: ") for n in self.analysis.notes):
                 self.analysis.notes.append(f"{member}: {fmt}")
         return fmt, [_dormant(f) for f in found] if child.dormant else found
