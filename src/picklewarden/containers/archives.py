@@ -27,14 +27,17 @@ import lzma
 import posixpath
 import re
 import struct
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
 from picklewarden.containers.zip_lenient import Lenient, Refused
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    import tarfile  # imported where a file sniffed as tar is opened: a torch ZIP scan needs only ZIP_ERRORS
 
 _TAR_BLOCK = 512
 _ZIP_EOCD = b"PK\x05\x06"
@@ -72,11 +75,15 @@ def escapes(name: str) -> str | None:
 
 def open_tar(data: Data) -> tarfile.TarFile:
     """``tarfile`` over the data, as torch opens it (``mode='r:'``). Raises tarfile.TarError."""
+    import tarfile
+
     return tarfile.open(fileobj=BufferReader(data), mode="r:")
 
 
 def iter_tar(tar: tarfile.TarFile, ctx: Context, opened: Opened) -> Iterator[tarfile.TarInfo]:
     """Members in order, stopping (with a finding) at the member-count limit or a broken header."""
+    import tarfile
+
     limit = ctx.limits.max_archive_members
     count = 0
     while True:
@@ -167,6 +174,8 @@ def link_target(members: list[tarfile.TarInfo], link: tarfile.TarInfo) -> tarfil
 
 def read_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, ctx: Context) -> bytes | str:
     """The member's bytes as ``extractfile`` returns them, or why they cannot be read."""
+    import tarfile
+
     if member.offset_data + member.size > _archive_size(tar):
         return f"tar member {member.name!r} ({member.size} bytes) runs past the end of the archive"
     if not ctx.budget.take(member.size):
