@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from picklewarden import fxcode
@@ -310,8 +309,7 @@ class _Analyser:
                 if item.offset < view.divergence or any(vouches(v, item.symbol) for v in vouched):
                     continue
                 out.append(
-                    replace(
-                        item,
+                    item._replace(
                         rule="PW309",
                         message=f"under pickle.load (joblib.load skips these bytes as array data): {item.message}",
                     )
@@ -329,7 +327,7 @@ class _Analyser:
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
                 judged = [
-                    replace(f, message=f"under {READER} (joblib.load): {f.message}")
+                    f._replace(message=f"under {READER} (joblib.load): {f.message}")
                     for f in judged
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]
@@ -398,7 +396,7 @@ def _seen_through(item: Finding, offsets: set[int | None]) -> Finding:
     if item.rule != "PW103" or item.offset is None or item.offset not in offsets:
         return item
     note = "; its bytes are all in this file and were scanned, so what they hold decides"
-    return replace(item, severity=Severity.INFO, message=item.message + note)
+    return item._replace(severity=Severity.INFO, message=item.message + note)
 
 
 def _relocate(run: _Run, origin: OffsetMap) -> None:
@@ -416,7 +414,7 @@ def _relocate(run: _Run, origin: OffsetMap) -> None:
             program.error = MalformedPickle(origin(error.offset) or 0, error.reason)
         elif isinstance(error, LimitExceeded):
             program.error = LimitExceeded(error.resource, error.limit, error.actual, origin(error.offset))
-    run.findings = [replace(f, offset=origin(f.offset)) for f in run.findings]
+    run.findings = [f._replace(offset=origin(f.offset)) for f in run.findings]
 
 
 def _runs_pickles(fmt: str) -> bool:
@@ -432,7 +430,7 @@ def _dormant(item: Finding) -> Finding:
     if item.rule == "PW308" or item.message.startswith(_DORMANT):
         return item
     level = item.severity if item.severity >= Severity.HIGH else Severity.INFO
-    return replace(item, severity=level, message=f"{_DORMANT}{item.message}")
+    return item._replace(severity=level, message=f"{_DORMANT}{item.message}")
 
 
 def analyse_opened(
