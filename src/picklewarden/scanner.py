@@ -30,7 +30,6 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
 from picklewarden.pickle.program import CallHow, CallResult, Global, Program
-from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
@@ -132,6 +131,8 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
     most = limits.max_members if source.walker is not None else limits.max_pickles_per_stream
     while pos < len(data):
         if source.python:
+            from picklewarden.pickle.pymachine import run_pickle_python  # here: only joblib views need it
+
             program = run_pickle_python(data, pos, limits, member=member, index=index, plain=_plain_result)
         else:
             program, _ = run_pickle(
@@ -186,6 +187,8 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
 def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
     """A raw stream is also what joblib.load reads, with the pure-Python unpickler, which accepts
     streams the C one rejects: where it reads further, its program is judged too."""
+    from picklewarden.pickle.pymachine import further  # here: only streams the C machine gave up on
+
     view = further(program, data, limits, _plain_result)
     if view is None:
         return
@@ -324,6 +327,8 @@ class _Analyser:
             inner = self.payloads(program, judge, source, ctx, seen_through)
             judged = [_seen_through(f, seen_through) for f in judged]
             if program.reader and not source.python:
+                from picklewarden.pickle.pymachine import READER
+
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
                 judged = [

@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
-from picklewarden.containers.zip_lenient import Lenient, Refused
 from picklewarden.model import Severity
 
 if TYPE_CHECKING:
@@ -250,6 +249,9 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
         )
         opened.errors.append(f"ZIP archive with {declared} entries not read")
         return opened
+    # here, not with the module: a torch checkpoint's scan imports this module but opens no ZIP bundle
+    from picklewarden.containers.zip_lenient import Lenient, Refused
+
     try:
         archive = zipfile.ZipFile(BufferReader(data))
     except ZIP_ERRORS as exc:
@@ -287,6 +289,8 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: Context, opened: Opened) -> bytes | None:
+    from picklewarden.containers.zip_lenient import Refused
+
     limits = ctx.limits
     name = info.filename
     if info.flag_bits & 0x1:
