@@ -102,7 +102,9 @@ def test_version_does_not_import_rich_or_the_scanner() -> None:
 
 
 # What a JSON scan of a plain pickle or a torch checkpoint must not load: the renderers with rich, the readers of
-# other formats, the web gateway, and the knowledge parts that only unusual names need (issue 16, start-up).
+# other formats (tarfile: only for files whose first block may be a tar header), the web gateway and its command,
+# what only some files need (ZIP bundles, joblib's pure-Python reading), and the knowledge
+# parts that only unusual names need (issue 16, start-up).
 _NOT_ON_THE_JSON_PATH = (
     "rich",
     "tomllib",
@@ -114,6 +116,10 @@ _NOT_ON_THE_JSON_PATH = (
     "picklewarden.formats.gguf",
     "picklewarden.formats.onnx",
     "picklewarden.server.app",
+    "picklewarden.server.serve",
+    "tarfile",
+    "picklewarden.containers.zip_lenient",
+    "picklewarden.pickle.pymachine",
     "picklewarden.report.text",
     "picklewarden.report.sarif",
 )

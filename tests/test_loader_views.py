@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import tests.test_containers as harness
 from picklewarden import Verdict, scan, scan_bytes
 from picklewarden.containers.numpy_files import _VERSIONS, _Unreadable, parse_header
-from picklewarden.containers.sniff import looks_like_tar
+from picklewarden.containers.sniff import looks_like_tar, may_be_tar_checksum
 from tests.container_samples import Case, write
 from tests.loader_view_samples import ALL, MALICIOUS, _entries, central_flags
 
@@ -199,6 +199,29 @@ def test_tar_sniffing_accepts_exactly_what_tarfile_opens(
     block[148:156] = field[:8].ljust(8, b"\0")
     data = bytes(block) + b"\0" * (512 * ((size + 511) // 512) + 1024)
     assert looks_like_tar(data) == _tarfile_opens(data), (form, delta, bytes(block[148:156]))
+
+
+_SPACE = st.text(st.sampled_from(" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"), max_size=2)
+_OCTAL_FIELDS = st.tuples(
+    _SPACE,
+    st.sampled_from(["", "+", "-"]),
+    st.sampled_from(["", "0o", "0O"]),
+    st.lists(st.text(st.sampled_from("01234567"), min_size=1, max_size=3), min_size=1, max_size=3),
+    _SPACE,
+    st.binary(max_size=8),
+).map(lambda p: (p[0] + p[1] + p[2] + "_".join(p[3]) + p[4]).encode() + b"\0" + p[5])
+"""Checksum fields int(text, 8) takes in every spelling (whitespace, sign, prefix, underscores), then anything."""
+
+
+@settings(max_examples=1000, deadline=None)
+@given(field=st.binary(min_size=8, max_size=8) | _OCTAL_FIELDS.map(lambda f: f[:8].ljust(8, b"\0")))
+def test_tar_precheck_refuses_only_checksum_fields_tarfile_refuses(field: bytes) -> None:
+    """The check that spares importing tarfile is a necessary condition of tarfile's own field parse."""
+    try:
+        tarfile.nti(field)  # type: ignore[attr-defined]
+    except tarfile.InvalidHeaderError:
+        return  # tarfile refuses the header: either answer of the pre-check is right
+    assert may_be_tar_checksum(field), field
 
 
 def test_tar_with_base256_checksum_was_missed_by_the_old_rule() -> None:

@@ -20,7 +20,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -850,4 +850,4 @@ def test_results_are_frozen(sample: Sample) -> None:
         entry.size = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         archive.entries["x"] = entry  # type: ignore[index]
-    assert replace(entry, size=1).size == 1
+    assert entry.replace(size=1).size == 1

@@ -184,7 +184,7 @@ def _key(identity: str, path: str, limits: Limits, explicit: bool, policy: Polic
     material = {
         "identity": identity,
         "code": code_fingerprint(),
-        "limits": dataclasses.asdict(limits),
+        "limits": limits._asdict(),
         "policy": policy_fingerprint(policy),
         # The only ways the path reaches a report: an extension that disagrees with the content is a
         # finding, and a file found in a directory that is not a model is skipped.
@@ -216,16 +216,16 @@ def policy_fingerprint(policy: Policy | None) -> Any:
     """Everything in ``policy`` that can change a report, as JSON data (None for no policy)."""
     if policy is None:
         return None
-    return {f.name: _plain(getattr(policy, f.name)) for f in dataclasses.fields(policy) if f.compare}
+    return {name: _plain(value) for name, value in policy._asdict().items() if name != "warnings"}
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return _plain(value.value)
+    if _is_record(type(value)):
+        return {name: _plain(getattr(value, name)) for name in _names(type(value))}
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(f"cannot fingerprint a {type(value).__name__}")
@@ -249,9 +249,9 @@ def _unchanged(before: os.stat_result, path: str) -> bool:
 
 
 # -- FileReport <-> JSON ------------------------------------------------------------------------------
-# Generic over the model's frozen dataclasses (driven by their type hints), so a field added to the model
-# is stored without touching this module; the model's shape is part of every key, so entries written
-# before the field existed are never read back with the field's default.
+# Generic over the model's records, frozen dataclasses and NamedTuples (driven by their type hints), so a
+# field added to the model is stored without touching this module; the model's shape is part of every key,
+# so entries written before the field existed are never read back with the field's default.
 
 
 def encode(report: FileReport) -> dict[str, Any]:
@@ -287,7 +287,7 @@ def _decode(hint: Any, value: Any) -> Any:
         if ellipsis is not Ellipsis or not isinstance(value, list):
             raise TypeError(f"expected a list for {hint}")
         return tuple(_decode(item, element) for element in value)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and _is_record(hint):
         if not isinstance(value, dict):
             raise TypeError(f"expected an object for {hint.__name__}")
         hints = _hints(hint)
@@ -302,6 +302,19 @@ def _decode(hint: Any, value: Any) -> Any:
     raise TypeError(f"expected {hint}, got {type(value).__name__}")
 
 
+def _is_record(cls: type) -> bool:
+    """The model's records: frozen dataclasses and NamedTuples (see picklewarden.model)."""
+    return dataclasses.is_dataclass(cls) or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The fields a record's constructor takes, in order."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    return tuple(cls._fields)  # type: ignore[attr-defined]
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return {f.name: typing.get_type_hints(cls)[f.name] for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    return {name: hints[name] for name in _names(cls)}

@@ -12,7 +12,6 @@ are not plain values the pickle built itself (the code would be computed at load
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from picklewarden.model import Finding
 from picklewarden.pickle.machine import node_of
@@ -72,7 +71,7 @@ def rejudge(judge: ProgramJudge, findings: Iterable[Finding]) -> list[Finding]:
             shown = "; ".join(f"line {i.line} `{i.text}`: {i.why}" for i in issues[:_SHOWN])
             more = f" (and {len(issues) - _SHOWN} more)" if len(issues) > _SHOWN else ""
             message = f"{item.message}; the code is not what torch.fx generates: {shown}{more}"
-            out.append(replace(item, message=message))
+            out.append(item._replace(message=message))
         # else: generated FX code, a forward over submodules and torch ops: nothing runs but the model
     return out
 

@@ -6,13 +6,15 @@ verdict that is never ``safe``, instead of a crash, a hang or an out-of-memory k
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from typing import NamedTuple
+
+# A NamedTuple, not a dataclass: Python 3.11 compiles each generated dataclass method at import, which every
+# one-file scan pays for (see "Start-up" in docs/benchmarks.md). Fields are ``_fields``, ``asdict`` is
+# ``_asdict()``; :class:`Limits` adds the validation.
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Resource bounds for one scanned file. All values are inclusive maxima and must be positive."""
+class _Bounds(NamedTuple):
+    """The fields of :class:`Limits`, with their defaults."""
 
     max_file_bytes: int = 16 * 1024**3
     """Largest file accepted at all (only pickle members and directories are ever read from it)."""
@@ -51,15 +53,24 @@ class Limits:
     max_seconds: int = 300
     """Wall time per pickle stream; checked between opcodes and between recorded statements."""
 
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+
+class Limits(_Bounds):
+    """Resource bounds for one scanned file. All values are inclusive maxima and must be positive."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: int, **kwargs: int) -> Limits:
+        self = super().__new__(cls, *args, **kwargs)
+        for name, value in zip(self._fields, self, strict=True):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"limit {field.name} must be a positive integer, got {value!r}")
+                raise ValueError(f"limit {name} must be a positive integer, got {value!r}")
+        return self
 
     def replace(self, **changes: int) -> Limits:
         """A copy with some bounds changed (validated like the original)."""
-        return dataclasses.replace(self, **changes)
+        return Limits(**{**self._asdict(), **changes})
+
+    _replace = replace  # the tuple's own would skip the validation
 
 
 DEFAULT_LIMITS = Limits()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from picklewarden._compat import assert_never
 
@@ -51,8 +52,13 @@ class Verdict(enum.IntEnum):
                 assert_never(severity)
 
 
-@dataclass(frozen=True)
-class Indicator:
+# Indicator, Finding and Report are NamedTuples, not dataclasses: Python 3.11 compiles each generated dataclass
+# method at import, which every one-file scan pays for (see "Start-up" in docs/benchmarks.md). They stay
+# immutable, compared and hashed by value; ``_replace`` and ``_asdict`` stand for dataclasses' functions.
+# FileReport stays a dataclass: the scan's file and worker layers call ``dataclasses.replace`` on it.
+
+
+class Indicator(NamedTuple):
     """One indicator of compromise pulled from a call's arguments."""
 
     kind: str
@@ -61,8 +67,7 @@ class Indicator:
     """The indicator (decoded payloads are shown decoded, truncated to a readable length)."""
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One reason a file is not safe."""
 
     rule: str
@@ -123,11 +128,10 @@ class FileReport:
         return max((f.severity for f in self.findings), default=None)
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """The result of one scan over one or more paths."""
 
-    files: tuple[FileReport, ...] = field(default_factory=tuple)
+    files: tuple[FileReport, ...] = ()
 
     @property
     def scanned(self) -> tuple[FileReport, ...]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from picklewarden import fxcode
@@ -32,7 +31,6 @@ from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Severity
 from picklewarden.pickle.machine import gc_paused, run_pickle
 from picklewarden.pickle.program import CallHow, CallResult, Global, Program
-from picklewarden.pickle.pymachine import READER, further, run_pickle_python
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
@@ -44,17 +42,20 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLES = 5
 
 
-@dataclass
 class Analysis:
     """Everything learned about one file: the report plus the programs behind it (for ``show``)."""
 
-    path: str
-    format: str
-    programs: list[Program] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    judges: list[ProgramJudge] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    # A plain class, not a dataclass: see "Start-up" in docs/benchmarks.md.
+    __slots__ = ("errors", "findings", "format", "judges", "notes", "path", "programs")
+
+    def __init__(self, path: str, format: str, *, errors: list[str] | None = None) -> None:
+        self.path = path
+        self.format = format
+        self.programs: list[Program] = []
+        self.findings: list[Finding] = []
+        self.errors: list[str] = [] if errors is None else errors
+        self.judges: list[ProgramJudge] = []
+        self.notes: list[str] = []
 
     def report(self) -> FileReport:
         findings = tuple(sorted(self.findings, key=Finding.sort_key))
@@ -77,14 +78,16 @@ def _plain_result(call: CallResult) -> bool:
 _VOUCHABLE = frozenset({"PW100", "PW101", "PW102", "PW103", "PW104", "PW105", "PW200", "PW201"})
 
 
-@dataclass
 class _Run:
     """What running one source produced."""
 
-    programs: list[Program] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    legacy: bool = False
+    __slots__ = ("errors", "findings", "legacy", "programs")
+
+    def __init__(self) -> None:
+        self.programs: list[Program] = []
+        self.findings: list[Finding] = []
+        self.errors: list[str] = []
+        self.legacy = False
 
 
 def _loader_machinery(judge: ProgramJudge, vouched: frozenset[str]) -> frozenset[int | None]:
@@ -129,6 +132,8 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
     most = limits.max_members if source.walker is not None else limits.max_pickles_per_stream
     while pos < len(data):
         if source.python:
+            from picklewarden.pickle.pymachine import run_pickle_python  # here: only joblib views need it
+
             program = run_pickle_python(data, pos, limits, member=member, index=index, plain=_plain_result)
         else:
             program, _ = run_pickle(
@@ -150,7 +155,7 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
         if source.walker is not None:
             step = source.walker(program, index - 1)
             if step.anomaly is not None:
-                run.findings.append(_anomaly_finding(replace(step.anomaly, member=None), member))
+                run.findings.append(_anomaly_finding(step.anomaly._replace(member=None), member))
             if step.error is not None:
                 run.errors.append(_where(member, step.error))
             if step.next is None:
@@ -183,6 +188,8 @@ def _run_source(source: PickleSource, limits: Limits, member: str, full: bool) -
 def _python_reading(run: _Run, program: Program, data: bytes, limits: Limits) -> None:
     """A raw stream is also what joblib.load reads, with the pure-Python unpickler, which accepts
     streams the C one rejects: where it reads further, its program is judged too."""
+    from picklewarden.pickle.pymachine import further  # here: only streams the C machine gave up on
+
     view = further(program, data, limits, _plain_result)
     if view is None:
         return
@@ -306,8 +313,7 @@ class _Analyser:
                 if item.offset < view.divergence or any(vouches(v, item.symbol) for v in vouched):
                     continue
                 out.append(
-                    replace(
-                        item,
+                    item._replace(
                         rule="PW309",
                         message=f"under pickle.load (joblib.load skips these bytes as array data): {item.message}",
                     )
@@ -322,10 +328,12 @@ class _Analyser:
             inner = self.payloads(program, judge, source, ctx, seen_through)
             judged = [_seen_through(f, seen_through) for f in judged]
             if program.reader and not source.python:
+                from picklewarden.pickle.pymachine import READER
+
                 # A second reading of the same bytes: only what the first did not already report.
                 seen = {(f.rule, f.offset, f.symbol) for f in found}
                 judged = [
-                    replace(f, message=f"under {READER} (joblib.load): {f.message}")
+                    f._replace(message=f"under {READER} (joblib.load): {f.message}")
                     for f in judged
                     if (f.rule, f.offset, f.symbol) not in seen
                 ]
@@ -382,7 +390,7 @@ class _Analyser:
         if child.member:
             hint = extension_anomaly(child.member, fmt, _runs_pickles(fmt), member)
             if hint is not None:
-                found.append(_anomaly_finding(replace(hint, member=None), member))
+                found.append(_anomaly_finding(hint._replace(member=None), member))
             if fmt != "unknown" and not any(n.startswith(f"{member}: ") for n in self.analysis.notes):
                 self.analysis.notes.append(f"{member}: {fmt}")
         return fmt, [_dormant(f) for f in found] if child.dormant else found
@@ -394,7 +402,7 @@ def _seen_through(item: Finding, offsets: set[int | None]) -> Finding:
     if item.rule != "PW103" or item.offset is None or item.offset not in offsets:
         return item
     note = "; its bytes are all in this file and were scanned, so what they hold decides"
-    return replace(item, severity=Severity.INFO, message=item.message + note)
+    return item._replace(severity=Severity.INFO, message=item.message + note)
 
 
 def _relocate(run: _Run, origin: OffsetMap) -> None:
@@ -412,7 +420,7 @@ def _relocate(run: _Run, origin: OffsetMap) -> None:
             program.error = MalformedPickle(origin(error.offset) or 0, error.reason)
         elif isinstance(error, LimitExceeded):
             program.error = LimitExceeded(error.resource, error.limit, error.actual, origin(error.offset))
-    run.findings = [replace(f, offset=origin(f.offset)) for f in run.findings]
+    run.findings = [f._replace(offset=origin(f.offset)) for f in run.findings]
 
 
 def _runs_pickles(fmt: str) -> bool:
@@ -428,7 +436,7 @@ def _dormant(item: Finding) -> Finding:
     if item.rule == "PW308" or item.message.startswith(_DORMANT):
         return item
     level = item.severity if item.severity >= Severity.HIGH else Severity.INFO
-    return replace(item, severity=level, message=f"{_DORMANT}{item.message}")
+    return item._replace(severity=level, message=f"{_DORMANT}{item.message}")
 
 
 def analyse_opened(

@@ -14,10 +14,6 @@ from typing import NoReturn
 
 from picklewarden.cli import commands, scan
 from picklewarden.cli.common import cli
-from picklewarden.server.serve import serve as serve_command
-
-# The gateway's command lives with the gateway; its web stack is imported only when it runs.
-cli.add_command(serve_command, "serve")
 
 __all__ = ["cli", "commands", "main", "run", "scan"]
 

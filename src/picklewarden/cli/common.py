@@ -96,7 +96,22 @@ def leave(code: int) -> NoReturn:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Commands(click.Group):
+    """The command group. ``serve`` lives with the gateway and is imported only when asked for (by name, or
+    to list the commands): a scan should not pay for the gateway's option module and what it imports."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "serve"})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "serve" and cmd_name not in self.commands:
+            from picklewarden.server.serve import serve
+
+            self.add_command(serve, "serve")
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="picklewarden", message=f"%(prog)s, version %(version)s, {core_name()}")
 def cli() -> None:
     """Find malicious code in pickles and PyTorch model files without executing them."""

@@ -285,7 +285,7 @@ def _summary_only(report: FileReport) -> FileReport:
     import dataclasses
 
     worst = max(report.findings, key=lambda f: f.severity, default=None)
-    slim = () if worst is None else (dataclasses.replace(worst, evidence="", indicators=()),)
+    slim = () if worst is None else (worst._replace(evidence="", indicators=()),)
     return dataclasses.replace(report, findings=slim, notes=())
 
 

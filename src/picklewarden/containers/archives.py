@@ -27,14 +27,16 @@ import lzma
 import posixpath
 import re
 import struct
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
-from picklewarden.containers.zip_lenient import Lenient, Refused
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    import tarfile  # imported where a file sniffed as tar is opened: a torch ZIP scan needs only ZIP_ERRORS
 
 _TAR_BLOCK = 512
 _ZIP_EOCD = b"PK\x05\x06"
@@ -72,11 +74,15 @@ def escapes(name: str) -> str | None:
 
 def open_tar(data: Data) -> tarfile.TarFile:
     """``tarfile`` over the data, as torch opens it (``mode='r:'``). Raises tarfile.TarError."""
+    import tarfile
+
     return tarfile.open(fileobj=BufferReader(data), mode="r:")
 
 
 def iter_tar(tar: tarfile.TarFile, ctx: Context, opened: Opened) -> Iterator[tarfile.TarInfo]:
     """Members in order, stopping (with a finding) at the member-count limit or a broken header."""
+    import tarfile
+
     limit = ctx.limits.max_archive_members
     count = 0
     while True:
@@ -167,6 +173,8 @@ def link_target(members: list[tarfile.TarInfo], link: tarfile.TarInfo) -> tarfil
 
 def read_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, ctx: Context) -> bytes | str:
     """The member's bytes as ``extractfile`` returns them, or why they cannot be read."""
+    import tarfile
+
     if member.offset_data + member.size > _archive_size(tar):
         return f"tar member {member.name!r} ({member.size} bytes) runs past the end of the archive"
     if not ctx.budget.take(member.size):
@@ -241,6 +249,9 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
         )
         opened.errors.append(f"ZIP archive with {declared} entries not read")
         return opened
+    # here, not with the module: a torch checkpoint's scan imports this module but opens no ZIP bundle
+    from picklewarden.containers.zip_lenient import Lenient, Refused
+
     try:
         archive = zipfile.ZipFile(BufferReader(data))
     except ZIP_ERRORS as exc:
@@ -278,6 +289,8 @@ def open_zip_bundle(data: Data, ctx: Context) -> Opened:
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, ctx: Context, opened: Opened) -> bytes | None:
+    from picklewarden.containers.zip_lenient import Refused
+
     limits = ctx.limits
     name = info.filename
     if info.flag_bits & 0x1:

@@ -11,8 +11,7 @@ import bisect
 import enum
 import io
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
@@ -34,8 +33,7 @@ class Stacking(enum.Enum):
     """Read pickles back to back while they last (raw files: scan everything a loader could read)."""
 
 
-@dataclass(frozen=True)
-class Anomaly:
+class Anomaly(NamedTuple):
     """Something odd about the container. ``rule`` is a rule id in :mod:`picklewarden.rules`."""
 
     rule: str
@@ -50,8 +48,7 @@ class Anomaly:
     """The canonical ``module.qualname`` involved, when one is."""
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """A walker's answer after one pickle: where the loader reads the next one, and what it noticed."""
 
     next: int | None
@@ -65,8 +62,7 @@ Walker = Callable[["Program", int], Step]
 """``walker(program, index) -> Step``: called after pickle number ``index`` of a stream has run."""
 
 
-@dataclass(frozen=True)
-class OffsetMap:
+class OffsetMap(NamedTuple):
     """Maps offsets in a spliced stream (raw data cut out) back to offsets in the original member."""
 
     spliced: tuple[int, ...]
@@ -81,8 +77,7 @@ class OffsetMap:
         return self.original[index] + offset - self.spliced[index]
 
 
-@dataclass(frozen=True)
-class PickleSource:
+class PickleSource(NamedTuple):
     member: str
     """Member name within the container ('' for a bare stream)."""
     data: bytes
@@ -107,8 +102,7 @@ class PickleSource:
     """A speculative view (a tar header that may also be a pickle): dropped when it yields no statement."""
 
 
-@dataclass(frozen=True)
-class Child:
+class Child(NamedTuple):
     """A file inside the container (archive member, decompressed stream) to open and analyse in turn."""
 
     member: str
@@ -123,17 +117,21 @@ ProgramCheck = Callable[[Sequence["Program"]], Iterable[Anomaly]]
 """A container check that needs the programs its pickles produced (e.g. storage consistency)."""
 
 
-@dataclass
 class Opened:
-    format: str
-    sources: list[PickleSource] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    children: list[Child] = field(default_factory=list)
-    checks: list[ProgramCheck] = field(default_factory=list)
-    wrapper: bool = False
-    """A pure wrapper (compression): the format reported is ``<this>><inner format>``."""
+    """What a reader found in one container; the lists fill in as it reads."""
+
+    __slots__ = ("anomalies", "checks", "children", "errors", "format", "notes", "sources", "wrapper")
+
+    def __init__(self, format: str, sources: list[PickleSource] | None = None, *, wrapper: bool = False) -> None:
+        self.format = format
+        self.sources: list[PickleSource] = [] if sources is None else sources
+        self.anomalies: list[Anomaly] = []
+        self.errors: list[str] = []
+        self.notes: list[str] = []
+        self.children: list[Child] = []
+        self.checks: list[ProgramCheck] = []
+        self.wrapper = wrapper
+        """A pure wrapper (compression): the format reported is ``<this>><inner format>``."""
 
 
 class Budget:
@@ -150,8 +148,7 @@ class Budget:
         return True
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """Where a container sits: how deep in other containers, and what budget is left for the file."""
 
     limits: Limits

@@ -23,9 +23,8 @@ import lzma
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain, islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from picklewarden.containers import decoders
 from picklewarden.containers.sniff import looks_like_pickle
@@ -96,8 +95,7 @@ _ZLIB_CODECS = frozenset({"zlib", "zlib_codec", "zip"})
 _BZ2_CODECS = frozenset({"bz2", "bz2_codec"})
 
 
-@dataclass(frozen=True)
-class Payload:
+class Payload(NamedTuple):
     label: str
     """Where it was found and how it was decoded, e.g. ``#arg0>base64>zlib``."""
     data: bytes

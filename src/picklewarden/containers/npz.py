@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from itertools import compress, islice
 from operator import attrgetter, methodcaller
 
@@ -117,5 +116,5 @@ def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, 
                 f"{entry.name} starts with a NumPy header: numpy.load reads the archive as an npz and unpickles "
                 "this member's object array, which torch never runs"
             )
-        view.sources.extend(replace(source, label="npz") for source in inner.sources)
+        view.sources.extend(source._replace(label="npz") for source in inner.sources)
     return view

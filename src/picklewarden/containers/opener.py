@@ -33,7 +33,6 @@ Not modelled: formats sniffed by file name alone (no loader in scope does), and 
 from __future__ import annotations
 
 import mmap
-import tarfile
 import zlib
 from itertools import compress
 from operator import methodcaller
@@ -268,6 +267,8 @@ def _zipfile_start(data: bytes) -> int:
 
 def _open_tar(data: bytes, head: bytes, ctx: Context) -> tuple[Opened, int] | None:
     """The tar view, and the offset just past its last member's data."""
+    import tarfile
+
     from picklewarden.containers import archives
     from picklewarden.containers.legacy_tar import TORCH_MEMBERS, open_legacy_tar
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import pickle as _stdlib_pickle
 import re
-import tarfile
 
 from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
@@ -75,6 +74,20 @@ def starts_like_pickle(head: bytes) -> bool:
     return bool(head) and op.BY_CODE[head[0]] is not None
 
 
+# What int(text, 8) accepts besides digits: sign, "0o" prefix, underscores and ASCII whitespace (stripped).
+_OCTAL_TEXT = frozenset(b"01234567+-_oO" + bytes(b for b in range(128) if chr(b).isspace()))
+
+
+def may_be_tar_checksum(field: bytes) -> bool:
+    """False only where ``tarfile`` refuses the header's checksum field itself (a necessary condition that
+    spares importing tarfile for almost every file). ``tarfile.nti`` reads a field starting with 0x80 or
+    0xff as base-256 (always a number), and any other field up to its first NUL as ASCII text for
+    ``int(text.strip() or "0", 8)``: a byte that no such text may contain makes it raise."""
+    if field[:1] in (b"\x80", b"\xff"):
+        return True
+    return _OCTAL_TEXT.issuperset(field.split(b"\0", 1)[0])
+
+
 def looks_like_tar(head: bytes) -> bool:
     """The first block is a member header that ``tarfile`` accepts, so ``tarfile.open`` (and torch.load's
     legacy tar loader) read the file as a tar archive.
@@ -85,8 +98,10 @@ def looks_like_tar(head: bytes) -> bool:
     signed and unsigned sums), and rejects what ``tarfile`` rejects. Parsing a header runs nothing.
     An all-zero first block opens as an empty archive, from which no loader reads anything: not a tar here.
     """
-    if len(head) < _TAR_BLOCK:
+    if len(head) < _TAR_BLOCK or not may_be_tar_checksum(bytes(head[148:156])):
         return False
+    import tarfile  # here: most files are no candidates, and tarfile (with shutil, pwd, grp) costs 2 ms
+
     try:
         tarfile.TarInfo.frombuf(bytes(head[:_TAR_BLOCK]), tarfile.ENCODING, "surrogateescape")
     except (tarfile.TarError, ValueError, OverflowError):

@@ -74,10 +74,9 @@ from __future__ import annotations
 import operator
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from itertools import accumulate, compress, islice, repeat
 from operator import attrgetter, methodcaller
-from typing import cast
+from typing import Any, cast
 
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
 from picklewarden.containers.torchopen import check_name_case, check_open_records
@@ -133,22 +132,65 @@ _SIZE = attrgetter("compressed_size")
 _DIRECTORY = attrgetter("directory")
 
 
-@dataclass(frozen=True)
 class TorchZip:
-    """The directory of a PyTorch ZIP archive as torch sees it."""
+    """The directory of a PyTorch ZIP archive as torch sees it. Immutable.
 
-    entries: Mapping[str, ZipEntry] = field(hash=False)
+    A plain class, not a dataclass: Python 3.11 compiles each generated method at import, which every
+    one-file scan pays for (see "Start-up" in docs/benchmarks.md).
+    """
+
+    __slots__ = ("_lookup", "all_entries", "anomalies", "entries", "order", "prefix", "zipfile_layout")
+    entries: Mapping[str, ZipEntry]
     """By central-directory name: the entry torch reads when it looks that name up."""
     order: tuple[str, ...]
     """Central-directory names in central-directory order (duplicates included)."""
     prefix: str
     """The archive folder torch derives from the first entry ("archive" in "archive/data.pkl")."""
     anomalies: tuple[ZipAnomaly, ...]
-    all_entries: tuple[ZipEntry, ...] = ()
+    all_entries: tuple[ZipEntry, ...]
     """Every central-directory entry in order, including those a duplicate shadows."""
-    _lookup: Mapping[bytes, ZipEntry] = field(default_factory=dict, hash=False, compare=False, repr=False)
-    zipfile_layout: ZipfileLayout | None = field(default=None, hash=False, repr=False)
+    _lookup: Mapping[bytes, ZipEntry]
+    zipfile_layout: ZipfileLayout | None
     """The directory's place and records, for reading members as Python's zipfile does (None: unknown)."""
+
+    def __init__(
+        self,
+        *,
+        entries: Mapping[str, ZipEntry],
+        order: tuple[str, ...],
+        prefix: str,
+        anomalies: tuple[ZipAnomaly, ...],
+        all_entries: tuple[ZipEntry, ...] = (),
+        _lookup: Mapping[bytes, ZipEntry] | None = None,
+        zipfile_layout: ZipfileLayout | None = None,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "entries", entries)
+        _set(self, "order", order)
+        _set(self, "prefix", prefix)
+        _set(self, "anomalies", anomalies)
+        _set(self, "all_entries", all_entries)
+        _set(self, "_lookup", {} if _lookup is None else _lookup)
+        _set(self, "zipfile_layout", zipfile_layout)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TorchZip is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"TorchZip is immutable: cannot delete {name}")
+
+    def _compared(self) -> tuple[Any, ...]:
+        # the lookup table is derived from the entries
+        return (self.entries, self.order, self.prefix, self.anomalies, self.all_entries, self.zipfile_layout)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is TorchZip and self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash((self.order, self.prefix, self.anomalies, self.all_entries))
+
+    def __repr__(self) -> str:
+        return f"TorchZip(prefix={self.prefix!r}, order={self.order!r}, anomalies={self.anomalies!r})"
 
     def record(self, name: str) -> ZipEntry | None:
         """The entry torch reads for record ``name`` (looked up as ``prefix + "/" + name``), or None."""

@@ -8,7 +8,7 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import Any
 
 from picklewarden import _native
 from picklewarden.containers.zipentry import (
@@ -47,41 +47,112 @@ from picklewarden.limits import Limits
 _ZIPFILE_MAX_VERSION = 63  # zipfile.MAX_EXTRACT_VERSION: a record needing a later version makes zipfile raise
 
 
-@dataclass(slots=True)
+# Plain classes, not dataclasses: Python 3.11 compiles each generated method at import, which every one-file
+# scan pays for (see "Start-up" in docs/benchmarks.md). Equality is kept: the two cores' walks are compared.
+# _Raw's fields in the order of __init__ (the order of the compiled walk's record tuples).
+_RAW_FIELDS = (
+    "index",
+    "cd_offset",
+    "name",
+    "flags",
+    "method",
+    "crc32",
+    "compressed_size",
+    "size",
+    "header_offset",
+    "external_attr",
+    "extra",
+    "time",
+    "stat_error",
+    "zipfile_plain",
+)
+
+
 class _Raw:
     """A central-directory record as read, before local headers are looked at."""
 
-    index: int
-    cd_offset: int
-    name: bytes
-    flags: int
-    method: int
-    crc32: int
-    compressed_size: int
-    size: int
-    header_offset: int
-    external_attr: int
-    extra: bytes
-    time: int
-    stat_error: str | None
-    zipfile_plain: bool = False
-    """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
+    __slots__ = _RAW_FIELDS
+
+    def __init__(
+        self,
+        index: int,
+        cd_offset: int,
+        name: bytes,
+        flags: int,
+        method: int,
+        crc32: int,
+        compressed_size: int,
+        size: int,
+        header_offset: int,
+        external_attr: int,
+        extra: bytes,
+        time: int,
+        stat_error: str | None,
+        zipfile_plain: bool = False,
+    ) -> None:
+        self.index = index
+        self.cd_offset = cd_offset
+        self.name = name
+        self.flags = flags
+        self.method = method
+        self.crc32 = crc32
+        self.compressed_size = compressed_size
+        self.size = size
+        self.header_offset = header_offset
+        self.external_attr = external_attr
+        self.extra = extra
+        self.time = time
+        self.stat_error = stat_error
+        self.zipfile_plain = zipfile_plain
+        """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _RAW_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Raw and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"_Raw{self._values()!r}"
 
 
-@dataclass
 class Walk:
     """The central directory as walked: every record's name and offset, and what torchzip builds entries from."""
 
-    raws: list[_Raw]
-    """The records whose entries are built in Python: every record, except those in ``entries``."""
-    entries: list[ZipEntry | None]
-    """By record: the entry the compiled walk built for a plain tensor record (stored raw storage bytes with
-    an ASCII name and nothing odd about them: their local header unread, no check to note), else None."""
-    names: list[bytes]
-    positions: list[int]
-    """Offset of each record."""
-    zipfile_plain: bool
-    """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
+    __slots__ = ("entries", "names", "positions", "raws", "zipfile_plain")
+
+    def __init__(
+        self,
+        raws: list[_Raw],
+        entries: list[ZipEntry | None],
+        names: list[bytes],
+        positions: list[int],
+        zipfile_plain: bool,
+    ) -> None:
+        self.raws = raws
+        """The records whose entries are built in Python: every record, except those in ``entries``."""
+        self.entries = entries
+        """By record: the entry the compiled walk built for a plain tensor record (stored raw storage bytes
+        with an ASCII name and nothing odd about them: their local header unread, no check to note), else
+        None."""
+        self.names = names
+        self.positions = positions
+        """Offset of each record."""
+        self.zipfile_plain = zipfile_plain
+        """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
+
+    def _values(self) -> tuple[Any, ...]:
+        return (self.raws, self.entries, self.names, self.positions, self.zipfile_plain)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Walk and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Walk{self._values()!r}"
 
 
 class DirectoryReader:

@@ -11,7 +11,7 @@ import contextlib
 import mmap
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 from picklewarden.containers.base import Anomaly
 from picklewarden.errors import LimitExceeded, ScanError
@@ -67,10 +67,32 @@ _INFLATE_CHUNK = 1 << 20
 _MAX_PER_CODE = 16  # anomalies listed per code; the rest are counted
 
 
-@dataclass(frozen=True)
-class ZipEntry:
-    """One central-directory entry, with the values torch uses when it reads it."""
+_set = object.__setattr__
+# ZipEntry's fields in the order of __init__ (its repr and the compiled walk's list follow it too).
+_ENTRY_FIELDS = (
+    "name",
+    "header_offset",
+    "data_offset",
+    "compressed_size",
+    "size",
+    "method",
+    "crc32",
+    "flags",
+    "index",
+    "directory",
+    "stat_error",
+    "local_read",
+)
 
+# The records here are not dataclasses: Python 3.11 compiles each generated method at import, which every
+# one-file scan pays for (see "Start-up" in docs/benchmarks.md). ZipEntry is a plain class because the
+# compiled directory walk fills its slots itself (_speedups.c, plain_entry), and a field is called ``index``.
+
+
+class ZipEntry:
+    """One central-directory entry, with the values torch uses when it reads it. Immutable."""
+
+    __slots__ = _ENTRY_FIELDS
     name: str
     """Central-directory name (what torch looks up); undecodable bytes are kept as surrogates."""
     header_offset: int
@@ -85,19 +107,69 @@ class ZipEntry:
     """0 stored, 8 deflate; anything else torch refuses to read."""
     crc32: int
     flags: int
-    index: int = -1
+    index: int
     """Position in the central directory."""
-    directory: bool = False
+    directory: bool
     """miniz considers it a directory (name ends in '/' or DOS directory attribute): torch reads nothing."""
-    stat_error: str | None = None
+    stat_error: str | None
     """Why torch fails as soon as it looks this entry up, or None."""
-    local_read: bool = True
+    local_read: bool
     """Whether the local header was read when the directory was. Tensor-data records' headers are not: they
     sit between gigabytes of weights, one page each, and torch never unpickles what they hold."""
 
+    def __init__(
+        self,
+        name: str,
+        header_offset: int,
+        data_offset: int,
+        compressed_size: int,
+        size: int,
+        method: int,
+        crc32: int,
+        flags: int,
+        index: int = -1,
+        directory: bool = False,
+        stat_error: str | None = None,
+        local_read: bool = True,
+    ) -> None:
+        _set(self, "name", name)
+        _set(self, "header_offset", header_offset)
+        _set(self, "data_offset", data_offset)
+        _set(self, "compressed_size", compressed_size)
+        _set(self, "size", size)
+        _set(self, "method", method)
+        _set(self, "crc32", crc32)
+        _set(self, "flags", flags)
+        _set(self, "index", index)
+        _set(self, "directory", directory)
+        _set(self, "stat_error", stat_error)
+        _set(self, "local_read", local_read)
 
-@dataclass(frozen=True)
-class ZipAnomaly:
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _ENTRY_FIELDS)
+
+    def replace(self, **changes: Any) -> ZipEntry:
+        """A copy with some fields changed."""
+        return ZipEntry(**{**dict(zip(_ENTRY_FIELDS, self._values(), strict=True)), **changes})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ZipEntry is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ZipEntry is immutable: cannot delete {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ZipEntry and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(_ENTRY_FIELDS, self._values(), strict=True))
+        return f"ZipEntry({shown})"
+
+
+class ZipAnomaly(NamedTuple):
     """Something odd about the archive, or about how torch and other readers see it."""
 
     code: str
@@ -314,7 +386,7 @@ def read_plain(data: Buffer, entry: ZipEntry, limits: Limits) -> tuple[bytes, tu
     refused = entry.flags & _FLAGS_REFUSED
     if not refused:
         return read_entry(data, entry, limits)
-    payload, anomalies = read_entry(data, replace(entry, flags=entry.flags & ~_FLAGS_REFUSED), limits)
+    payload, anomalies = read_entry(data, entry.replace(flags=entry.flags & ~_FLAGS_REFUSED), limits)
     what = ", ".join(
         name
         for bit, name in (

@@ -29,9 +29,8 @@ import operator
 import struct
 import zipfile
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from itertools import compress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from picklewarden.containers.base import BufferReader, Data
 
@@ -51,16 +50,19 @@ _HEADER = operator.attrgetter("header_offset")
 _U32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class ZipfileLayout:
+class ZipfileLayout(NamedTuple):
     """Where the central directory torch walked lies, and whether zipfile reads its records plainly."""
 
+    # A NamedTuple, not a dataclass: see "Start-up" in docs/benchmarks.md.
     cd_offset: int
     cd_size: int
-    positions: tuple[int, ...] = field(repr=False)
+    positions: tuple[int, ...]
     """Offset of each central-directory record, in directory order."""
     plain: bool
     """Every record is one zipfile reads plainly, and they fill the directory exactly."""
+
+    def __repr__(self) -> str:  # without the positions: one per record
+        return f"ZipfileLayout(cd_offset={self.cd_offset}, cd_size={self.cd_size}, plain={self.plain})"
 
 
 class _Spliced:

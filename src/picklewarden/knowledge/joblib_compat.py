@@ -13,7 +13,7 @@ from __future__ import annotations
 import ntpath
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from picklewarden.knowledge.resolve import Resolved
 from picklewarden.pickle.machine import node_of
@@ -37,8 +37,7 @@ def wants_joblib_view(programs: Sequence[Program]) -> bool:
 _NEW = frozenset({("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("copyreg", "__newobj_ex__")})
 
 
-@dataclass(frozen=True, slots=True)
-class SiblingLoad:
+class SiblingLoad(NamedTuple):
     """One old-format array wrapper and the file ``joblib.load`` would read for it."""
 
     wrapper: Resolved

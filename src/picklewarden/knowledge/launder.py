@@ -10,8 +10,7 @@ already; resolving the chain tells the responder what the payload does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
@@ -19,22 +18,19 @@ from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Node, Persistent
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleRef:
+class ModuleRef(NamedTuple):
     """A module object obtained at load time (``import_module('os')``)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Getter:
+class Getter(NamedTuple):
     """``operator.attrgetter(path)``: calling it on an object walks ``path``."""
 
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class MethodCaller:
+class MethodCaller(NamedTuple):
     """``operator.methodcaller(name, ...)``: calling it on an object calls ``object.name(...)``."""
 
     name: str
@@ -58,8 +54,7 @@ def legacy_module_class(node: Persistent) -> Any:
 _MAX_DEPTH = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Helped:
+class Helped(NamedTuple):
     """What one call of an indirection helper amounts to, judged by what it wraps rather than by its name.
 
     Building a ``partial``, an ``itemgetter`` or a ``methodcaller`` calls nothing; ``getattr(G, 'name')`` on

@@ -9,7 +9,7 @@ for modules it does not cover, a component that names a dangerous top-level modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from picklewarden.knowledge.tables import (
     DANGEROUS_MODULES,
@@ -26,8 +26,7 @@ from picklewarden.knowledge.tables import (
 from picklewarden.pickle.names import remap
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A global as the unpickler would really reach it."""
 
     module: str

@@ -11,9 +11,8 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from picklewarden.knowledge import compact
 from picklewarden.knowledge.values import HAND_SAFE
@@ -33,8 +32,7 @@ class Category(enum.Enum):
     TAMPER = "tamper"
 
 
-@dataclass(frozen=True, slots=True)
-class Knowledge:
+class Knowledge(NamedTuple):
     """What reaching one global (or module) lets a pickle do, and why."""
 
     category: Category
@@ -408,8 +406,7 @@ def generated() -> Generated:
     return Generated(_DATA / "compact", Sinks(_DATA / "generated_sinks.json"))
 
 
-@dataclass(frozen=True)
-class Ecosystem:
+class Ecosystem(NamedTuple):
     """Reviewed data produced by ``scripts/gen_ecosystem.py`` from the ML packages' own code (never imported
     at scan time): classes and functions whose unpickling only stores data, and those that reach a sink."""
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 import pickletools
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 
 class ArgKind(enum.IntEnum):
@@ -27,8 +26,7 @@ class ArgKind(enum.IntEnum):
     """A little-endian length of ``width`` bytes, then that many bytes."""
 
 
-@dataclass(frozen=True, slots=True)
-class Opcode:
+class Opcode(NamedTuple):
     """One pickle opcode: how its argument is encoded and which protocol introduced it."""
 
     name: str

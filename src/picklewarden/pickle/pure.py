@@ -16,8 +16,7 @@ When the value cannot be computed, the caller keeps a stand-in the unpickler sti
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.program import CallHow, CallResult, Global, Node
@@ -33,8 +32,7 @@ _SCALARS = (str, bytes, int, float, bool, type(None))
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 
-@dataclass(frozen=True, slots=True)
-class Pure:
+class Pure(NamedTuple):
     """A pure builtin the machine may evaluate on literal arguments, and what its result looks like."""
 
     func: Callable[..., Any]

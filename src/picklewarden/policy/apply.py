@@ -81,12 +81,12 @@ def apply_finding(policy: Policy, finding: Finding) -> Finding | None:
                     f"severity {severity.label} -> info",
                 )
             )
-            return replace(finding, severity=Severity.INFO, policy="; ".join(notes))
+            return finding._replace(severity=Severity.INFO, policy="; ".join(notes))
     override = policy.severity_map.get(finding.rule)
     if override is not None and override != severity:
         loud = "DANGEROUS OVERRIDE: " if finding.rule in SINK_RULES and override < severity else ""
         notes.append(_note(policy, f"{loud}severity {severity.label} -> {override.label} by [severity]"))
-        return replace(finding, severity=override, policy="; ".join(notes))
+        return finding._replace(severity=override, policy="; ".join(notes))
     return finding
 
 

@@ -28,13 +28,11 @@ silently ignored. Limits can be raised or lowered freely: hitting any limit is a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import Severity, Verdict
@@ -64,9 +62,12 @@ class PolicyError(ValueError):
     """A policy file is missing, unreadable or invalid. The message names the file and the key."""
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The effective policy. ``Policy()`` is the built-in default: trust nothing extra, change nothing."""
+class Policy(NamedTuple):
+    """The effective policy. ``Policy()`` is the built-in default: trust nothing extra, change nothing.
+
+    Immutable and compared without :attr:`warnings`. A NamedTuple, not a dataclass: Python 3.11 compiles each
+    generated dataclass method at import, which every scan pays for (see "Start-up" in docs/benchmarks.md).
+    """
 
     trust: tuple[str, ...] = ()
     """Dotted names of packages or single globals whose *unknown-global* findings (PW200/PW201) are dropped."""
@@ -84,8 +85,22 @@ class Policy:
     """Directory that relative ``ignore`` globs are matched from ('' means the working directory)."""
     limits: tuple[tuple[str, int], ...] = ()
     """``(limit name, value)`` changes to :class:`~picklewarden.limits.Limits` (the command line's ``--limit`` wins)."""
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    """Things a person should know about this policy (entries that have no effect, dangerous overrides)."""
+    warnings: tuple[str, ...] = ()
+    """Things a person should know about this policy (entries that have no effect, dangerous overrides).
+    Not compared: the last field, left out of :meth:`compared`."""
+
+    def compared(self) -> tuple[Any, ...]:
+        """Every field that can change a report (all but :attr:`warnings`), as equality and hashing see them."""
+        return self[:-1]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Policy and self.compared() == other.compared()
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self.compared())
 
     @property
     def severity_map(self) -> dict[str, Severity]:
@@ -112,7 +127,7 @@ class Policy:
 
     def with_fail_on(self, fail_on: Verdict | None) -> Policy:
         """This policy with the command line's ``--fail-on`` applied (None keeps the policy's own)."""
-        return self if fail_on is None else replace(self, fail_on=fail_on)
+        return self if fail_on is None else self._replace(fail_on=fail_on)
 
     @property
     def effective_fail_on(self) -> Verdict:
@@ -302,7 +317,7 @@ def parse_limits(table: Any, where: str) -> tuple[tuple[str, int], ...]:
     """Validate ``name = value`` limit changes (a policy's ``[limits]`` or the command line's ``--limit``)."""
     if not isinstance(table, dict):
         raise PolicyError(f"{where} must be a table of limit name = positive integer")
-    names = {f.name for f in dataclasses.fields(Limits)}
+    names = set(Limits._fields)
     changes: list[tuple[str, int]] = []
     for name, value in table.items():
         if name not in names:
@@ -365,10 +380,9 @@ def to_toml(policy: Policy) -> str:
     lines.append("")
     lines.append("[limits]")
     changed = dict(policy.limits)
-    for limit in dataclasses.fields(Limits):
-        default = getattr(DEFAULT_LIMITS, limit.name)
-        if limit.name in changed:
-            lines.append(f"{limit.name} = {changed[limit.name]}  # default {default}")
+    for name, default in DEFAULT_LIMITS._asdict().items():
+        if name in changed:
+            lines.append(f"{name} = {changed[name]}  # default {default}")
         else:
-            lines.append(f"# {limit.name} = {default}  # default")
+            lines.append(f"# {name} = {default}  # default")
     return "\n".join(lines) + "\n"

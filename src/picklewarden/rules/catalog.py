@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.knowledge.tables import Category
 from picklewarden.model import Finding, Indicator, Severity
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One rule: its stable id, severity, CWE and the help carried into reports."""
 
     id: str

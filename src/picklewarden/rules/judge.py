@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 from picklewarden.containers import nested
@@ -24,11 +25,17 @@ class ProgramJudge:
 
     def __init__(self, program: Program, limits: Limits) -> None:
         self.program = program
-        self.decompiler = Decompiler(program, limits)
+        self.limits = limits
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
         self.launderer = Launderer(lambda node: self.knowledge(node)[0])
         self._callees: set[int] | None = None
         self._globals: list[Global] | None = None
+
+    @functools.cached_property
+    def decompiler(self) -> Decompiler:
+        """Made on first use: only findings show decompiled evidence, and naming every global walks all the
+        statements (a clean state dict of 100k tensors needs none of it)."""
+        return Decompiler(self.program, self.limits)
 
     @property
     def globals(self) -> list[Global]:

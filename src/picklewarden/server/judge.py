@@ -52,7 +52,7 @@ def judge_key(name: str, policy: Policy, limits: Limits) -> str:
     material = {
         "code": code_fingerprint(),
         "policy": policy_fingerprint(policy),
-        "limits": dataclasses.asdict(limits),
+        "limits": limits._asdict(),
         "extension": extension(name),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
