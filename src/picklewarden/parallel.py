@@ -17,8 +17,8 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
 
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
@@ -51,8 +51,7 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class _Settings:
+class _Settings(NamedTuple):
     """What every worker needs besides the file (sent with each task; all of it is small)."""
 
     limits: Limits
@@ -102,13 +101,15 @@ def scan_parallel(
         yield report
 
 
-@dataclass
 class _Window:
     """How far ahead of the oldest unfinished file the pool may pull targets (for ordered results)."""
 
-    size: int
-    head: int = 0
-    """Sequence number of the next report to hand out."""
+    __slots__ = ("head", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.head = 0
+        """Sequence number of the next report to hand out."""
 
 
 def _reorder(numbered: Iterator[tuple[int, FileReport]], window: _Window) -> Iterator[FileReport]:
@@ -218,18 +219,20 @@ def _policy_ignores(settings: _Settings, path: str) -> bool:
 # -- in worker processes ------------------------------------------------------------------------------------
 
 
-@dataclass
 class _Task:
     """One file handed to the pool (or answered from another path to the same file)."""
 
-    seq: int
-    """Position of the target in the walk."""
-    target: Target
-    key: tuple[int, int] | None
-    suspect: bool = False
-    """In flight when a worker died: retried alone, so that only the file that kills a worker is blamed."""
-    waiting: list[tuple[int, Target]] | None = None
-    """Other paths to the same file, answered with this task's report."""
+    __slots__ = ("key", "seq", "suspect", "target", "waiting")
+
+    def __init__(self, seq: int, target: Target, key: tuple[int, int] | None) -> None:
+        self.seq = seq
+        """Position of the target in the walk."""
+        self.target = target
+        self.key = key
+        self.suspect = False
+        """In flight when a worker died: retried alone, so that only the file that kills a worker is blamed."""
+        self.waiting: list[tuple[int, Target]] | None = None
+        """Other paths to the same file, answered with this task's report."""
 
 
 def _analyse_batch(batch: list[tuple[str, bool]], settings: _Settings) -> list[FileReport]:

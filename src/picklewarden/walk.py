@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from picklewarden.globs import glob_regex
 
@@ -25,8 +25,7 @@ _HF_REPO = re.compile(r"(models|datasets|spaces)--(.+)")
 _HF_SKIP = frozenset({"blobs", "refs", ".no_exist"})
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """One file a scan considers."""
 
     path: str
