@@ -89,7 +89,7 @@ class ResultCache:
             return filescan.scan_path(path, limits, explicit=explicit, policy=policy)  # it reports why
         cached = self.get(key)
         if cached is not None:
-            return dataclasses.replace(cached, path=path)
+            return cached._replace(path=path)
         report = filescan.scan_path(path, limits, explicit=explicit, policy=policy)
         if not report.errors and _unchanged(before, path):
             # A file rewritten while it was scanned must not store a result under the old bytes' key.

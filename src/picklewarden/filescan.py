@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -164,11 +163,11 @@ def _scan_target(
         key = None if target.explicit else _identity(path)
         cached = done.get(key) if key is not None else None
         if cached is not None and not _ignored(policy, path):
-            report = replace(cached, path=path)
+            report = cached._replace(path=path)
         else:
             report = scan_path(path, limits, explicit=target.explicit and not skip_non_models, policy=policy)
             if key is not None and not report.skipped:
                 done[key] = report
     if target.location:
-        report = replace(report, location=target.location, revision=target.revision)
+        report = report._replace(location=target.location, revision=target.revision)
     return report

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from picklewarden._compat import assert_never
@@ -52,10 +51,9 @@ class Verdict(enum.IntEnum):
                 assert_never(severity)
 
 
-# Indicator, Finding and Report are NamedTuples, not dataclasses: Python 3.11 compiles each generated dataclass
-# method at import, which every one-file scan pays for (see "Start-up" in docs/benchmarks.md). They stay
-# immutable, compared and hashed by value; ``_replace`` and ``_asdict`` stand for dataclasses' functions.
-# FileReport stays a dataclass: the scan's file and worker layers call ``dataclasses.replace`` on it.
+# The records are NamedTuples, not dataclasses: Python 3.11 compiles each generated dataclass method at
+# import, which every one-file scan pays for (see "Start-up" in docs/benchmarks.md). They stay immutable,
+# compared and hashed by value; ``_replace`` and ``_asdict`` stand for dataclasses' functions.
 
 
 class Indicator(NamedTuple):
@@ -92,8 +90,7 @@ class Finding(NamedTuple):
         return (-self.severity, self.member, -1 if self.offset is None else self.offset, self.rule)
 
 
-@dataclass(frozen=True)
-class FileReport:
+class FileReport(NamedTuple):
     """Everything picklewarden concluded about one file."""
 
     path: str

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
 from picklewarden.limits import DEFAULT_LIMITS, Limits
@@ -156,7 +155,7 @@ def _analyse(path: str, explicit: bool, settings: _Settings) -> FileReport:
 
 def _located(report: FileReport, target: Target) -> FileReport:
     if target.location:
-        return replace(report, location=target.location, revision=target.revision)
+        return report._replace(location=target.location, revision=target.revision)
     return report
 
 
@@ -180,7 +179,7 @@ class _Remembered:
 
     def get(self, key: tuple[int, int] | None, path: str) -> FileReport | None:
         found = self._reports.get(key) if key is not None else None
-        return None if found is None else replace(found, path=path)
+        return None if found is None else found._replace(path=path)
 
     def add(self, key: tuple[int, int] | None, report: FileReport) -> None:
         if key is None or report.skipped:
@@ -353,4 +352,4 @@ def _finish(
         remembered.add(task.key, report)
     yield task.seq, _located(report, task.target)
     for seq, twin in task.waiting or ():
-        yield seq, _located(replace(report, path=twin.path), twin)
+        yield seq, _located(report._replace(path=twin.path), twin)

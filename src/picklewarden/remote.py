@@ -17,7 +17,6 @@ with :class:`WholeObjectRead` rather than silently downloading gigabytes.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import importlib
 import json
 import os
@@ -274,7 +273,7 @@ def scan_url(
         key = cache.identity_key(identity, url, limits, explicit=explicit, policy=policy)
         cached = cache.get(key)
         if cached is not None:
-            return dataclasses.replace(cached, path=url)
+            return cached._replace(path=url)
     report = _scan_ranged(url, file, limits, policy, explicit)
     if cache is not None and key is not None and not report.errors:
         cache.put(key, report)

@@ -282,11 +282,10 @@ def _limits(policy: Policy, changes: Sequence[str]) -> Limits:
 
 def _summary_only(report: FileReport) -> FileReport:
     """What the exit code needs of a report already streamed: its verdict and whether it is complete."""
-    import dataclasses
 
     worst = max(report.findings, key=lambda f: f.severity, default=None)
     slim = () if worst is None else (worst._replace(evidence="", indicators=()),)
-    return dataclasses.replace(report, findings=slim, notes=())
+    return report._replace(findings=slim, notes=())
 
 
 def _is_url(path: str) -> bool:

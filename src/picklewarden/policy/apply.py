@@ -14,7 +14,6 @@ Names match by dotted components, never by string prefix: ``acme`` trusts ``acme
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from picklewarden.globs import glob_regex
@@ -96,7 +95,7 @@ def apply_file(policy: Policy, report: FileReport) -> FileReport:
         return report
     findings = [f for f in (apply_finding(policy, f) for f in report.findings) if f is not None]
     findings.sort(key=Finding.sort_key)
-    return replace(report, findings=tuple(findings))
+    return report._replace(findings=tuple(findings))
 
 
 def apply(policy: Policy, report: Report) -> Report:

@@ -53,7 +53,7 @@ def report_of(record: ScanRecord) -> FileReport:
 
 def _renamed(record: ScanRecord, label: str) -> ScanRecord:
     """``record`` as a public judgement named ``label``: the name it was first judged under goes everywhere."""
-    report = dataclasses.replace(report_of(record), path=label)
+    report = report_of(record)._replace(path=label)
     program = record.program.replace(record.name, label)
     return dataclasses.replace(record, name=label, report=json.dumps(encode(report)), program=program, private=False)
 
@@ -176,7 +176,7 @@ class Gateway:
             judgement = await asyncio.to_thread(
                 judge_file, self.blobs.path(sha256), name, self.config.policy, self.config.limits
             )
-        report = dataclasses.replace(judgement.report, path=label)
+        report = judgement.report._replace(path=label)
         record = ScanRecord(
             new_scan_id(), sha256, key, label, size, judgement.verdict, json.dumps(encode(report)),
             judgement.program.replace(name, label) if judgement.program else "", source, private, now(),

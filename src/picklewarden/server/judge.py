@@ -9,7 +9,6 @@ way ``picklewarden show`` renders it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -76,7 +75,7 @@ def judge_file(blob: Path, name: str, policy: Policy, limits: Limits) -> Judgeme
         if analysis is not None:
             with contextlib.suppress(Exception):  # evidence only: the verdict above stands without it
                 program = program_excerpt(analysis, policy, limit=_PROGRAM_STATEMENTS, context=_CONTEXT)
-    return Judgement(dataclasses.replace(report, path=name), program.replace(str(link), name))
+    return Judgement(report._replace(path=name), program.replace(str(link), name))
 
 
 def brings_code(path: str, blob: Path) -> str:
