@@ -9,6 +9,7 @@ for modules it does not cover, a component that names a dangerous top-level modu
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from picklewarden.knowledge.tables import (
@@ -58,7 +59,28 @@ def _is_top_level_danger(name: str) -> bool:
     return name in DANGEROUS_MODULES or name == "builtins"
 
 
+_MEMO = 8192
+"""Names remembered by :func:`resolve` and :func:`classify`: pure functions of the name and the static
+tables, and a directory of checkpoints asks about the same few names in every file."""
+_MEMO_NAME = 256
+"""Longer names are not remembered: a hostile pickle's megabyte names must not outlive its scan."""
+
+
 def resolve(module: str, name: str, protocol: int) -> Resolved:
+    """Where the unpickler really reaches ``module``/``name`` (remappings, springboards, dangerous hops)."""
+    if len(module) + len(name) <= _MEMO_NAME:
+        return _remembered_resolve(module, name, protocol)
+    return _resolve(module, name, protocol)
+
+
+def classify(resolved: Resolved) -> Knowledge | None:
+    """What is known about a global, or None when it is unknown."""
+    if len(resolved.written) <= _MEMO_NAME:
+        return _remembered_classify(resolved)
+    return _classify(resolved)
+
+
+def _resolve(module: str, name: str, protocol: int) -> Resolved:
     written = f"{module}.{name}"
     module, name, remapped = remap(module, name, protocol)
     parts = name.split(".")
@@ -91,8 +113,7 @@ def _ancestors(module: str) -> list[str]:
     return [".".join(pieces[:i]) for i in range(len(pieces), 0, -1)]
 
 
-def classify(resolved: Resolved) -> Knowledge | None:
-    """What is known about a global, or None when it is unknown."""
+def _classify(resolved: Resolved) -> Knowledge | None:
     key = (resolved.module, resolved.qualname)
     if resolved.introspection is not None:
         return Knowledge(Category.INDIRECTION, f"walks through {resolved.introspection} to reach other objects")
@@ -159,3 +180,7 @@ def _closed_world(resolved: Resolved, data: Generated) -> Knowledge | None:
             f"mutates {resolved.module}.{head} in place: module state that later code in the loading process uses",
         )
     return Knowledge(Category.SAFE, f"reaches no sink: every module of {top} was walked ({data.versions})")
+
+
+_remembered_resolve = lru_cache(maxsize=_MEMO)(_resolve)
+_remembered_classify = lru_cache(maxsize=_MEMO)(_classify)
