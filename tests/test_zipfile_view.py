@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from picklewarden.containers import zipfile_view
 from picklewarden.containers.consistency import zipfile_differential
 from picklewarden.containers.torchzip import TorchZip, open_torch_zip, read_plain
 from picklewarden.containers.zipfile_view import zipfile_source
@@ -24,6 +25,20 @@ from picklewarden.errors import ScanError
 from tests.test_torchzip import CASES, LIMITS, Layout, Member, Sample, build, sample
 
 __all__ = ["sample"]  # the fixture, imported for pytest
+
+
+@pytest.fixture(autouse=True)
+def _cut_small_archives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These archives have a handful of records: cut them down too, as a state dict's would be."""
+    monkeypatch.setattr(zipfile_view, "SPLICE_FROM", 0)
+
+
+def test_a_small_archive_is_read_whole(sample: Sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zipfile_view, "SPLICE_FROM", 64)
+    data = sample.original
+    archive = open_torch_zip(data, LIMITS)
+    assert len(archive.all_entries) < 64
+    assert zipfile_source(data, archive, ["archive/data.pkl"]) is data
 
 
 def _torch_reads(data: bytes, archive: TorchZip) -> dict[str, bytes]:

@@ -83,11 +83,15 @@ class _Spliced:
         return head + self._tail[max(start - cut, 0) : max(stop - cut, 0)]
 
 
+SPLICE_FROM = 64
+"""Records from which the directory is cut down: below, zipfile parses the few records faster than the cut is made."""
+
+
 def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Data:
     """The bytes to hand ``zipfile`` for reading members ``wanted``: the archive with only the records that
     decide what zipfile reads for them, when the archive is plainly regular, else the archive itself."""
     layout = archive.zipfile_layout
-    if layout is None or not layout.plain or not wanted:
+    if layout is None or not layout.plain or not wanted or len(archive.all_entries) < SPLICE_FROM:
         return data
     if not _same_directory(data, layout):
         return data
