@@ -58,6 +58,23 @@ class Speedups(Protocol):
         /,
     ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
 
+    def configure(
+        self,
+        value: type,
+        persistent: type,
+        elided: type,
+        global_: type,
+        call_how_call: object,
+        opnames: tuple[str | None, ...],
+        slow_call: object,
+        /,
+    ) -> None: ...
+
+    RecorderCore: type
+    """Base of the machine's compiled recorder (``_speedups_machine.h``)."""
+    StandinMeta: type
+    """Metaclass base whose calls take the compiled elided path."""
+
 
 def _load() -> Speedups | None:
     if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):

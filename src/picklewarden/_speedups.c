@@ -1,6 +1,7 @@
 /*
  * picklewarden._speedups: compiled versions of two hot loops, the pickle layout pass and the ZIP
- * central-directory walk. Both only parse bytes: nothing here unpickles, imports or calls anything named by
+ * central-directory walk, and of the machine's two hottest callbacks (_speedups_machine.h, which only
+ * record). The loops only parse bytes: nothing here unpickles, imports or calls anything named by
  * the input. The pure-Python code in pickle/layout.py and containers/zipdir.py is the reference; these
  * functions return exactly what its loops compute, and leave every message and every rare path (errors,
  * limits, clocks) to Python, so there is one place that words a finding.
@@ -12,6 +13,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 /* Must match the _LINE.. constants of pickle/layout.py (passed in as the step table's negative values). */
 enum { STEP_LINE = -1, STEP_TWO_LINES = -2, STEP_COUNTED1 = -3, STEP_COUNTED4 = -4, STEP_COUNTED4S = -5,
@@ -672,11 +674,15 @@ names:
     return out;
 }
 
+#include "_speedups_machine.h"
+
 static PyMethodDef methods[] = {
     {"layout_chunk", (PyCFunction)(void (*)(void))layout_chunk, METH_FASTCALL,
      "Decode one chunk of a pickle's opcodes (see picklewarden.pickle.layout)."},
     {"central_directory", (PyCFunction)(void (*)(void))central_directory, METH_FASTCALL,
      "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "Give the machine's compiled callbacks the record classes they build (see pickle/machine.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -688,5 +694,8 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && machine_init(module) < 0)
+        Py_CLEAR(module);
+    return module;
 }
