@@ -285,6 +285,14 @@ class Recorder:
         program.elided[:] = [c for c in program.elided if c.id not in self.kept]
         self.kept.clear()
 
+    def release(self) -> None:
+        """Drop everything the recorder holds once the run is over. Every stand-in class references its
+        recorder and is in a reference cycle (through its ``__mro__``) that only the cyclic collector frees:
+        emptied, the recorder no longer keeps the program and its values alive with it."""
+        for name in _RELEASED:
+            delattr(self, name)
+        vars(self).clear()
+
     def _pure_result(
         self, node: CallResult, entry: Pure, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> Any:
@@ -374,6 +382,9 @@ def _fast_recorder() -> type[Recorder] | None:
 _FastRecorder = _fast_recorder()
 
 _NOT_LOOKED: Any = object()
+_RELEASED = ("statements", "elided", "layout_calls", "layout_persistent", "elide_by_callee")
+"""Recorder attributes that are ``_speedups.RecorderCore`` fields in the compiled recorder (the rest are in
+its ``__dict__``)."""
 
 
 def always_type(node: CallResult) -> bool:
@@ -478,6 +489,7 @@ def _run(
     finally:
         release()
     recorder.finish()
+    recorder.release()
     return program
 
 
@@ -507,6 +519,15 @@ def gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_holders -= 1
             if _gc_holders == 0 and _gc_was_enabled:
+                if gc.get_freeze_count() == 0:
+                    # What the pause allocated is in the youngest generation, and the first collection
+                    # after it would walk all of it (0.6 s for a 500k-tensor state dict) only to find it
+                    # alive: the analysis holds it until its report is made, and reference counting frees
+                    # it after (Recorder.release breaks the one big cycle). Moved to the oldest generation
+                    # unwalked instead; the few cycles among it wait for a full collection. Skipped when
+                    # the host froze objects itself, which unfreezing would undo.
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()
 
 

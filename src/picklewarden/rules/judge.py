@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
@@ -19,6 +20,20 @@ from picklewarden.pickle.pure import UNRESOLVED_MODULE
 from picklewarden.rules.catalog import RULE_FOR_CATEGORY, error_finding, finding
 
 
+def _knowledge(cache: dict[int, tuple[Resolved, Knowledge | None]], node: Global) -> tuple[Resolved, Knowledge | None]:
+    """What a global resolves to and what is known of it, cached by node id."""
+    cached = cache.get(node.id)
+    if cached is None:
+        resolved = resolve(node.module, node.name, node.protocol)
+        cached = (resolved, classify(resolved))
+        cache[node.id] = cached
+    return cached
+
+
+def _resolution(cache: dict[int, tuple[Resolved, Knowledge | None]], node: Global) -> Resolved:
+    return _knowledge(cache, node)[0]
+
+
 class ProgramJudge:
     """Judges one program. Resolution results are cached per Global node."""
 
@@ -26,7 +41,8 @@ class ProgramJudge:
         self.program = program
         self.decompiler = Decompiler(program, limits)
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
-        self.launderer = Launderer(lambda node: self.knowledge(node)[0])
+        # Not a closure over self: that cycle would keep the whole program alive until a cyclic collection.
+        self.launderer = Launderer(partial(_resolution, self._resolved))
         self._callees: set[int] | None = None
         self._globals: list[Global] | None = None
 
@@ -48,12 +64,7 @@ class ProgramJudge:
         return self._callees
 
     def knowledge(self, node: Global) -> tuple[Resolved, Knowledge | None]:
-        cached = self._resolved.get(node.id)
-        if cached is None:
-            resolved = resolve(node.module, node.name, node.protocol)
-            cached = (resolved, classify(resolved))
-            self._resolved[node.id] = cached
-        return cached
+        return _knowledge(self._resolved, node)
 
     def findings(self) -> Iterator[Finding]:
         program, member = self.program, self.program.member
