@@ -15,6 +15,7 @@ from picklewarden.containers import torchzip
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import run_pickle
+from picklewarden.pickle.program import Program
 from picklewarden.rules import ProgramJudge
 from picklewarden.scanner import analyse_bytes
 
@@ -217,6 +218,36 @@ def native_zip(data: bytes) -> None:
     agree(directory)
 
 
+def machine_facts(data: bytes, start: int, limits: Limits, *, lean: bool = True, file_like: bool = True) -> object:
+    """Everything a run of the machine recorded, comparable across cores: each statement and elided call with
+    its fields (stand-ins print as their node's id), the error, the end and the result."""
+    from picklewarden.scanner import _plain_result
+
+    program, _ = run_pickle(data, start, limits, plain=_plain_result, lean=lean, file_like=file_like)
+    return program_facts(program)
+
+
+def program_facts(program: Program) -> object:
+    """A program's records, comparable across runs: stand-ins print as their node's id."""
+    return (
+        [repr(s) for s in program.statements],
+        [repr(c) for c in program.elided],
+        repr(program.error),
+        program.complete,
+        program.end,
+        repr(program.result),
+    )
+
+
+def native_machine(data: bytes) -> None:
+    """The machine's compiled callbacks (persistent_load of a storage, an elided call) against the Python
+    recorder, on the whole input (mutated pickles keep most of their seeds' persistent ids and calls). Its
+    length picks the limits and the recording, so that no byte of the pickle is spent on choosing them."""
+    size = len(data)
+    limits = AGREEMENT_LIMITS[0 if size % 4 else 1 + size // 4 % 2]
+    agree(lambda: machine_facts(data, 0, limits, lean=size % 3 != 0, file_like=size % 2 == 0))
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "layout": layout,
     "machine": machine,
@@ -228,4 +259,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "scan": whole_file,
     "native-layout": native_layout,
     "native-zip": native_zip,
+    "native-machine": native_machine,
 }

@@ -231,8 +231,9 @@ core_call(RecorderCore *rec, PyObject *callee, PyObject *args)
     PyObject *elide = PyDict_GetItemWithError(rec->elide_by_callee, key);
     if (elide != Py_True)
         return NULL; /* not asked yet (the Python path asks and caches), not elided, or an error */
-    if (PyTuple_GET_SIZE(args) && !inert_one(args, 0))
-        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++)
+        if (!inert_one(PyTuple_GET_ITEM(args, i), 0)) /* inert(args, 0): each argument at depth 0 */
+            return NULL;
     Py_ssize_t index = rec->n_calls;
     PyObject *offset = Py_None, *opname = Py_None;
     if (index < PyList_GET_SIZE(rec->layout_calls)) {
