@@ -57,7 +57,7 @@ class ProgramJudge:
         """Nodes the pickle itself calls: a helper's result is judged where it is called, if it is. (Elided
         calls are left out: their callees are globals, never a helper's result.)"""
         if self._callees is None:
-            statements = self.program.statements
+            statements = self.program.kinds().others
             self._callees = {
                 s.callee.id for s in statements if isinstance(s, CallResult) and isinstance(s.callee, Node)
             }
@@ -72,7 +72,8 @@ class ProgramJudge:
         # Old joblib array wrappers are judged by the file they make joblib.load read, not by name.
         called = {g.id for g in self.globals if self._key(g) in WRAPPERS}
         yield from self._sibling_loads(bool(called))
-        for stmt in program.statements:
+        kinds = program.kinds()
+        for stmt in kinds.others:
             if isinstance(stmt, CallResult):
                 callee = stmt.callee
                 if isinstance(callee, Global):
@@ -81,9 +82,6 @@ class ProgramJudge:
                         yield from self._call_of_global(stmt, callee, reported_unknown, called)
                 else:
                     yield from self._indirect_call(stmt)
-            elif isinstance(stmt, Persistent):
-                if legacy_module_class(stmt) is not None:  # only such an id hands the pickle anything
-                    yield from self._legacy_module_pid(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -95,6 +93,10 @@ class ProgramJudge:
                         evidence=self._evidence(stmt.target, stmt),
                         symbol=resolved.symbol,
                     )
+        # Apart from the rest (findings are sorted by offset later): a state dict has one per tensor.
+        for pid in kinds.persistent:
+            if legacy_module_class(pid) is not None:  # only such an id hands the pickle anything
+                yield from self._legacy_module_pid(pid)
         elided: set[int] | None = None
         for stmt in self.globals:
             if stmt.id not in called:
