@@ -174,6 +174,8 @@ position(RecorderCore *rec, PyObject *offsets, Py_ssize_t index)
     PyObject *at = PyList_GET_ITEM(offsets, index);
     if (PyTuple_CheckExact(at))
         at = PyTuple_GET_ITEM(at, 0);
+    if (rec->base == 0 && PyLong_CheckExact(at))
+        return Py_NewRef(at); /* the same value: one int object per offset instead of two */
     Py_ssize_t where = PyLong_AsSsize_t(at);
     if (where == -1 && PyErr_Occurred())
         return NULL;
