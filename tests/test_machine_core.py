@@ -96,6 +96,14 @@ def test_state_dicts_with_every_kind_of_argument_agree(push: Callable[[Asm], Asm
         agree(lambda limits=limits: machine_facts(data, 0, limits, lean=lean))  # type: ignore[misc]
 
 
+def test_the_unpicklers_own_errors_read_the_same() -> None:
+    """Found by the native-machine target: READONLY_BUFFER on a stand-in class fails with a message naming
+    the stand-in's metaclass, which the compiled one must share with the Python one."""
+    data = Asm(5).global_("types", "FunctionType").readonly_buffer().stop().bytes()
+    facts = agree(lambda: machine_facts(data, 0, DEFAULT_LIMITS))
+    assert "required, not " in str(facts) and "FastStandin" not in str(facts)
+
+
 @pytest.mark.parametrize("then", _LATER.values(), ids=_LATER.keys())
 def test_results_the_stream_operates_on_agree(then: Callable[[Asm], Asm]) -> None:
     asm = Asm(2).empty_list()

@@ -76,7 +76,11 @@ def _fast_standin_type() -> type | None:
     if native is None:
         return None
     meta: Any = native.StandinMeta
-    return type("FastStandinType", (StandinType, meta), {"__call__": meta.__call__, "__module__": __name__})
+    # Named as its base: the unpickler's own errors name the type of what it refused, and they must read
+    # the same whichever core ran.
+    fast = type("StandinType", (StandinType, meta), {"__call__": meta.__call__, "__module__": __name__})
+    fast.__qualname__ = StandinType.__qualname__
+    return fast
 
 
 FastStandinType = _fast_standin_type()
