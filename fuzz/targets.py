@@ -183,7 +183,7 @@ def _layout_facts(data: bytes, start: int, limits: Limits) -> object:
     lay = scan_layout(data, start, limits)
     error = None if lay.error is None else (type(lay.error), str(lay.error))
     return (lay.cut, lay.end, lay.opcodes, lay.imports, lay.calls, lay.builds, lay.persistent, lay.extensions,
-            lay.protocol, error)  # fmt: skip
+            lay.protocol, lay.frame_end, error)  # fmt: skip
 
 
 AGREEMENT_LIMITS = (

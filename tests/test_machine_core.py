@@ -11,6 +11,9 @@ mutated pickles, here through tests/test_fuzz.py and under atheris with ``fuzz/r
 from __future__ import annotations
 
 import gc
+import io
+import pickle
+import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +25,8 @@ from hypothesis import strategies as st
 
 from picklewarden import DEFAULT_LIMITS
 from picklewarden.limits import Limits
-from picklewarden.pickle import machine
-from picklewarden.pickle.layout import Layout
+from picklewarden.pickle import machine, stream
+from picklewarden.pickle.layout import Layout, scan_layout
 from picklewarden.pickle.program import CallHow, ElidedCall, Global, Persistent, Program
 from picklewarden.pickle.standins import inert, value_standin
 from picklewarden.scanner import analyse_bytes
@@ -38,6 +41,7 @@ from tests.test_lean_recording import (
     _state_dict,
     _storage,
 )
+from tests.test_native import pickles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 from targets import COMPILED, agree, machine_facts, program_facts, pure_python
@@ -256,3 +260,74 @@ def test_limits_abort_both_cores_at_the_same_statement() -> None:
         agree(lambda limits=limits: machine_facts(data, 0, limits))  # type: ignore[misc]
     with pure_python():
         assert "program statements" in str(machine_facts(data, 0, DEFAULT_LIMITS.replace(max_program_statements=50)))
+
+
+# -- the machine's BytesIO peeks (pickle/stream.py) -------------------------------------------------------------
+def _read_alike(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine reading ``data`` as torch's zip loader does, through a plain BytesIO and a peeking one."""
+    runs = []
+    for kind in (io.BytesIO, stream.PeekingBytesIO):
+        monkeypatch.setattr(stream, "BYTES_STREAM", kind)
+        for lean in (True, False):
+            runs.append(machine_facts(data, 0, DEFAULT_LIMITS, lean=lean, file_like=False))
+    assert runs[:2] == runs[2:]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(data=pickles())
+def test_a_peeking_bytesio_reads_what_a_plain_one_does(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    _read_alike(data, monkeypatch)
+
+
+_PREFETCH = 8192 * 16  # _pickle.c's PREFETCH: what the unpickler asks peek for
+
+
+@pytest.mark.parametrize("cut", [None, _PREFETCH - 3, _PREFETCH, _PREFETCH + 5, 2 * _PREFETCH + 1])
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_reads_across_the_prefetch_boundary_agree(
+    cut: int | None, protocol: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines, counted arguments, frames and large buffers (read into place) that straddle a peeked chunk,
+    whole and cut short there."""
+    value = [("x" * 1000 + str(i), i, b"\0" * 700) for i in range(400)] + [b"\1" * (3 * _PREFETCH)]
+    data = pickle.dumps(value, protocol=protocol)
+    assert len(data) > 2 * _PREFETCH + 10
+    _read_alike(data[:cut], monkeypatch)
+    _read_alike(_state_dict(tensors=3000)[:cut], monkeypatch)
+
+
+def _framed(*frames: bytes, tail: bytes = b"") -> bytes:
+    return b"\x80\x04" + b"".join(b"\x95" + struct.pack("<Q", len(f)) + f for f in frames) + tail
+
+
+_FRAME_CASES = {
+    "STOP inside a frame, junk after it": _framed(b"N.N\x86\x94"),
+    "an argument spilling past its frame": _framed(b"C\x05he", tail=b"llo."),
+    "a text line spilling past its frame": _framed(b"I12", tail=b"3\n."),
+    "STOP in the second of two frames": _framed(b"K\x01", b"K\x02\x86.K\x03"),
+    "an empty frame": _framed(b"", tail=b"N."),
+    "a frame longer than the stream": b"\x80\x04\x95" + struct.pack("<Q", 99) + b"N.",
+    "BINBYTES8 read into place across a frame": _framed(b"\x8e" + struct.pack("<Q", 9) + b"abc", tail=b"defghi."),
+    "a persistent id and a call in a frame, STOP after it": _framed(
+        b"\x8c\x05torch\x8c\x0bFloatStorage\x93(\x8c\x07storage\x94h\x00\x8c\x010\x8c\x03cpuK\x02t\x94Q", tail=b"."
+    ),
+}
+
+
+@pytest.mark.parametrize("data", _FRAME_CASES.values(), ids=_FRAME_CASES.keys())
+def test_frames_read_alike_through_both_streams(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    _read_alike(data, monkeypatch)
+    for cut in range(3, len(data)):
+        _read_alike(data[:cut], monkeypatch)
+
+
+def test_why_a_stream_that_runs_a_frame_is_not_peeked() -> None:
+    """The reason the machine checks the layout for frames: through a peeking stream, a line running past its
+    frame's end reads on; through torch's BytesIO it is read again from the frame's end."""
+    data = _FRAME_CASES["a text line spilling past its frame"]
+    assert pickle.Unpickler(io.BytesIO(data)).load() == 3
+    assert pickle.Unpickler(stream.PeekingBytesIO(data)).load() == 123
+    assert scan_layout(data, 0, DEFAULT_LIMITS).frame_end == 14
+    assert scan_layout(_state_dict(tensors=3), 0, DEFAULT_LIMITS).frame_end == 0

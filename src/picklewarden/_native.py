@@ -42,8 +42,9 @@ class Speedups(Protocol):
         builds: list[int],
         persistent: list[int],
         extensions: list[tuple[int, int]],
+        frame_end: int,
         /,
-    ) -> tuple[int, int, int, int, object]: ...
+    ) -> tuple[int, int, int, int, int, object]: ...
 
     def central_directory(
         self,

@@ -70,12 +70,12 @@ append_int(PyObject *list, Py_ssize_t v)
 }
 
 static PyObject *
-result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, PyObject *value)
+result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, Py_ssize_t frame_end, PyObject *value)
 {
     /* Steals value (which may be NULL only when an error is set). */
     if (value == NULL)
         return NULL;
-    PyObject *r = Py_BuildValue("(innnO)", status, pos, done, (Py_ssize_t)proto, value);
+    PyObject *r = Py_BuildValue("(innnnO)", status, pos, done, (Py_ssize_t)proto, frame_end, value);
     Py_DECREF(value);
     return r;
 }
@@ -87,16 +87,18 @@ result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, PyObject *value)
  *
  * Decodes opcodes count..chunk_end-1 from pos, appending to the lists as layout.py's loop does.
  * S_CHUNK: all decoded, pos is the next opcode. S_STOP: pos is STOP's offset, value the offset past it.
+ * frame_end (the last argument, returned after proto) is where the last FRAME decoded so far ends.
  * Otherwise a failure at pos after ``done`` opcodes, with value its detail (a length, byte or index).
  */
 static PyObject *
 layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 17) {
-        PyErr_SetString(PyExc_TypeError, "layout_chunk takes 17 arguments");
+    if (nargs != 18) {
+        PyErr_SetString(PyExc_TypeError, "layout_chunk takes 18 arguments");
         return NULL;
     }
+    Py_ssize_t frame_end = PyLong_AsSsize_t(args[17]);
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t count = PyLong_AsSsize_t(args[2]);
     Py_ssize_t chunk_end = PyLong_AsSsize_t(args[3]);
@@ -139,7 +141,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     for (Py_ssize_t done = count; done < chunk_end; done++) {
         if (pos >= n) {
-            out = result(F_END, pos, done, (int)proto, Py_NewRef(Py_None));
+            out = result(F_END, pos, done, (int)proto, frame_end, Py_NewRef(Py_None));
             goto done_all;
         }
         unsigned char code = data[pos];
@@ -149,7 +151,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             nxt = pos + step;
         }
         else if (step == 0) {
-            out = result(F_BAD_OPCODE, pos, done, (int)proto, PyLong_FromLong(code));
+            out = result(F_BAD_OPCODE, pos, done, (int)proto, frame_end, PyLong_FromLong(code));
             goto done_all;
         }
         else if (step <= STEP_COUNTED1) {
@@ -157,7 +159,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (step == STEP_COUNTED1) {
                 body = pos + 2;
                 if (body > n) {
-                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                     goto done_all;
                 }
                 length = data[pos + 1];
@@ -166,19 +168,19 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_ssize_t width = step == STEP_COUNTED8 ? 8 : 4;
                 body = pos + 1 + width;
                 if (body > n) {
-                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                     goto done_all;
                 }
                 length = little_endian(data + pos + 1, width);
                 if (step == STEP_COUNTED4S && length >= 0x80000000u) {
                     long long negative = (long long)length - 0x100000000LL;
-                    out = result(F_NEGATIVE_LENGTH, pos, done + 1, (int)proto, PyLong_FromLongLong(negative));
+                    out = result(F_NEGATIVE_LENGTH, pos, done + 1, (int)proto, frame_end, PyLong_FromLongLong(negative));
                     goto done_all;
                 }
             }
             if (length > (uint64_t)(n - body)) {
                 /* nxt - n in Python's arithmetic: the length less what is left after the prefix. */
-                out = result(F_SHORT, pos, done + 1, (int)proto,
+                out = result(F_SHORT, pos, done + 1, (int)proto, frame_end,
                              PyLong_FromUnsignedLongLong(length - (uint64_t)(n - body)));
                 goto done_all;
             }
@@ -191,13 +193,13 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 eol = after < n ? memchr(data + after, '\n', (size_t)(n - after)) : NULL;
             }
             if (eol == NULL) {
-                out = result(F_NO_NEWLINE, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                out = result(F_NO_NEWLINE, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                 goto done_all;
             }
             nxt = (eol - data) + 1;
         }
         if (nxt > n) {
-            out = result(F_SHORT, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt - n));
+            out = result(F_SHORT, pos, done + 1, (int)proto, frame_end, PyLong_FromSsize_t(nxt - n));
             goto done_all;
         }
         int action = actions[code];
@@ -243,7 +245,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         if (!PyErr_ExceptionMatches(PyExc_ValueError))
                             goto done_all;
                         PyErr_Clear();
-                        out = result(F_PUT_NOT_INT, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                        out = result(F_PUT_NOT_INT, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                         goto done_all;
                     }
                 }
@@ -262,7 +264,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         Py_DECREF(index);
                         goto done_all;
                     }
-                    out = result(F_MEMO, pos, done + 1, (int)proto, index);
+                    out = result(F_MEMO, pos, done + 1, (int)proto, frame_end, index);
                     goto done_all;
                 }
                 Py_DECREF(index);
@@ -271,16 +273,17 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             case A_PROTO:
                 proto = data[arg_start];
                 if (proto > highest) {
-                    out = result(F_PROTO, pos, done + 1, (int)proto, PyLong_FromLong(proto));
+                    out = result(F_PROTO, pos, done + 1, (int)proto, frame_end, PyLong_FromLong(proto));
                     goto done_all;
                 }
                 break;
             case A_FRAME: {
                 uint64_t frame_len = little_endian(data + arg_start, nxt - arg_start);
                 if (frame_len > (uint64_t)(n - nxt)) {
-                    out = result(F_FRAME, pos, done + 1, (int)proto, PyLong_FromUnsignedLongLong(frame_len));
+                    out = result(F_FRAME, pos, done + 1, (int)proto, frame_end, PyLong_FromUnsignedLongLong(frame_len));
                     goto done_all;
                 }
+                frame_end = nxt + (Py_ssize_t)frame_len;
                 break;
             }
             case A_EXT: {
@@ -299,13 +302,13 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
             if (code == stop_code) {
-                out = result(S_STOP, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt));
+                out = result(S_STOP, pos, done + 1, (int)proto, frame_end, PyLong_FromSsize_t(nxt));
                 goto done_all;
             }
         }
         pos = nxt;
     }
-    out = result(S_CHUNK, pos, chunk_end, (int)proto, Py_NewRef(Py_None));
+    out = result(S_CHUNK, pos, chunk_end, (int)proto, frame_end, Py_NewRef(Py_None));
 done_all:
     PyBuffer_Release(&view);
     PyBuffer_Release(&actions_view);

@@ -469,7 +469,9 @@ def _run(
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
     # unpickler executes.
     patch = layout.cut if layout.cut < len(data) else None
-    stream, origin, release = open_stream(data, start, patch, file_like, _INVALID_OPCODE)
+    # A BytesIO may peek (the C unpickler then buffers ahead) only where no FRAME runs: see stream.py.
+    peek = not layout.frame_end
+    stream, origin, release = open_stream(data, start, patch, file_like, _INVALID_OPCODE, peek=peek)
     unpickler = (_FastInertUnpickler if fast is not None else _InertUnpickler)(stream, recorder)
     try:
         with gc_paused():
