@@ -7,6 +7,7 @@ an exception, where the public ``scan_bytes`` would turn it into an ``error`` re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -230,13 +231,30 @@ def machine_facts(data: bytes, start: int, limits: Limits, *, lean: bool = True,
 def program_facts(program: Program) -> object:
     """A program's records, comparable across runs: stand-ins print as their node's id."""
     return (
-        [repr(s) for s in program.statements],
-        [repr(c) for c in program.elided],
+        [canonical(s) for s in program.statements],
+        [canonical(c) for c in program.elided],
         repr(program.error),
         program.complete,
         program.end,
-        repr(program.result),
+        canonical(program.result),
     )
+
+
+def canonical(value: object, depth: int = 0) -> str:
+    """``repr`` with set members sorted: a stand-in class hashes by address, so a set holding one iterates
+    in an order that differs from run to run."""
+    if depth > 60:
+        return "..."
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({sorted(canonical(v, depth + 1) for v in value)})"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({[canonical(v, depth + 1) for v in value]})"
+    if isinstance(value, dict):
+        return f"dict({[(canonical(k, depth + 1), canonical(v, depth + 1)) for k, v in value.items()]})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [canonical(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)]
+        return f"{type(value).__name__}({fields})"
+    return repr(value)
 
 
 def native_machine(data: bytes) -> None:
