@@ -28,7 +28,7 @@ from picklewarden.limits import Limits
 from picklewarden.pickle import machine, stream
 from picklewarden.pickle.layout import Layout, scan_layout
 from picklewarden.pickle.program import CallHow, ElidedCall, Global, Persistent, Program
-from picklewarden.pickle.standins import inert, value_standin
+from picklewarden.pickle.standins import Value, inert, value_standin
 from picklewarden.scanner import analyse_bytes
 from tests import engine_samples
 from tests.asm import Asm
@@ -331,3 +331,25 @@ def test_why_a_stream_that_runs_a_frame_is_not_peeked() -> None:
     assert pickle.Unpickler(stream.PeekingBytesIO(data)).load() == 123
     assert scan_layout(data, 0, DEFAULT_LIMITS).frame_end == 14
     assert scan_layout(_state_dict(tensors=3), 0, DEFAULT_LIMITS).frame_end == 0
+
+
+def test_record_classes_the_c_side_cannot_fill_leave_the_python_recorder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure() refuses classes whose fields are not the object slots it fills (it checks each class's
+    own descriptors: Python 3.10 gives a dataclass subclass its own copies of inherited slots); the machine
+    then records in Python rather than failing to import."""
+    if not _compiled():
+        return
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(COMPILED, name)
+
+        def configure(self, *args: object) -> None:
+            raise TypeError("id is not an object slot")
+
+    monkeypatch.setattr(machine._native, "speedups", Refusing())
+    assert machine._fast_recorder() is None
+    with pytest.raises(TypeError, match="not an object slot"):
+        COMPILED.configure(Value, Persistent, Persistent, Global, CallHow.CALL, machine._OPNAMES, None)
+    # Refused whole: the last configuration still records (and records alike).
+    agree(lambda: machine_facts(_state_dict(tensors=5), 0, DEFAULT_LIMITS))

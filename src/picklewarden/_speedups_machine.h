@@ -28,8 +28,11 @@ typedef struct {
 static PyTypeObject *value_type, *persistent_type, *elided_type, *global_type;
 static PyObject *call_how_call, *opnames, *slow_call, *str_storage, *str_checkpoint, *str_persistent_load;
 static PyObject *str_pw_node, *str_pw_rec;
-static Py_ssize_t off_value_node, off_value_rec, off_node_id, off_node_offset, off_persistent_pid;
-static Py_ssize_t off_call_callee, off_call_args, off_call_kwargs, off_call_how, off_call_opcode, off_call_seq;
+/* Slot offsets, per class: Python 3.10's dataclass(slots=True) gives a subclass its own slots for the
+ * fields it inherits, so Node's `id` sits elsewhere in each record class. */
+static Py_ssize_t off_value_node, off_value_rec, off_global_id, off_persistent_id, off_persistent_offset;
+static Py_ssize_t off_persistent_pid, off_call_id, off_call_offset, off_call_callee, off_call_args, off_call_kwargs;
+static Py_ssize_t off_call_how, off_call_opcode, off_call_seq;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 #define MAX_NESTING 4
@@ -48,8 +51,10 @@ static int
 slot_offset(PyObject *cls, const char *name, Py_ssize_t *out)
 {
     PyObject *descr = PyObject_GetAttrString(cls, name);
-    if (descr == NULL)
-        return -1;
+    if (descr == NULL) {
+        PyErr_Clear(); /* reported as any other unusable field, below */
+        descr = Py_NewRef(Py_None);
+    }
     int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
     if (ok)
         *out = ((PyMemberDescrObject *)descr)->d_member->offset;
@@ -76,20 +81,23 @@ configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "opnames must be a 256-tuple");
         return NULL;
     }
-    if (slot_offset(args[0], "_pw_node", &off_value_node) || slot_offset(args[0], "_pw_rec", &off_value_rec) ||
-        slot_offset(args[1], "id", &off_node_id) || slot_offset(args[1], "offset", &off_node_offset) ||
-        slot_offset(args[1], "pid", &off_persistent_pid) || slot_offset(args[2], "callee", &off_call_callee) ||
-        slot_offset(args[2], "args", &off_call_args) || slot_offset(args[2], "kwargs", &off_call_kwargs) ||
-        slot_offset(args[2], "how", &off_call_how) || slot_offset(args[2], "opcode", &off_call_opcode) ||
-        slot_offset(args[2], "seq", &off_call_seq))
-        return NULL;
-    Py_ssize_t id2, offset2;
-    if (slot_offset(args[2], "id", &id2) || slot_offset(args[2], "offset", &offset2))
-        return NULL;
-    if (id2 != off_node_id || offset2 != off_node_offset) {
-        PyErr_SetString(PyExc_TypeError, "ElidedCall and Persistent must share Node's slots");
-        return NULL;
-    }
+    /* All offsets are found before any is stored: a refused call leaves the last configuration whole. */
+    enum { FIELDS = 14 };
+    static const struct { int cls; const char *name; } wanted[FIELDS] = {
+        {0, "_pw_node"}, {0, "_pw_rec"}, {1, "id"}, {1, "offset"}, {1, "pid"}, {2, "id"}, {2, "offset"},
+        {2, "callee"}, {2, "args"}, {2, "kwargs"}, {2, "how"}, {2, "opcode"}, {2, "seq"}, {3, "id"},
+    };
+    Py_ssize_t *targets[FIELDS] = {
+        &off_value_node, &off_value_rec, &off_persistent_id, &off_persistent_offset, &off_persistent_pid,
+        &off_call_id, &off_call_offset, &off_call_callee, &off_call_args, &off_call_kwargs, &off_call_how,
+        &off_call_opcode, &off_call_seq, &off_global_id,
+    };
+    Py_ssize_t found[FIELDS];
+    for (int i = 0; i < FIELDS; i++)
+        if (slot_offset(args[wanted[i].cls], wanted[i].name, &found[i]) < 0)
+            return NULL;
+    for (int i = 0; i < FIELDS; i++)
+        *targets[i] = found[i];
     PyObject **keep[] = {(PyObject **)&value_type, (PyObject **)&persistent_type, (PyObject **)&elided_type,
                          (PyObject **)&global_type, &call_how_call, &opnames, &slow_call};
     for (int i = 0; i < 7; i++)
@@ -204,12 +212,12 @@ core_persistent_load(RecorderCore *rec, PyObject *pid)
         return NULL;
     Py_ssize_t node_id = rec->next_id++;
     PyObject *node = new_record(persistent_type);
-    if (node == NULL || set_slot(node, off_node_id, PyLong_FromSsize_t(node_id)) < 0) {
+    if (node == NULL || set_slot(node, off_persistent_id, PyLong_FromSsize_t(node_id)) < 0) {
         Py_DECREF(offset);
         Py_XDECREF(node);
         return NULL;
     }
-    SLOT(node, off_node_offset) = offset;
+    SLOT(node, off_persistent_offset) = offset;
     SLOT(node, off_persistent_pid) = Py_NewRef(pid);
     Py_ssize_t count = PyList_GET_SIZE(rec->statements) + PyList_GET_SIZE(rec->elided);
     PyObject *out = NULL;
@@ -227,7 +235,7 @@ core_call(RecorderCore *rec, PyObject *callee, PyObject *args)
     if (!rec->lean || !core_ready(rec) || !Py_IS_TYPE(callee, global_type) || rec->elide_by_callee == NULL ||
         !PyDict_CheckExact(rec->elide_by_callee))
         return NULL;
-    PyObject *key = SLOT(callee, off_node_id);
+    PyObject *key = SLOT(callee, off_global_id);
     if (key == NULL)
         return NULL;
     PyObject *elide = PyDict_GetItemWithError(rec->elide_by_callee, key);
@@ -257,13 +265,13 @@ core_call(RecorderCore *rec, PyObject *callee, PyObject *args)
     Py_ssize_t node_id = rec->next_id++;
     Py_ssize_t seq = PyList_GET_SIZE(rec->statements) + PyList_GET_SIZE(rec->elided);
     PyObject *safe = new_record(elided_type);
-    if (safe == NULL || set_slot(safe, off_node_id, PyLong_FromSsize_t(node_id)) < 0 ||
+    if (safe == NULL || set_slot(safe, off_call_id, PyLong_FromSsize_t(node_id)) < 0 ||
         set_slot(safe, off_call_seq, PyLong_FromSsize_t(seq)) < 0) {
         Py_DECREF(offset);
         Py_XDECREF(safe);
         return NULL;
     }
-    SLOT(safe, off_node_offset) = offset;
+    SLOT(safe, off_call_offset) = offset;
     SLOT(safe, off_call_callee) = Py_NewRef(callee);
     SLOT(safe, off_call_args) = Py_NewRef(args);
     SLOT(safe, off_call_kwargs) = Py_NewRef(Py_None);

@@ -373,7 +373,10 @@ def _fast_recorder() -> type[Recorder] | None:
     native = _native.speedups
     if native is None or FastStandinType is None:
         return None
-    native.configure(Value, Persistent, ElidedCall, Global, CallHow.CALL, _OPNAMES, recording_call)
+    try:
+        native.configure(Value, Persistent, ElidedCall, Global, CallHow.CALL, _OPNAMES, recording_call)
+    except TypeError:  # record classes the C side cannot fill (not slotted as it expects): Python only
+        return None
     core: Any = native.RecorderCore
     fast: type[Recorder] = type("FastRecorder", (Recorder, core), {"standin_type": FastStandinType})
     return fast
