@@ -7,6 +7,7 @@ an exception, where the public ``scan_bytes`` would turn it into an ``error`` re
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,7 @@ from picklewarden.containers import torchzip
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import run_pickle
+from picklewarden.pickle.program import Program
 from picklewarden.rules import ProgramJudge
 from picklewarden.scanner import analyse_bytes
 
@@ -182,7 +184,7 @@ def _layout_facts(data: bytes, start: int, limits: Limits) -> object:
     lay = scan_layout(data, start, limits)
     error = None if lay.error is None else (type(lay.error), str(lay.error))
     return (lay.cut, lay.end, lay.opcodes, lay.imports, lay.calls, lay.builds, lay.persistent, lay.extensions,
-            lay.protocol, error)  # fmt: skip
+            lay.protocol, lay.frame_end, error)  # fmt: skip
 
 
 AGREEMENT_LIMITS = (
@@ -217,6 +219,53 @@ def native_zip(data: bytes) -> None:
     agree(directory)
 
 
+def machine_facts(data: bytes, start: int, limits: Limits, *, lean: bool = True, file_like: bool = True) -> object:
+    """Everything a run of the machine recorded, comparable across cores: each statement and elided call with
+    its fields (stand-ins print as their node's id), the error, the end and the result."""
+    from picklewarden.scanner import _plain_result
+
+    program, _ = run_pickle(data, start, limits, plain=_plain_result, lean=lean, file_like=file_like)
+    return program_facts(program)
+
+
+def program_facts(program: Program) -> object:
+    """A program's records, comparable across runs: stand-ins print as their node's id."""
+    return (
+        [canonical(s) for s in program.statements],
+        [canonical(c) for c in program.elided],
+        repr(program.error),
+        program.complete,
+        program.end,
+        canonical(program.result),
+    )
+
+
+def canonical(value: object, depth: int = 0) -> str:
+    """``repr`` with set members sorted: a stand-in class hashes by address, so a set holding one iterates
+    in an order that differs from run to run."""
+    if depth > 60:
+        return "..."
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({sorted(canonical(v, depth + 1) for v in value)})"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({[canonical(v, depth + 1) for v in value]})"
+    if isinstance(value, dict):
+        return f"dict({[(canonical(k, depth + 1), canonical(v, depth + 1)) for k, v in value.items()]})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [canonical(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)]
+        return f"{type(value).__name__}({fields})"
+    return repr(value)
+
+
+def native_machine(data: bytes) -> None:
+    """The machine's compiled callbacks (persistent_load of a storage, an elided call) against the Python
+    recorder, on the whole input (mutated pickles keep most of their seeds' persistent ids and calls). Its
+    length picks the limits and the recording, so that no byte of the pickle is spent on choosing them."""
+    size = len(data)
+    limits = AGREEMENT_LIMITS[0 if size % 4 else 1 + size // 4 % 2]
+    agree(lambda: machine_facts(data, 0, limits, lean=size % 3 != 0, file_like=size % 2 == 0))
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "layout": layout,
     "machine": machine,
@@ -228,4 +277,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "scan": whole_file,
     "native-layout": native_layout,
     "native-zip": native_zip,
+    "native-machine": native_machine,
 }

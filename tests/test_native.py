@@ -58,8 +58,9 @@ def test_the_c_source_is_not_newer_than_the_built_module() -> None:
     """An editable install compiles once; a C edit without a re-install would test a stale module."""
     if COMPILED is None or COMPILED.__file__ is None or "site-packages" in COMPILED.__file__:
         return
-    source = ROOT / "src" / "picklewarden" / "_speedups.c"
-    assert Path(COMPILED.__file__).stat().st_mtime >= source.stat().st_mtime, "re-run `pip install -e .`"
+    for name in ("_speedups.c", "_speedups_machine.h"):
+        source = ROOT / "src" / "picklewarden" / name
+        assert Path(COMPILED.__file__).stat().st_mtime >= source.stat().st_mtime, "re-run `pip install -e .`"
 
 
 # -- the layout pass ------------------------------------------------------------------------------------------

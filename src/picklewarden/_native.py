@@ -42,8 +42,9 @@ class Speedups(Protocol):
         builds: list[int],
         persistent: list[int],
         extensions: list[tuple[int, int]],
+        frame_end: int,
         /,
-    ) -> tuple[int, int, int, int, object]: ...
+    ) -> tuple[int, int, int, int, int, object]: ...
 
     def central_directory(
         self,
@@ -57,6 +58,23 @@ class Speedups(Protocol):
         entry_type: type | None,
         /,
     ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
+
+    def configure(
+        self,
+        value: type,
+        persistent: type,
+        elided: type,
+        global_: type,
+        call_how_call: object,
+        opnames: tuple[str | None, ...],
+        slow_call: object,
+        /,
+    ) -> None: ...
+
+    RecorderCore: type
+    """Base of the machine's compiled recorder (``_speedups_machine.h``)."""
+    StandinMeta: type
+    """Metaclass base whose calls take the compiled elided path."""
 
 
 def _load() -> Speedups | None:

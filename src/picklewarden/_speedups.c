@@ -1,6 +1,7 @@
 /*
  * picklewarden._speedups: compiled versions of two hot loops, the pickle layout pass and the ZIP
- * central-directory walk. Both only parse bytes: nothing here unpickles, imports or calls anything named by
+ * central-directory walk, and of the machine's two hottest callbacks (_speedups_machine.h, which only
+ * record). The loops only parse bytes: nothing here unpickles, imports or calls anything named by
  * the input. The pure-Python code in pickle/layout.py and containers/zipdir.py is the reference; these
  * functions return exactly what its loops compute, and leave every message and every rare path (errors,
  * limits, clocks) to Python, so there is one place that words a finding.
@@ -12,6 +13,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 /* Must match the _LINE.. constants of pickle/layout.py (passed in as the step table's negative values). */
 enum { STEP_LINE = -1, STEP_TWO_LINES = -2, STEP_COUNTED1 = -3, STEP_COUNTED4 = -4, STEP_COUNTED4S = -5,
@@ -68,12 +70,12 @@ append_int(PyObject *list, Py_ssize_t v)
 }
 
 static PyObject *
-result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, PyObject *value)
+result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, Py_ssize_t frame_end, PyObject *value)
 {
     /* Steals value (which may be NULL only when an error is set). */
     if (value == NULL)
         return NULL;
-    PyObject *r = Py_BuildValue("(innnO)", status, pos, done, (Py_ssize_t)proto, value);
+    PyObject *r = Py_BuildValue("(innnnO)", status, pos, done, (Py_ssize_t)proto, frame_end, value);
     Py_DECREF(value);
     return r;
 }
@@ -85,16 +87,18 @@ result(int status, Py_ssize_t pos, Py_ssize_t done, int proto, PyObject *value)
  *
  * Decodes opcodes count..chunk_end-1 from pos, appending to the lists as layout.py's loop does.
  * S_CHUNK: all decoded, pos is the next opcode. S_STOP: pos is STOP's offset, value the offset past it.
+ * frame_end (the last argument, returned after proto) is where the last FRAME decoded so far ends.
  * Otherwise a failure at pos after ``done`` opcodes, with value its detail (a length, byte or index).
  */
 static PyObject *
 layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 17) {
-        PyErr_SetString(PyExc_TypeError, "layout_chunk takes 17 arguments");
+    if (nargs != 18) {
+        PyErr_SetString(PyExc_TypeError, "layout_chunk takes 18 arguments");
         return NULL;
     }
+    Py_ssize_t frame_end = PyLong_AsSsize_t(args[17]);
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
     Py_ssize_t count = PyLong_AsSsize_t(args[2]);
     Py_ssize_t chunk_end = PyLong_AsSsize_t(args[3]);
@@ -137,7 +141,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     for (Py_ssize_t done = count; done < chunk_end; done++) {
         if (pos >= n) {
-            out = result(F_END, pos, done, (int)proto, Py_NewRef(Py_None));
+            out = result(F_END, pos, done, (int)proto, frame_end, Py_NewRef(Py_None));
             goto done_all;
         }
         unsigned char code = data[pos];
@@ -147,7 +151,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             nxt = pos + step;
         }
         else if (step == 0) {
-            out = result(F_BAD_OPCODE, pos, done, (int)proto, PyLong_FromLong(code));
+            out = result(F_BAD_OPCODE, pos, done, (int)proto, frame_end, PyLong_FromLong(code));
             goto done_all;
         }
         else if (step <= STEP_COUNTED1) {
@@ -155,7 +159,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (step == STEP_COUNTED1) {
                 body = pos + 2;
                 if (body > n) {
-                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                     goto done_all;
                 }
                 length = data[pos + 1];
@@ -164,19 +168,19 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_ssize_t width = step == STEP_COUNTED8 ? 8 : 4;
                 body = pos + 1 + width;
                 if (body > n) {
-                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                    out = result(F_LENGTH_TRUNCATED, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                     goto done_all;
                 }
                 length = little_endian(data + pos + 1, width);
                 if (step == STEP_COUNTED4S && length >= 0x80000000u) {
                     long long negative = (long long)length - 0x100000000LL;
-                    out = result(F_NEGATIVE_LENGTH, pos, done + 1, (int)proto, PyLong_FromLongLong(negative));
+                    out = result(F_NEGATIVE_LENGTH, pos, done + 1, (int)proto, frame_end, PyLong_FromLongLong(negative));
                     goto done_all;
                 }
             }
             if (length > (uint64_t)(n - body)) {
                 /* nxt - n in Python's arithmetic: the length less what is left after the prefix. */
-                out = result(F_SHORT, pos, done + 1, (int)proto,
+                out = result(F_SHORT, pos, done + 1, (int)proto, frame_end,
                              PyLong_FromUnsignedLongLong(length - (uint64_t)(n - body)));
                 goto done_all;
             }
@@ -189,13 +193,13 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 eol = after < n ? memchr(data + after, '\n', (size_t)(n - after)) : NULL;
             }
             if (eol == NULL) {
-                out = result(F_NO_NEWLINE, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                out = result(F_NO_NEWLINE, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                 goto done_all;
             }
             nxt = (eol - data) + 1;
         }
         if (nxt > n) {
-            out = result(F_SHORT, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt - n));
+            out = result(F_SHORT, pos, done + 1, (int)proto, frame_end, PyLong_FromSsize_t(nxt - n));
             goto done_all;
         }
         int action = actions[code];
@@ -241,7 +245,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         if (!PyErr_ExceptionMatches(PyExc_ValueError))
                             goto done_all;
                         PyErr_Clear();
-                        out = result(F_PUT_NOT_INT, pos, done + 1, (int)proto, Py_NewRef(Py_None));
+                        out = result(F_PUT_NOT_INT, pos, done + 1, (int)proto, frame_end, Py_NewRef(Py_None));
                         goto done_all;
                     }
                 }
@@ -260,7 +264,7 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         Py_DECREF(index);
                         goto done_all;
                     }
-                    out = result(F_MEMO, pos, done + 1, (int)proto, index);
+                    out = result(F_MEMO, pos, done + 1, (int)proto, frame_end, index);
                     goto done_all;
                 }
                 Py_DECREF(index);
@@ -269,16 +273,17 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             case A_PROTO:
                 proto = data[arg_start];
                 if (proto > highest) {
-                    out = result(F_PROTO, pos, done + 1, (int)proto, PyLong_FromLong(proto));
+                    out = result(F_PROTO, pos, done + 1, (int)proto, frame_end, PyLong_FromLong(proto));
                     goto done_all;
                 }
                 break;
             case A_FRAME: {
                 uint64_t frame_len = little_endian(data + arg_start, nxt - arg_start);
                 if (frame_len > (uint64_t)(n - nxt)) {
-                    out = result(F_FRAME, pos, done + 1, (int)proto, PyLong_FromUnsignedLongLong(frame_len));
+                    out = result(F_FRAME, pos, done + 1, (int)proto, frame_end, PyLong_FromUnsignedLongLong(frame_len));
                     goto done_all;
                 }
+                frame_end = nxt + (Py_ssize_t)frame_len;
                 break;
             }
             case A_EXT: {
@@ -297,13 +302,13 @@ layout_chunk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
             if (code == stop_code) {
-                out = result(S_STOP, pos, done + 1, (int)proto, PyLong_FromSsize_t(nxt));
+                out = result(S_STOP, pos, done + 1, (int)proto, frame_end, PyLong_FromSsize_t(nxt));
                 goto done_all;
             }
         }
         pos = nxt;
     }
-    out = result(S_CHUNK, pos, chunk_end, (int)proto, Py_NewRef(Py_None));
+    out = result(S_CHUNK, pos, chunk_end, (int)proto, frame_end, Py_NewRef(Py_None));
 done_all:
     PyBuffer_Release(&view);
     PyBuffer_Release(&actions_view);
@@ -672,11 +677,15 @@ names:
     return out;
 }
 
+#include "_speedups_machine.h"
+
 static PyMethodDef methods[] = {
     {"layout_chunk", (PyCFunction)(void (*)(void))layout_chunk, METH_FASTCALL,
      "Decode one chunk of a pickle's opcodes (see picklewarden.pickle.layout)."},
     {"central_directory", (PyCFunction)(void (*)(void))central_directory, METH_FASTCALL,
      "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "Give the machine's compiled callbacks the record classes they build (see pickle/machine.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -688,5 +697,8 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && machine_init(module) < 0)
+        Py_CLEAR(module);
+    return module;
 }

@@ -48,7 +48,7 @@ def rejudge(judge: ProgramJudge, findings: Iterable[Finding]) -> list[Finding]:
     reducers = {g.id: symbol for g in judge.globals if (symbol := judge.knowledge(g)[0].symbol) in _REDUCERS}
     if not reducers:
         return list(findings)
-    for stmt in judge.program.statements:
+    for stmt in judge.program.kinds().others:
         if isinstance(stmt, CallResult) and isinstance(stmt.callee, Global):
             reducer = reducers.get(stmt.callee.id)
             if reducer is not None:

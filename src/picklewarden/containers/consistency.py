@@ -9,22 +9,24 @@ that is missing, shorter, longer or never referenced is something torch.save did
 from __future__ import annotations
 
 import mmap
+import operator
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
-from operator import attrgetter, itemgetter, not_
+from operator import attrgetter, itemgetter, methodcaller, not_
+from typing import Any
 
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
-from picklewarden.containers.torchzip import TorchZip, data_start, read_entry
+from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
 from picklewarden.containers.zipentry import peek_member
 from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
-from picklewarden.pickle.program import Persistent, Program
+from picklewarden.pickle.program import Program
 
 _PEEK = 256
 """Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""
@@ -72,70 +74,134 @@ def storage_ids(programs: Iterable[Program], archive: TorchZip | None = None) ->
     kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}  # by id: a pickle names each class once
     for program in programs:
         folder = _tensor_folder(archive, program.member) if archive is not None else "data/"
-        for pid in [stmt.pid for stmt in program.statements if isinstance(stmt, Persistent)]:
+        for pid in [stmt.pid for stmt in program.kinds().persistent]:
             if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage":
                 continue
             key, numel = pid[2], pid[4]
             if type(key) is not str or type(numel) is not int:
                 continue
-            kind = kinds.get(id(pid[1]))
-            if kind is None or kind[0] is not pid[1]:
-                kind = kinds[id(pid[1])] = (pid[1], element_size(pid[1]))
-            found.setdefault(folder + key, (*kind[1], numel))
+            found.setdefault(folder + key, (*_kind(kinds, pid[1]), numel))
     return found
+
+
+def _kind(kinds: dict[int, tuple[object, tuple[str, int | None]]], cls: object) -> tuple[str, int | None]:
+    """A storage class's (name, element size), looked up once per class object."""
+    kind = kinds.get(id(cls))
+    if kind is None or kind[0] is not cls:
+        kind = kinds[id(cls)] = (cls, element_size(cls))
+    return kind[1]
+
+
+_CLASS, _KEY, _NUMEL, _FIRST, _SIZE = itemgetter(1), itemgetter(2), itemgetter(4), itemgetter(0), attrgetter("size")
+
+
+def _plain_storages(pids: list[Any]) -> bool:
+    """Whether every id is ``('storage', <class>, <str key>, <location>, <int numel>)`` (checked per column,
+    without a Python call per id)."""
+    if not pids or set(map(type, pids)) != {tuple}:
+        return False
+    if set(map(len, pids)) != {5} or set(map(type, map(_FIRST, pids))) != {str}:
+        return False  # (only str first items: the set below then hashes nothing unhashable)
+    return (
+        set(map(_FIRST, pids)) == {"storage"}
+        and set(map(type, map(_KEY, pids))) == {str}
+        and set(map(type, map(_NUMEL, pids))) == {int}
+    )
+
+
+def _fitting_storages(
+    programs: Sequence[Program], archive: TorchZip, data_files: list[str], data_entries: list[ZipEntry]
+) -> bool:
+    """Whether the archive is what torch.save writes, checked a column at a time: every persistent id is a
+    storage id, the ids name the ``data/`` entries (``data_files``, their ``data_entries``) one to one and in
+    directory order, no two names fold alike (so each name's entry is the one torch reads), and each entry
+    has exactly the size its elements need. When not, :func:`storage_ids` and :func:`_storage_problems` say
+    what is wrong id by id. (Lookups by name would cost a cache miss per tensor; these are sequential.)"""
+    if not archive._lookup or len(archive._lookup) != len(archive.order):
+        return False
+    head = archive.prefix + "/"
+    names: list[str] = []
+    needed: list[int] = []
+    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
+    for program in programs:
+        pids = [stmt.pid for stmt in program.kinds().persistent]
+        if not pids:
+            continue
+        if not _plain_storages(pids):
+            return False
+        classes = list(map(_CLASS, pids))
+        sizes = {key: _kind(kinds, cls)[1] for key, cls in dict(zip(map(id, classes), classes, strict=True)).items()}
+        if None in sizes.values():
+            return False  # not a torch storage class: its size is not compared
+        names += map((head + _tensor_folder(archive, program.member)).__add__, map(_KEY, pids))
+        needed += map(operator.mul, map(sizes.__getitem__, map(id, classes)), map(_NUMEL, pids))
+    return bool(names) and names == data_files and all(map(operator.eq, map(_SIZE, data_entries), needed))
+
+
+def _storage_problems(archive: TorchZip, ids: dict[str, tuple[str, int | None, int]]) -> Iterator[Anomaly]:
+    """An anomaly for every storage id whose entry is missing or of another size than its elements need."""
+    head = archive.prefix + "/"
+    exact = archive.entries if archive._lookup else {}
+    problems = []
+    for wanted, spec in ids.items():
+        entry = exact.get(head + wanted) or archive.record(wanted)
+        if entry is None or (spec[1] is not None and entry.size != spec[1] * spec[2]):
+            problems.append((wanted, spec, entry))
+    for wanted, (kind, size, numel), entry in sorted(problems, key=itemgetter(0)):
+        key = wanted.rsplit("/", 1)[1]
+        if entry is None:
+            yield Anomaly(
+                "PW306",
+                f"{archive.prefix}/{wanted}",
+                None,
+                f"the pickle loads storage {key!r} but the archive has no {wanted} entry; torch fails to load it",
+            )
+            continue
+        if size is None:
+            continue
+        needed = numel * size
+        if entry.size < needed:
+            yield Anomaly(
+                "PW306",
+                entry.name,
+                entry.header_offset,
+                f"storage {key!r} declares {numel} x {size}-byte {kind} elements ({needed} bytes) but the entry "
+                f"holds {entry.size}: torch reads past the data it was given",
+            )
+        elif entry.size > needed:
+            yield Anomaly(
+                "PW306",
+                entry.name,
+                entry.header_offset,
+                f"storage {key!r} needs {needed} bytes but the entry holds {entry.size}: "
+                f"{entry.size - needed} bytes no tensor uses",
+                Severity.LOW,
+            )
 
 
 def storage_check(archive: TorchZip) -> ProgramCheck:
     """A check of the archive's storages against the persistent ids its pickles produced."""
 
     def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
-        ids = storage_ids(programs, archive)
         head = archive.prefix + "/"
-        # torch's entry for an exact name is the one it reads for that record (case and NUL aside)
-        exact = archive.entries if archive._lookup else {}
-        problems = []
-        for wanted, spec in ids.items():
-            entry = exact.get(head + wanted) or archive.record(wanted)
-            if entry is None or (spec[1] is not None and entry.size != spec[1] * spec[2]):
-                problems.append((wanted, spec, entry))
-        for wanted, (kind, size, numel), entry in sorted(problems, key=itemgetter(0)):
-            key = wanted.rsplit("/", 1)[1]
-            if entry is None:
-                yield Anomaly(
-                    "PW306",
-                    f"{archive.prefix}/{wanted}",
-                    None,
-                    f"the pickle loads storage {key!r} but the archive has no {wanted} entry; torch fails to load it",
-                )
-                continue
-            if size is None:
-                continue
-            needed = numel * size
-            if entry.size < needed:
-                yield Anomaly(
-                    "PW306",
-                    entry.name,
-                    entry.header_offset,
-                    f"storage {key!r} declares {numel} x {size}-byte {kind} elements ({needed} bytes) but the entry "
-                    f"holds {entry.size}: torch reads past the data it was given",
-                )
-            elif entry.size > needed:
-                yield Anomaly(
-                    "PW306",
-                    entry.name,
-                    entry.header_offset,
-                    f"storage {key!r} needs {needed} bytes but the entry holds {entry.size}: "
-                    f"{entry.size - needed} bytes no tensor uses",
-                    Severity.LOW,
-                )
-        files = list(compress(archive.order, map(not_, map(_DIRECTORY, archive.all_entries))))
         cut, data_head = len(head), head + "data/"
-        stray = [name for name in files if name.startswith(data_head) and name[cut:] not in ids] if ids else []
+        kept = list(map(not_, map(_DIRECTORY, archive.all_entries)))
+        files = list(compress(archive.order, kept))
+        # Per column, not per name: a state dict has one storage entry per tensor.
+        in_data = list(map(methodcaller("startswith", data_head), files))
+        data_files = list(compress(files, in_data))
+        stray: list[str] = []
+        if not _fitting_storages(
+            programs, archive, data_files, list(compress(compress(archive.all_entries, kept), in_data))
+        ):
+            ids = storage_ids(programs, archive)
+            yield from _storage_problems(archive, ids)
+            records = map(itemgetter(slice(cut, None)), data_files)
+            stray = list(compress(data_files, map(not_, map(ids.__contains__, records)))) if ids else []
         odd = [
             name
-            for name in files
+            for name in compress(files, map(not_, in_data))
             if name.startswith(head)
-            and not name.startswith(data_head)
             and name[cut:] not in _KNOWN
             and not name[cut:].startswith(_KNOWN_FOLDERS)
             and not name.endswith(".pkl")

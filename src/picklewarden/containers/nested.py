@@ -325,7 +325,7 @@ def payloads(
     seen: set[int] = set()
     cap = limits.max_nested_payloads + 1
     loaders: dict[int, str | None] = {}  # Global id -> its symbol when it is a deserializer: one look-up per global
-    for stmt in program.statements:
+    for stmt in program.kinds().others:
         if len(found) >= cap:
             return found
         if not isinstance(stmt, CallResult):
@@ -394,7 +394,7 @@ def _placed(program: Program) -> Iterator[tuple[str, int | None, Any]]:
     Not the arguments of an elided call (kept as a statement or not): they are numbers, tuples and stand-ins
     of storages and of other such calls only, none of which holds text or evaluates to any (see
     :func:`picklewarden.pickle.standins.inert`), so walking them could only spend the value budget."""
-    for stmt in program.statements:
+    for stmt in program.kinds().others:  # persistent ids place nothing
         if type(stmt) is ElidedCall:
             continue
         if isinstance(stmt, CallResult):

@@ -48,9 +48,8 @@ class Decompiler:
         self._global_names: dict[int, str] = {}
         self._budget = _RENDER_BUDGET
         self._taken: set[str] = set()
-        for stmt in program.statements:
-            if isinstance(stmt, Global):
-                self._name_global(stmt)
+        for stmt in program.kinds().globals:
+            self._name_global(stmt)
 
     # -- names ---------------------------------------------------------------------------------------
     def _name_global(self, node: Global) -> None:

@@ -165,6 +165,9 @@ class Layout:
     extensions: list[tuple[int, int]] = field(default_factory=list)
     """(offset, extension code) of EXT1/2/4: they resolve through the loading process's copyreg registry."""
     protocol: int = 0
+    frame_end: int = 0
+    """Where the last FRAME the unpickler runs ends (before STOP or ``cut``); 0 when it runs none, and only
+    then may the machine's BytesIO peek (see :func:`~picklewarden.pickle.stream.open_stream`)."""
     """The last PROTO seen (0 when none)."""
     error: ScanError | None = None
     instructions: list[Instruction] | None = None
@@ -217,7 +220,7 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
     actions = _ACTIONS[keep, limits.max_memo_index < 0xFF]
     max_opcodes, max_memo = limits.max_opcodes, limits.max_memo_index
     max_bytes = limits.max_pickle_bytes
-    proto = 0
+    proto = frame_end = 0
     count = 0  # opcodes decoded before the current chunk; within it, ``done`` counts those before ``pos``
     pos = start
     started = time.monotonic()
@@ -225,14 +228,14 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
     prefetch = _Prefetch(data, start)
 
     def fail(at: int, error: ScanError, decoded: int) -> Layout:
-        lay.error, lay.cut, lay.opcodes, lay.protocol = error, at, decoded, proto
+        lay.error, lay.cut, lay.opcodes, lay.protocol, lay.frame_end = error, at, decoded, proto, frame_end
         return lay
 
     def stop(at: int, after: int, decoded: int) -> Layout:
         if after - start > max_bytes:
             return fail(at, LimitExceeded("pickle bytes", max_bytes, after - start, at), decoded)
         lay.end = lay.cut = after
-        lay.opcodes, lay.protocol = decoded, proto
+        lay.opcodes, lay.protocol, lay.frame_end = decoded, proto, frame_end
         return lay
 
     # The compiled loop decodes the same chunks (the checks between chunks stay here); ``keep`` is for small
@@ -257,10 +260,10 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
             prefetch.ahead_of(pos)
         chunk_end = min(max_opcodes, count + _CHECK_EVERY - count % _CHECK_EVERY)
         if native is not None:
-            status, pos, done, proto, value = native.layout_chunk(
+            status, pos, done, proto, frame_end, value = native.layout_chunk(
                 data, pos, count, chunk_end, proto, _NATIVE_STEPS, native_actions, max_memo,
                 _stdlib_pickle.HIGHEST_PROTOCOL, _PUT_TEXT, _EXT4, op.STOP,
-                imports, calls, builds, persistent, lay.extensions,
+                imports, calls, builds, persistent, lay.extensions, frame_end,
             )  # fmt: skip
             if status == _S_CHUNK:
                 count = chunk_end
@@ -336,6 +339,7 @@ def scan_layout(data: Searchable, start: int, limits: Limits, *, keep: bool = Fa
                     if nxt + frame_len > n:
                         # C reads the whole frame up front and fails when it is not there.
                         return fail(pos, _problem(_F_FRAME, pos, frame_len, limits), done + 1)
+                    frame_end = nxt + frame_len
                 elif action == _A_EXT:
                     lay.extensions.append(
                         (pos, int.from_bytes(data[arg_start:nxt], "little", signed=_EXT_SIGNED[code]))

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from picklewarden import _native
 from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
@@ -60,7 +61,15 @@ from picklewarden.pickle.pure import (
     unresolved_text,
 )
 from picklewarden.pickle.standins import Abort as Abort
-from picklewarden.pickle.standins import StandinType, TypeStandin, Value, inert, value_standin
+from picklewarden.pickle.standins import (
+    FastStandinType,
+    StandinType,
+    TypeStandin,
+    Value,
+    inert,
+    recording_call,
+    value_standin,
+)
 from picklewarden.pickle.standins import node_of as node_of
 from picklewarden.pickle.stream import open_stream
 
@@ -76,7 +85,13 @@ _OPNAMES: tuple[str | None, ...] = tuple(None if o is None else o.name for o in 
 
 
 class Recorder:
-    """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset."""
+    """Turns the machine's callbacks into a :class:`Program`, tying each event to its opcode offset.
+
+    This is the reference. With the compiled core, :func:`_run` uses a subclass that keeps the counters and
+    lists below in ``_speedups.RecorderCore``, whose C callbacks take the two per-tensor paths (a storage's
+    persistent id, an elided call) and leave every other case to these methods."""
+
+    standin_type: type = StandinType
 
     def __init__(
         self, program: Program, layout: Layout, base: int, limits: Limits, plain: PlainResult, *, lean: bool = False
@@ -87,6 +102,8 @@ class Recorder:
         # Elided calls something later operated on: put back among the statements when the run ends.
         self.kept: dict[int, ElidedCall] = {}
         self.layout = layout
+        self.layout_calls = layout.calls
+        self.layout_persistent = layout.persistent
         self.base = base
         self.limits = limits
         self.plain = plain
@@ -143,7 +160,7 @@ class Recorder:
 
     def _standin(self, node: Node, as_type: bool) -> Any:
         if as_type:
-            return StandinType("standin", (TypeStandin,), {"_pw_node": node, "_pw_rec": self})
+            return self.standin_type("standin", (TypeStandin,), {"_pw_node": node, "_pw_rec": self})
         return value_standin(node, self)
 
     # -- callbacks from the machine --------------------------------------------------------------------
@@ -176,7 +193,7 @@ class Recorder:
     def persistent_load(self, pid: Any) -> Any:
         index = self.n_persistent
         self.n_persistent = index + 1
-        offsets = self.layout.persistent
+        offsets = self.layout_persistent
         offset = self.base + offsets[index] if index < len(offsets) else None
         node_id = self.next_id
         self.next_id = node_id + 1
@@ -199,7 +216,7 @@ class Recorder:
         if how is not CallHow.SETSTATE:
             index = self.n_calls
             self.n_calls = index + 1
-            calls = self.layout.calls
+            calls = self.layout_calls
             if index < len(calls):
                 at, code = calls[index]
                 offset = self.base + at
@@ -268,6 +285,14 @@ class Recorder:
         program.elided[:] = [c for c in program.elided if c.id not in self.kept]
         self.kept.clear()
 
+    def release(self) -> None:
+        """Drop everything the recorder holds once the run is over. Every stand-in class references its
+        recorder and is in a reference cycle (through its ``__mro__``) that only the cyclic collector frees:
+        emptied, the recorder no longer keeps the program and its values alive with it."""
+        for name in _RELEASED:
+            delattr(self, name)
+        vars(self).clear()
+
     def _pure_result(
         self, node: CallResult, entry: Pure, receiver: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> Any:
@@ -331,7 +356,38 @@ class _InertUnpickler(_stdlib_pickle.Unpickler):
         return self._pw.persistent_load(pid)
 
 
+class _FastInertUnpickler(_stdlib_pickle.Unpickler):
+    """:class:`_InertUnpickler` whose persistent_load is the compiled recorder's (no Python frame per storage)."""
+
+    def __init__(self, file: Any, recorder: Any) -> None:
+        super().__init__(file, fix_imports=True, encoding="latin1", errors="strict")
+        self._pw = recorder
+        self.persistent_load = recorder.fast_persistent_load  # type: ignore[method-assign]
+
+    def find_class(self, module: str, name: str) -> Any:
+        return self._pw.find_class(module, name)
+
+
+def _fast_recorder() -> type[Recorder] | None:
+    """The Recorder subclass whose state lives in ``_speedups.RecorderCore``, or None without the extension."""
+    native = _native.speedups
+    if native is None or FastStandinType is None:
+        return None
+    try:
+        native.configure(Value, Persistent, ElidedCall, Global, CallHow.CALL, _OPNAMES, recording_call)
+    except TypeError:  # record classes the C side cannot fill (not slotted as it expects): Python only
+        return None
+    core: Any = native.RecorderCore
+    fast: type[Recorder] = type("FastRecorder", (Recorder, core), {"standin_type": FastStandinType})
+    return fast
+
+
+_FastRecorder = _fast_recorder()
+
 _NOT_LOOKED: Any = object()
+_RELEASED = ("statements", "elided", "layout_calls", "layout_persistent", "elide_by_callee")
+"""Recorder attributes that are ``_speedups.RecorderCore`` fields in the compiled recorder (the rest are in
+its ``__dict__``)."""
 
 
 def always_type(node: CallResult) -> bool:
@@ -407,15 +463,19 @@ def _run(
 ) -> Program:
     program = Program(member=member, start=base + start, index=index, protocol=layout.protocol, opcodes=layout.opcodes)
     program.extensions = [(base + at, code) for at, code in layout.extensions]
-    recorder = Recorder(program, layout, base, limits, plain, lean=lean)
+    # The compiled callbacks when the extension is in use (read per run: tests switch cores).
+    fast = _FastRecorder if _native.speedups is not None else None
+    recorder = (fast or Recorder)(program, layout, base, limits, plain, lean=lean)
     recorder.text_standins = text_standins
     # Where the layout pass found the stream broken or over a limit, an invalid opcode is planted at that
     # offset so the machine stops exactly there. Truncating instead would also cut any FRAME spanning
     # that point, and C reads a frame whole: it would fail at the FRAME and skip a payload that a real
     # unpickler executes.
     patch = layout.cut if layout.cut < len(data) else None
-    stream, origin, release = open_stream(data, start, patch, file_like, _INVALID_OPCODE)
-    unpickler = _InertUnpickler(stream, recorder)
+    # A BytesIO may peek (the C unpickler then buffers ahead) only where no FRAME runs: see stream.py.
+    peek = not layout.frame_end
+    stream, origin, release = open_stream(data, start, patch, file_like, _INVALID_OPCODE, peek=peek)
+    unpickler = (_FastInertUnpickler if fast is not None else _InertUnpickler)(stream, recorder)
     try:
         with gc_paused():
             program.result = unpickler.load()
@@ -434,6 +494,7 @@ def _run(
     finally:
         release()
     recorder.finish()
+    recorder.release()
     return program
 
 
@@ -463,6 +524,15 @@ def gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_holders -= 1
             if _gc_holders == 0 and _gc_was_enabled:
+                if gc.get_freeze_count() == 0:
+                    # What the pause allocated is in the youngest generation, and the first collection
+                    # after it would walk all of it (0.6 s for a 500k-tensor state dict) only to find it
+                    # alive: the analysis holds it until its report is made, and reference counting frees
+                    # it after (Recorder.release breaks the one big cycle). Moved to the oldest generation
+                    # unwalked instead; the few cycles among it wait for a full collection. Skipped when
+                    # the host froze objects itself, which unfreezing would undo.
+                    gc.freeze()
+                    gc.unfreeze()
                 gc.enable()
 
 

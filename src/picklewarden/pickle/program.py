@@ -125,6 +125,23 @@ class Program:
     elided: list[ElidedCall] = field(default_factory=list)
     """Calls a lean recording left out of :attr:`statements` (see :class:`ElidedCall`), in order; empty in a
     full recording."""
+    _kinds: tuple[list[Statement], int, StatementKinds] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def kinds(self) -> StatementKinds:
+        """:attr:`statements` split by kind, each part in order. A state dict's statements are almost all
+        storage persistent ids (its calls are elided), so the passes looking for imports, calls and
+        mutations walk :attr:`StatementKinds.others` instead. Computed once per statement list and count."""
+        statements = self.statements
+        cached = self._kinds
+        if cached is not None and cached[0] is statements and cached[1] == len(statements):
+            return cached[2]
+        persistent = [s for s in statements if type(s) is Persistent]
+        others = [s for s in statements if type(s) is not Persistent] if len(persistent) < len(statements) else []
+        kinds = StatementKinds([s for s in others if type(s) is Global], persistent, others)
+        self._kinds = (statements, len(statements), kinds)
+        return kinds
 
     @property
     def recorded(self) -> int:
@@ -148,12 +165,26 @@ class Program:
 
     @property
     def globals(self) -> list[Global]:
-        return [s for s in self.statements if isinstance(s, Global)]
+        return list(self.kinds().globals)
 
     @property
     def calls(self) -> list[CallResult]:
         """Every call, elided ones included, in order."""
         return [s for s in self.all_statements() if isinstance(s, CallResult)]
+
+
+class StatementKinds:
+    """A program's statements by kind (see :meth:`Program.kinds`); treat the lists as read-only."""
+
+    __slots__ = ("globals", "others", "persistent")
+
+    def __init__(self, globals_: list[Global], persistent: list[Persistent], others: list[Statement]) -> None:
+        self.globals = globals_
+        """The imports, in order."""
+        self.persistent = persistent
+        """The persistent ids, in order."""
+        self.others = others
+        """Every statement that is not a persistent id (imports, calls, mutations), in order."""
 
 
 def merge_elided(statements: list[Statement], elided: list[ElidedCall]) -> list[Statement]:

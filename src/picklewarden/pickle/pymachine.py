@@ -245,6 +245,7 @@ def run_pickle_python(
     program.opcodes = unpickler._count
     program.protocol = unpickler.proto if hasattr(unpickler, "proto") else 0
     program.extensions = [(base + at, code) for at, code in layout.extensions]
+    recorder.release()
     if not text_standins and machine.TEXT_REFUSED in str(program.error):
         # As in machine.run_pickle: a name built by a call not computed; rerun with exact-str stand-ins.
         return run_pickle_python(

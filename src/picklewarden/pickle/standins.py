@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from picklewarden import _native
 from picklewarden.errors import ScanError
 from picklewarden.pickle.program import CallHow, ElidedCall, Node, Op, Persistent
 
@@ -36,9 +37,6 @@ class Recording:
     _pw_node: Node
     _pw_rec: Recorder
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
-
     def __setstate__(self, state: Any) -> None:
         self._pw_rec.build(self._pw_node, state)
 
@@ -58,8 +56,34 @@ class Recording:
         self._pw_rec.mutate(Op.ADD, self._pw_node, None, value)
 
 
+def recording_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """What a stand-in does when called (``__call__`` of both kinds; the compiled fast path of
+    :data:`FastStandinType` falls back to it)."""
+    return self._pw_rec.call(self._pw_node, args, kwargs or None, CallHow.CALL)
+
+
 class StandinType(Recording, type):
     """Metaclass of stand-ins that must pass ``PyType_Check`` (NEWOBJ demands a type)."""
+
+    __call__ = recording_call
+
+
+def _fast_standin_type() -> type | None:
+    """:class:`StandinType` whose calls first take the compiled elided path (``_speedups_machine.h``), or
+    None without the extension. A subclass, so classes of either kind mix (and :func:`node_of` knows both);
+    its ``__call__`` is the C slot itself, which Python then calls without a frame."""
+    native = _native.speedups
+    if native is None:
+        return None
+    meta: Any = native.StandinMeta
+    # Named as its base: the unpickler's own errors name the type of what it refused, and they must read
+    # the same whichever core ran.
+    fast = type("StandinType", (StandinType, meta), {"__call__": meta.__call__, "__module__": __name__})
+    fast.__qualname__ = StandinType.__qualname__
+    return fast
+
+
+FastStandinType = _fast_standin_type()
 
 
 class TypeStandin(metaclass=StandinType):
@@ -71,6 +95,7 @@ class Value(Recording):
     """A cheap stand-in for results of known reconstructors (a tensor, an OrderedDict, ...)."""
 
     __slots__ = ("_pw_node", "_pw_rec")
+    __call__ = recording_call
 
     def __init__(self, node: Node, rec: Recorder) -> None:
         object.__setattr__(self, "_pw_node", node)
@@ -97,7 +122,7 @@ def value_standin(node: Node, rec: Recorder) -> Value:
 def node_of(value: Any) -> Node | None:
     """The Node a stand-in stands for, or None for a plain value. Exact type checks: nothing else passes."""
     kind = type(value)
-    if kind is Value or kind is StandinType:
+    if kind is Value or kind is StandinType or kind is FastStandinType:
         node: Node = value._pw_node
         return node
     return None

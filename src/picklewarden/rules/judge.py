@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from functools import partial
 
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
@@ -20,6 +21,20 @@ from picklewarden.pickle.pure import UNRESOLVED_MODULE
 from picklewarden.rules.catalog import RULE_FOR_CATEGORY, error_finding, finding
 
 
+def _knowledge(cache: dict[int, tuple[Resolved, Knowledge | None]], node: Global) -> tuple[Resolved, Knowledge | None]:
+    """What a global resolves to and what is known of it, cached by node id."""
+    cached = cache.get(node.id)
+    if cached is None:
+        resolved = resolve(node.module, node.name, node.protocol)
+        cached = (resolved, classify(resolved))
+        cache[node.id] = cached
+    return cached
+
+
+def _resolution(cache: dict[int, tuple[Resolved, Knowledge | None]], node: Global) -> Resolved:
+    return _knowledge(cache, node)[0]
+
+
 class ProgramJudge:
     """Judges one program. Resolution results are cached per Global node."""
 
@@ -27,7 +42,8 @@ class ProgramJudge:
         self.program = program
         self.limits = limits
         self._resolved: dict[int, tuple[Resolved, Knowledge | None]] = {}
-        self.launderer = Launderer(lambda node: self.knowledge(node)[0])
+        # Not a closure over self: that cycle would keep the whole program alive until a cyclic collection.
+        self.launderer = Launderer(partial(_resolution, self._resolved))
         self._callees: set[int] | None = None
         self._globals: list[Global] | None = None
 
@@ -48,19 +64,14 @@ class ProgramJudge:
         """Nodes the pickle itself calls: a helper's result is judged where it is called, if it is. (Elided
         calls are left out: their callees are globals, never a helper's result.)"""
         if self._callees is None:
-            statements = self.program.statements
+            statements = self.program.kinds().others
             self._callees = {
                 s.callee.id for s in statements if isinstance(s, CallResult) and isinstance(s.callee, Node)
             }
         return self._callees
 
     def knowledge(self, node: Global) -> tuple[Resolved, Knowledge | None]:
-        cached = self._resolved.get(node.id)
-        if cached is None:
-            resolved = resolve(node.module, node.name, node.protocol)
-            cached = (resolved, classify(resolved))
-            self._resolved[node.id] = cached
-        return cached
+        return _knowledge(self._resolved, node)
 
     def findings(self) -> Iterator[Finding]:
         program, member = self.program, self.program.member
@@ -68,7 +79,8 @@ class ProgramJudge:
         # Old joblib array wrappers are judged by the file they make joblib.load read, not by name.
         called = {g.id for g in self.globals if self._key(g) in WRAPPERS}
         yield from self._sibling_loads(bool(called))
-        for stmt in program.statements:
+        kinds = program.kinds()
+        for stmt in kinds.others:
             if isinstance(stmt, CallResult):
                 callee = stmt.callee
                 if isinstance(callee, Global):
@@ -77,9 +89,6 @@ class ProgramJudge:
                         yield from self._call_of_global(stmt, callee, reported_unknown, called)
                 else:
                     yield from self._indirect_call(stmt)
-            elif isinstance(stmt, Persistent):
-                if legacy_module_class(stmt) is not None:  # only such an id hands the pickle anything
-                    yield from self._legacy_module_pid(stmt)
             elif isinstance(stmt, Mutation) and isinstance(stmt.target, Global):
                 if stmt.op in (Op.BUILD, Op.SETATTR, Op.SETITEM):
                     resolved = self.knowledge(stmt.target)[0]
@@ -91,6 +100,10 @@ class ProgramJudge:
                         evidence=self._evidence(stmt.target, stmt),
                         symbol=resolved.symbol,
                     )
+        # Apart from the rest (findings are sorted by offset later): a state dict has one per tensor.
+        for pid in kinds.persistent:
+            if legacy_module_class(pid) is not None:  # only such an id hands the pickle anything
+                yield from self._legacy_module_pid(pid)
         elided: set[int] | None = None
         for stmt in self.globals:
             if stmt.id not in called:
