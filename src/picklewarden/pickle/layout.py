@@ -16,7 +16,6 @@ from __future__ import annotations
 import mmap
 import pickle as _stdlib_pickle
 import time
-from dataclasses import dataclass, field
 
 from picklewarden import _native
 from picklewarden._compat import assert_never
@@ -130,14 +129,27 @@ _CHECK_EVERY = 0x10000
 """Opcodes decoded between two looks at the clock (a monotonic() call per opcode would double the cost)."""
 
 
-@dataclass(slots=True)
 class Instruction:
-    """One decoded opcode at its byte offset."""
+    """One decoded opcode at its byte offset. (Layout's records are plain slotted classes for start-up time:
+    see :class:`~picklewarden.pickle.program.Node`.)"""
 
-    offset: int
-    code: int
-    arg: bytes
-    """The raw argument bytes (for counted arguments, without the length prefix)."""
+    __slots__ = ("arg", "code", "offset")
+
+    def __init__(self, offset: int, code: int, arg: bytes) -> None:
+        self.offset = offset
+        self.code = code
+        self.arg = arg
+        """The raw argument bytes (for counted arguments, without the length prefix)."""
+
+    def __repr__(self) -> str:
+        return f"Instruction(offset={self.offset!r}, code={self.code!r}, arg={self.arg!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Instruction:
+            return NotImplemented
+        return (self.offset, self.code, self.arg) == (other.offset, other.code, other.arg)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     @property
     def name(self) -> str:
@@ -146,31 +158,47 @@ class Instruction:
         return opcode.name
 
 
-@dataclass(slots=True)
 class Layout:
     """Where things are in one pickle, as far as it could be decoded."""
 
-    start: int
-    cut: int
-    """Offset up to which the unpickler may read: the stream's end, or the opcode that breaks or exceeds."""
-    end: int | None = None
-    """Offset just past STOP, when the pickle is complete."""
-    opcodes: int = 0
-    imports: list[tuple[int, int, int]] = field(default_factory=list)
-    """(offset, opcode, protocol in force) of each opcode that calls ``find_class``."""
-    calls: list[tuple[int, int]] = field(default_factory=list)
-    """(offset, opcode) of each opcode that calls something."""
-    builds: list[int] = field(default_factory=list)
-    persistent: list[int] = field(default_factory=list)
-    extensions: list[tuple[int, int]] = field(default_factory=list)
-    """(offset, extension code) of EXT1/2/4: they resolve through the loading process's copyreg registry."""
-    protocol: int = 0
-    frame_end: int = 0
-    """Where the last FRAME the unpickler runs ends (before STOP or ``cut``); 0 when it runs none, and only
-    then may the machine's BytesIO peek (see :func:`~picklewarden.pickle.stream.open_stream`)."""
-    """The last PROTO seen (0 when none)."""
-    error: ScanError | None = None
-    instructions: list[Instruction] | None = None
+    __slots__ = (
+        "builds",
+        "calls",
+        "cut",
+        "end",
+        "error",
+        "extensions",
+        "frame_end",
+        "imports",
+        "instructions",
+        "opcodes",
+        "persistent",
+        "protocol",
+        "start",
+    )
+
+    def __init__(self, start: int, cut: int, instructions: list[Instruction] | None = None) -> None:
+        self.start = start
+        self.cut = cut
+        """Offset up to which the unpickler may read: the stream's end, or the opcode that breaks or exceeds."""
+        self.end: int | None = None
+        """Offset just past STOP, when the pickle is complete."""
+        self.opcodes = 0
+        self.imports: list[tuple[int, int, int]] = []
+        """(offset, opcode, protocol in force) of each opcode that calls ``find_class``."""
+        self.calls: list[tuple[int, int]] = []
+        """(offset, opcode) of each opcode that calls something."""
+        self.builds: list[int] = []
+        self.persistent: list[int] = []
+        self.extensions: list[tuple[int, int]] = []
+        """(offset, extension code) of EXT1/2/4: they resolve through the loading process's copyreg registry."""
+        self.protocol = 0
+        """The last PROTO seen (0 when none)."""
+        self.frame_end = 0
+        """Where the last FRAME the unpickler runs ends (before STOP or ``cut``); 0 when it runs none, and
+        only then may the machine's BytesIO peek (see :func:`~picklewarden.pickle.stream.open_stream`)."""
+        self.error: ScanError | None = None
+        self.instructions = instructions
 
 
 class _Prefetch:

@@ -9,7 +9,6 @@ the byte offset (relative to the whole container member) of the opcode that caus
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Any
 
 from picklewarden.errors import ScanError
@@ -26,36 +25,67 @@ class CallHow(enum.Enum):
     """``obj.__setstate__(state)`` where a previous BUILD planted ``__setstate__`` in the instance."""
 
 
-@dataclass(eq=False, slots=True)
-class Node:
+class _Slotted:
+    """The records below are plain slotted classes, not dataclasses: Python 3.11 compiles each generated
+    dataclass method at import, which every one-file scan pays for (see "Start-up" in docs/benchmarks.md).
+    Identity is their equality; the compiled machine core fills their slots directly."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        names = [name for cls in reversed(type(self).__mro__) for name in getattr(cls, "__slots__", ())]
+        shown = ", ".join(f"{name}={getattr(self, name, None)!r}" for name in names if not name.startswith("_"))
+        return f"{type(self).__name__}({shown})"
+
+
+class Node(_Slotted):
     """A value the unpickler obtained from outside itself. Identity matters; equality is identity."""
 
-    id: int
-    offset: int | None
+    __slots__ = ("id", "offset")
+
+    def __init__(self, id: int, offset: int | None) -> None:
+        self.id = id
+        self.offset = offset
 
 
-@dataclass(eq=False, slots=True)
 class Global(Node):
-    module: str
-    """Module name as written in the stream."""
-    name: str
-    """Qualified name as written in the stream."""
-    protocol: int
-    """Protocol in force when it was imported (Python-2 remapping applies below 3)."""
-    opcode: str
+    __slots__ = ("module", "name", "opcode", "protocol")
+
+    def __init__(self, id: int, offset: int | None, module: str, name: str, protocol: int, opcode: str) -> None:
+        self.id = id
+        self.offset = offset
+        self.module = module
+        """Module name as written in the stream."""
+        self.name = name
+        """Qualified name as written in the stream."""
+        self.protocol = protocol
+        """Protocol in force when it was imported (Python-2 remapping applies below 3)."""
+        self.opcode = opcode
 
 
-@dataclass(eq=False, slots=True)
 class CallResult(Node):
-    callee: Any
-    """The called value: a Node, or a plain value (which a real unpickler would reject)."""
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] | None
-    how: CallHow
-    opcode: str | None
+    __slots__ = ("args", "callee", "how", "kwargs", "opcode")
+
+    def __init__(
+        self,
+        id: int,
+        offset: int | None,
+        callee: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        how: CallHow,
+        opcode: str | None,
+    ) -> None:
+        self.id = id
+        self.offset = offset
+        self.callee = callee
+        """The called value: a Node, or a plain value (which a real unpickler would reject)."""
+        self.args = args
+        self.kwargs = kwargs
+        self.how = how
+        self.opcode = opcode
 
 
-@dataclass(eq=False, slots=True)
 class ElidedCall(CallResult):
     """A call the lean recording need not keep as a statement: its callee is a global the scanner vouched for
     as a known-safe reconstructor (see ``plain`` in :func:`picklewarden.pickle.machine.run_pickle`) and every
@@ -67,13 +97,32 @@ class ElidedCall(CallResult):
     a call of it), which puts it back among the statements; a full recording keeps every one in place.
     """
 
-    seq: int
-    """Its index in the full recording's statement list, where :meth:`Program.all_statements` puts it back."""
+    __slots__ = ("seq",)
+
+    def __init__(
+        self,
+        id: int,
+        offset: int | None,
+        callee: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        how: CallHow,
+        opcode: str | None,
+        seq: int,
+    ) -> None:
+        CallResult.__init__(self, id, offset, callee, args, kwargs, how, opcode)
+        self.seq = seq
+        """Its index in the full recording's statement list, where :meth:`Program.all_statements` puts it
+        back."""
 
 
-@dataclass(eq=False, slots=True)
 class Persistent(Node):
-    pid: Any
+    __slots__ = ("pid",)
+
+    def __init__(self, id: int, offset: int | None, pid: Any) -> None:
+        self.id = id
+        self.offset = offset
+        self.pid = pid
 
 
 class Op(enum.Enum):
@@ -87,47 +136,79 @@ class Op(enum.Enum):
     SETATTR = "setattr"
 
 
-@dataclass(eq=False, slots=True)
-class Mutation:
+class Mutation(_Slotted):
     """BUILD / SETITEM(S) / APPEND(S) / ADDITEMS / slot-state setattr applied to a Node."""
 
-    op: Op
-    target: Node
-    offset: int | None
-    key: Any = None
-    value: Any = None
+    __slots__ = ("key", "offset", "op", "target", "value")
+
+    def __init__(self, op: Op, target: Node, offset: int | None, key: Any = None, value: Any = None) -> None:
+        self.op = op
+        self.target = target
+        self.offset = offset
+        self.key = key
+        self.value = value
 
 
 Statement = Global | CallResult | Persistent | Mutation
 
 
-@dataclass(slots=True)
-class Program:
+class Program(_Slotted):
     """Everything one pickle made the unpickler do, in order."""
 
-    member: str
-    """Container member (or '' for a bare stream) the pickle came from."""
-    start: int
-    """Offset of the pickle's first byte within the member."""
-    index: int
-    """Position of this pickle among the pickles read back to back from the member."""
-    statements: list[Statement] = field(default_factory=list)
-    result: Any = None
-    complete: bool = False
-    """True when the unpickler reached STOP and returned."""
-    end: int | None = None
-    error: ScanError | None = None
-    protocol: int = 0
-    opcodes: int = 0
-    extensions: list[tuple[int, int]] = field(default_factory=list)
-    reader: str = ""
-    """Which unpickler read the stream when it is not the C one ('' for ``_pickle.Unpickler``)."""
-    elided: list[ElidedCall] = field(default_factory=list)
-    """Calls a lean recording left out of :attr:`statements` (see :class:`ElidedCall`), in order; empty in a
-    full recording."""
-    _kinds: tuple[list[Statement], int, StatementKinds] | None = field(
-        default=None, init=False, repr=False, compare=False
+    __slots__ = (
+        "_kinds",
+        "complete",
+        "elided",
+        "end",
+        "error",
+        "extensions",
+        "index",
+        "member",
+        "opcodes",
+        "protocol",
+        "reader",
+        "result",
+        "start",
+        "statements",
     )
+
+    def __init__(
+        self,
+        member: str,
+        start: int,
+        index: int,
+        statements: list[Statement] | None = None,
+        result: Any = None,
+        complete: bool = False,
+        end: int | None = None,
+        error: ScanError | None = None,
+        protocol: int = 0,
+        opcodes: int = 0,
+        extensions: list[tuple[int, int]] | None = None,
+        reader: str = "",
+        elided: list[ElidedCall] | None = None,
+    ) -> None:
+        self.member = member
+        """Container member (or '' for a bare stream) the pickle came from."""
+        self.start = start
+        """Offset of the pickle's first byte within the member."""
+        self.index = index
+        """Position of this pickle among the pickles read back to back from the member."""
+        self.statements: list[Statement] = [] if statements is None else statements
+        self.result = result
+        self.complete = complete
+        """True when the unpickler reached STOP and returned."""
+        self.end = end
+        self.error = error
+        self.protocol = protocol
+        self.opcodes = opcodes
+        self.extensions: list[tuple[int, int]] = [] if extensions is None else extensions
+        self.reader = reader
+        """Which unpickler read the stream when it is not the C one ('' for ``_pickle.Unpickler``)."""
+        self.elided: list[ElidedCall] = [] if elided is None else elided
+        """Calls a lean recording left out of :attr:`statements` (see :class:`ElidedCall`), in order; empty in
+        a full recording."""
+        self._kinds: tuple[list[Statement], int, StatementKinds] | None = None
 
     def kinds(self) -> StatementKinds:
         """:attr:`statements` split by kind, each part in order. A state dict's statements are almost all
