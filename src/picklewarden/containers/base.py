@@ -202,6 +202,12 @@ def vouches(entry: str, symbol: str) -> bool:
     return symbol == entry
 
 
+def reader_of(data: Data) -> io.RawIOBase | io.BytesIO:
+    """A seekable file over ``data``: a BytesIO over bytes (it shares them, and reads in C), else a
+    :class:`BufferReader`, which copies only the slices read."""
+    return io.BytesIO(data) if type(data) is bytes else BufferReader(data)
+
+
 class BufferReader(io.RawIOBase):
     """A seekable read-only file over a whole file's data (tarfile, zipfile, py7zr): only the slices read are
     copied, so an mmap or a remote file is never read whole."""

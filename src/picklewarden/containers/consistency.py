@@ -17,7 +17,7 @@ from operator import attrgetter, itemgetter, methodcaller, not_
 from typing import Any
 
 from picklewarden.containers.archives import ZIP_ERRORS
-from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, ProgramCheck
+from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck, reader_of
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
@@ -299,11 +299,11 @@ def zipfile_differential(
     source = data if whole else zipfile_source(data, archive, wanted)
     try:
         try:
-            handle = zipfile.ZipFile(BufferReader(source))
+            handle = zipfile.ZipFile(reader_of(source))
         except ZIP_ERRORS:
             if source is data:
                 raise
-            handle = zipfile.ZipFile(BufferReader(data))  # zipfile's own words for what is wrong
+            handle = zipfile.ZipFile(reader_of(data))  # zipfile's own words for what is wrong
     except ZIP_ERRORS as exc:
         if ARCHIVE_WIDE in reported or not read:
             return found
