@@ -50,6 +50,8 @@ _FAILURE_TEXT = ("Traceback (most recent call last)", "failed to parse")
 """Output that shows a tool did not analyse the file (fickling reads neither ZIP checkpoints nor directories)."""
 _OUTPUT_PEEK = 64 * 1024
 _QUIET_ENV = {"PROMPTFOO_DISABLE_TELEMETRY": "1", "NO_ANALYTICS": "1"}
+_SCRATCH = tempfile.mkdtemp(prefix="pw-bench-cwd-")
+"""Where the tools run: some write result files into their working directory (fickling's safety_results.json)."""
 """modelaudit otherwise spends seconds retrying to upload telemetry from an offline machine.
 (PYTHONDONTWRITEBYTECODE is also dropped: an installed tool has its bytecode, and without it every run
 would compile the tool from source.)"""
@@ -75,7 +77,7 @@ def run_once(cmd: list[str], timeout: float, errors: frozenset[int] = frozenset(
     output = tempfile.TemporaryFile() if peek else None
     sink = output if output is not None else subprocess.DEVNULL
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, env=env)
+    proc = subprocess.Popen(cmd, stdout=sink, stderr=sink, env=env, cwd=_SCRATCH)
     deadline = started + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -275,7 +277,7 @@ def main() -> None:
     parser.add_argument("--bytes", action="store_true", help="also measure bytes read per checkpoint (slow)")
     args = parser.parse_args()
     commands = tools(args.peers)
-    files = sorted(p for p in args.directory.iterdir() if p.is_file() or p.name == "small-models")
+    files = sorted(p for p in args.directory.resolve().iterdir() if p.is_file() or p.name == "small-models")
     if args.only:
         files = [f for f in files if any(o in f.name for o in args.only.split(","))]
     smallest = min((f for f in files if f.is_file()), key=_size, default=None)
