@@ -100,6 +100,29 @@ def test_a_file_that_kills_its_worker_is_an_error_and_the_scan_goes_on(
     assert all(r.verdict is Verdict.MALICIOUS for name, r in reports.items() if name != "killer.pkl")
 
 
+def _batch_size(batch: list[tuple[str, bool]], settings: object) -> list[FileReport]:
+    """A worker's answer naming how many files came in its batch (replaces the analysis in forked workers)."""
+    return [FileReport(path, "unknown", notes=(str(len(batch)),)) for path, _ in batch]
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is injected into forked workers")
+def test_small_files_travel_together_and_big_ones_in_small_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import picklewarden.parallel as parallel
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    for folder, size in ((small, 100), (big, 4096)):
+        folder.mkdir()
+        for index in range(40):
+            (folder / f"{index:02d}.pkl").write_bytes(b"x" * size)
+    monkeypatch.setattr(parallel, "_analyse_batch", _batch_size)
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 3 * 4096)
+    sizes = {folder.name: {int(r.notes[0]) for r in scan_parallel([str(folder)], jobs=2)} for folder in (small, big)}
+    assert max(sizes["small"]) == parallel._BATCH  # 40 files: one full batch and the rest
+    assert max(sizes["big"]) == 3  # the byte bound sends every third file
+
+
 def test_jsonl_is_one_line_per_file_with_the_json_report_fields(tree: Path) -> None:
     from picklewarden.report.json import file_dict
 
