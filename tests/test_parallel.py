@@ -105,7 +105,9 @@ def _batch_size(batch: list[tuple[str, bool]], settings: object) -> list[FileRep
     return [FileReport(path, "unknown", notes=(str(len(batch)),)) for path, _ in batch]
 
 
-@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is injected into forked workers")
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="workers report their batches from forked processes"
+)
 def test_small_files_travel_together_and_big_ones_in_small_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
