@@ -87,15 +87,19 @@ def test_show_exits_2_on_a_file_it_cannot_analyse(tmp_path: Path, capsys: pytest
     assert main(["show", str(tmp_path / "good.pkl")]) == 0
 
 
+@pytest.mark.parametrize("reader", ["plain", "click"])
 def test_an_unwritable_output_fails_before_the_scan(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import picklewarden.cli.scan as scan_command
+    import picklewarden.cli.scanargs as scanargs
+    import picklewarden.cli.scanrun as scanrun
 
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("the scan started before the output was checked")
 
-    monkeypatch.setattr(scan_command, "_reports", never)
+    monkeypatch.setattr(scanrun, "_reports", never)
+    if reader == "click":
+        monkeypatch.setattr(scanargs, "parse", lambda argv: None)
     (tmp_path / "good.pkl").write_bytes(GOOD)
     for option in ("--output", "--sarif-output"):
         target = str(tmp_path / "missing-dir" / "out.txt")

@@ -101,11 +101,12 @@ def test_version_does_not_import_rich_or_the_scanner() -> None:
     assert "picklewarden, version" in done.stdout
 
 
-# What a JSON scan of a plain pickle or a torch checkpoint must not load: the renderers with rich, the readers of
-# other formats (tarfile: only for files whose first block may be a tar header), the web gateway and its command,
-# what only some files need (ZIP bundles, joblib's pure-Python reading), and the knowledge
-# parts that only unusual names need (issue 16, start-up).
+# What a JSON scan of a plain pickle or a torch checkpoint must not load: click (a plain scan line is read
+# without it), the renderers with rich, the readers of other formats (tarfile: only for files whose first block
+# may be a tar header), the web gateway and its command, what only some files need (ZIP bundles, joblib's
+# pure-Python reading), and the knowledge parts that only unusual names need (issue 16, start-up).
 _NOT_ON_THE_JSON_PATH = (
+    "click",
     "rich",
     "tomllib",
     "picklewarden.containers.joblib_files",

@@ -2,30 +2,74 @@
 
 Exit codes (the contract in README): 0 nothing reached ``--fail-on`` and every file was analysed; 1 some file
 reached it; 2 usage or policy error, or a file could not be analysed and nothing reached the threshold.
-Heavy imports (rich, the scanner) happen inside the commands so ``picklewarden --version`` stays instant.
+Heavy imports happen only where needed: a plain ``scan`` line runs without click (cli/scanargs.py), the
+commands import rich and the scanner inside their bodies, so ``picklewarden --version`` stays instant.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from picklewarden.cli import commands, scan
-from picklewarden.cli.common import cli
+if TYPE_CHECKING:
+    import click
 
-__all__ = ["cli", "commands", "main", "run", "scan"]
+__all__ = ["cli", "main", "run"]
+
+
+def __getattr__(name: str) -> click.Group:
+    if name == "cli":
+        from picklewarden.cli import commands, scan  # noqa: F401  (they register the commands)
+        from picklewarden.cli.common import cli
+
+        return cli
+    raise AttributeError(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (click's usage errors exit 2, as the contract requires)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    plain = _plain_scan(args)
+    if plain is not None:
+        return plain
+    from picklewarden.cli import commands, scan  # noqa: F401  (they register the commands)
+    from picklewarden.cli.common import cli
+
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="picklewarden", standalone_mode=True)
+        cli.main(args=args, prog_name="picklewarden", standalone_mode=True)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     return 0
+
+
+def _plain_scan(args: list[str]) -> int | None:
+    """A plain ``scan`` line without click, as click's standalone mode would run it; None: click runs it."""
+    from picklewarden.cli.scanargs import parse
+
+    options = parse(args)
+    if options is None:
+        return None
+    from picklewarden.cli.console import ConfigProblem, UsageProblem, echo, error
+    from picklewarden.cli.scanrun import run_scan
+
+    try:
+        return run_scan(**options)  # type: ignore[arg-type]
+    except UsageProblem:
+        return None  # raised before any output: click reads the line again and reports it with the usage
+    except ConfigProblem as exc:
+        error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        echo("Aborted!", err=True)
+        return 1
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        return 1
 
 
 def run() -> NoReturn:

@@ -8,17 +8,9 @@ from typing import Any
 
 import click
 
-from picklewarden.cli.common import (
-    COLOR_CHOICES,
-    announce,
-    cli,
-    effective_policy,
-    emit,
-    leave,
-    terminal_width,
-    use_color,
-    with_policy_options,
-)
+from picklewarden.cli.common import cli, effective_policy, leave, with_policy_options
+from picklewarden.cli.console import announce, emit, terminal_width, use_color
+from picklewarden.cli.scanargs import COLOR_CHOICES
 
 
 @cli.command()

@@ -1,21 +1,22 @@
-"""What every command shares: the command group, policy options, colour, stderr warnings, exit."""
+"""What the click commands share: the command group, the policy options, click's view of the problems, exit."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from picklewarden import __version__
 from picklewarden._native import core_name
+from picklewarden.cli import console
+from picklewarden.cli.console import ConfigProblem, UsageProblem, error
+from picklewarden.cli.scanargs import POLICY_OPTIONS, Option
 
 if TYPE_CHECKING:
     from picklewarden.policy.config import Policy
-
-COLOR_CHOICES = ("auto", "always", "never")
 
 
 class ConfigError(click.ClickException):
@@ -24,76 +25,49 @@ class ConfigError(click.ClickException):
     exit_code = 2
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"picklewarden: error: {self.format_message()}", err=True)
+        error(self.format_message())
 
 
-def warn(message: str) -> None:
-    click.echo(f"picklewarden: warning: {message}", err=True)
-
-
-def use_color(choice: str, stream: Any) -> bool:
-    if choice == "always":
-        return True
-    if choice == "never" or os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
-
-
-def terminal_width() -> int:
-    import shutil
-
-    return max(40, shutil.get_terminal_size((100, 24)).columns)
+@contextlib.contextmanager
+def click_errors() -> Iterator[None]:
+    """The click-free code's problems as click's exceptions, which click reports and turns into exit 2."""
+    try:
+        yield
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from exc
+    except ConfigProblem as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def effective_policy(policy_file: str | None, no_policy: bool, fail_on: str | None) -> Policy:
-    """The effective policy: ``--policy FILE`` or the discovered file (unless ``--no-policy``), then flags."""
-    from picklewarden.policy.config import DEFAULT_POLICY, FAIL_ON, PolicyError, resolve_policy
-
-    if no_policy and policy_file is not None:
-        raise click.UsageError("--policy and --no-policy contradict each other")
-    try:
-        policy = DEFAULT_POLICY if no_policy else resolve_policy(policy_file)
-    except PolicyError as exc:
-        raise ConfigError(str(exc)) from exc
-    return policy.with_fail_on(None if fail_on is None else FAIL_ON[fail_on])
-
-
-def announce(policy: Policy) -> None:
-    """Policy warnings go to stderr on every run: a dangerous override must never be silent."""
-    for warning in policy.warnings:
-        warn(f"policy {policy.source}: {warning}")
-
-
-def open_output(path: str) -> TextIO:
-    """Open an output file before any work, so an unwritable path fails at once, not after the scan."""
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def emit(text: str, stream: TextIO | None = None, *, color: bool = False) -> None:
-    """Write to stdout (or ``stream``). A reader that went away (``| head``) is not an error of the scan:
-    the rest of the output is dropped and the exit code still says what the scan found."""
-    try:
-        if stream is None:
-            click.echo(text, nl=False, color=color)
-        else:
-            stream.write(text)
-            stream.flush()
-    except BrokenPipeError:
-        if stream is None or stream is sys.stdout:
-            # Point fd 1 at /dev/null so the final flush (and anything later) succeeds quietly.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        else:
-            raise
+    with click_errors():
+        return console.effective_policy(policy_file, no_policy, fail_on)
 
 
 def leave(code: int) -> NoReturn:
     sys.exit(code)
+
+
+def click_option(option: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click declaration of an option of the table in :mod:`picklewarden.cli.scanargs`."""
+    kwargs: dict[str, Any] = {"help": option.help or None, "multiple": option.multiple, "metavar": option.metavar}
+    match option.kind:
+        case "flag":
+            kwargs["is_flag"] = True
+        case "choice":
+            kwargs["type"] = click.Choice(option.choices)
+        case "jobs":
+            kwargs["type"] = click.IntRange(min=1)
+        case "file":
+            kwargs["type"] = click.Path(dir_okay=False)
+        case "output":
+            kwargs["type"] = click.Path(dir_okay=False, writable=True)
+        case "dir":
+            kwargs["type"] = click.Path(file_okay=False)
+    if option.kind != "flag":
+        kwargs["default"] = option.default
+        kwargs["show_default"] = option.show_default
+    return click.option(*option.flags, option.dest, **kwargs)
 
 
 class _Commands(click.Group):
@@ -117,19 +91,7 @@ def cli() -> None:
     """Find malicious code in pickles and PyTorch model files without executing them."""
 
 
-_policy_options = [
-    click.option(
-        "--policy",
-        "policy_file",
-        type=click.Path(dir_okay=False),
-        help="Policy file (picklewarden.toml or pyproject.toml). Default: found by walking up from the "
-        "working directory.",
-    ),
-    click.option("--no-policy", is_flag=True, help="Ignore any policy file: built-in defaults only."),
-]
-
-
 def with_policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(_policy_options):
-        func = option(func)
+    for option in reversed(POLICY_OPTIONS):
+        func = click_option(option)(func)
     return func
