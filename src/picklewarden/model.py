@@ -1,7 +1,5 @@
 """The result model shared by the library API and every output format."""
 
-from __future__ import annotations
-
 import enum
 from typing import NamedTuple
 
@@ -39,7 +37,7 @@ class Verdict(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def from_severity(cls, severity: Severity) -> Verdict:
+    def from_severity(cls, severity: Severity) -> "Verdict":
         match severity:
             case Severity.CRITICAL | Severity.HIGH:
                 return cls.MALICIOUS

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
@@ -54,13 +54,14 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Settings(NamedTuple):
-    """What every worker needs besides the file (sent with each task; all of it is small)."""
+class _Settings:
+    """What every worker needs besides the file (sent with each task; all of it is small). A plain class:
+    a NamedTuple's string annotations cost a compile each at import, in every one-file scan."""
 
-    limits: Limits
-    policy: Policy | None
-    skip_non_models: bool
-    cache: ResultCache | None
+    __slots__ = ("cache", "limits", "policy", "skip_non_models")
+
+    def __init__(self, limits: Limits, policy: Policy | None, skip_non_models: bool, cache: ResultCache | None) -> None:
+        self.limits, self.policy, self.skip_non_models, self.cache = limits, policy, skip_non_models, cache
 
 
 def scan_parallel(

@@ -12,8 +12,6 @@ without ``/`` matches the file name in any directory (like ``.gitignore``). A di
 exclude pattern is not entered. Files named explicitly are never filtered.
 """
 
-from __future__ import annotations
-
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence

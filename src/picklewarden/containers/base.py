@@ -5,8 +5,6 @@ tar members, joblib) hand the scanner a :data:`Walker` that says, from each fini
 where the next pickle starts; archives and compressed streams hand it :class:`Child` files to open in turn.
 """
 
-from __future__ import annotations
-
 import bisect
 import enum
 import io
@@ -160,10 +158,10 @@ class Context(NamedTuple):
     """The file or member name, for extension hints only."""
 
     @classmethod
-    def root(cls, limits: Limits, name: str = "") -> Context:
+    def root(cls, limits: Limits, name: str = "") -> "Context":
         return cls(limits, Budget(limits), name=name)
 
-    def inside(self, data: Data, name: str) -> Context:
+    def inside(self, data: Data, name: str) -> "Context":
         """The context of a file found inside this one."""
         return Context(self.limits, self.budget, self.depth + 1, (*self.ancestry, digest(data)), name)
 

@@ -14,8 +14,6 @@ Two kinds are found in a :class:`~picklewarden.pickle.program.Program`:
 Every decoding step is bounded (output size and layers); nothing is ever executed.
 """
 
-from __future__ import annotations
-
 import base64
 import binascii
 import bz2

@@ -8,8 +8,6 @@ the wrapper is judged by the name: a plain sibling file name is a load of someth
 name with a directory part or an absolute path reads anywhere on the victim's disk (malicious).
 """
 
-from __future__ import annotations
-
 import ntpath
 import posixpath
 from collections.abc import Callable, Iterator, Sequence

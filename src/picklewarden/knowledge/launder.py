@@ -7,8 +7,6 @@ A pickle need not name ``os.system``: ``getattr(importlib.import_module('os'), '
 already; resolving the chain tells the responder what the payload does.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple
 

@@ -7,8 +7,6 @@ for modules it does not cover, a component that names a dangerous top-level modu
 ``builtins``...) is treated as that module, since that is what such an attribute almost always is.
 """
 
-from __future__ import annotations
-
 from functools import lru_cache
 from typing import NamedTuple
 

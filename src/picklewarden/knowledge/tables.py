@@ -6,8 +6,6 @@ and judged by how the pickle uses it. No substring or prefix matching of names: 
 covers that module and its submodules by package hierarchy, which is how Python itself nests them.
 """
 
-from __future__ import annotations
-
 import enum
 import functools
 import json

@@ -5,8 +5,6 @@ is how other scanners' opcode lists drifted from CPython, so everything here is 
 import time, and checked for consistency.
 """
 
-from __future__ import annotations
-
 import enum
 import pickletools
 from typing import Final, NamedTuple

@@ -13,8 +13,6 @@ When the value cannot be computed, the caller keeps a stand-in the unpickler sti
 ``machine.Recorder.call``) and the name stays unresolved.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any, NamedTuple
 

@@ -1,8 +1,6 @@
 """The rules: stable ids, severity, CWE and help, once; every output format (text, JSON, SARIF,
 ``picklewarden rules``) reads them from here."""
 
-from __future__ import annotations
-
 from typing import Final, NamedTuple
 
 from picklewarden.errors import LimitExceeded, MalformedPickle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
@@ -14,11 +15,13 @@ from picklewarden.knowledge.resolve import Resolved, classify, resolve
 from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
-from picklewarden.pickle.decompile import Decompiler
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Persistent, Program
 from picklewarden.pickle.pure import UNRESOLVED_MODULE
 from picklewarden.rules.catalog import RULE_FOR_CATEGORY, error_finding, finding
+
+if TYPE_CHECKING:
+    from picklewarden.pickle.decompile import Decompiler
 
 
 def _knowledge(cache: dict[int, tuple[Resolved, Knowledge | None]], node: Global) -> tuple[Resolved, Knowledge | None]:
@@ -50,7 +53,10 @@ class ProgramJudge:
     @functools.cached_property
     def decompiler(self) -> Decompiler:
         """Made on first use: only findings show decompiled evidence, and naming every global walks all the
-        statements (a clean state dict of 100k tensors needs none of it)."""
+        statements (a clean state dict of 100k tensors needs none of it). Imported here too: the decompiler
+        builds on ``ast``, which a clean file's scan need not load."""
+        from picklewarden.pickle.decompile import Decompiler
+
         return Decompiler(self.program, self.limits)
 
     @property
