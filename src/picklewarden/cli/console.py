@@ -24,7 +24,7 @@ class ConfigProblem(Exception):
 
 
 # The escape sequences click.echo strips from text that is not meant to be coloured.
-_ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
+_ANSI = r"\033\[[;?0-9]*[a-zA-Z]"
 
 
 def echo(message: str, *, err: bool = False, nl: bool = True, color: bool | None = None) -> None:
@@ -32,7 +32,7 @@ def echo(message: str, *, err: bool = False, nl: bool = True, color: bool | None
     stream = sys.stderr if err else sys.stdout
     text = message + "\n" if nl else message
     if "\x1b" in text and (not _isatty(stream) if color is None else not color):
-        text = _ANSI.sub("", text)
+        text = re.sub(_ANSI, "", text)  # compiled only when needed: rarely
     stream.write(text)
     stream.flush()
 

@@ -63,6 +63,9 @@ assert not any(o.kind is ArgKind.COUNTED and o.signed_length and o.width != 4 fo
 _A_IMPORT, _A_CALL, _A_IMPORT_CALL, _A_BUILD, _A_PERSISTENT, _A_PROTO, _A_FRAME, _A_PUT, _A_EXT, _A_STOP = range(1, 11)
 
 
+_SINGLE = {op.BUILD: _A_BUILD, op.PROTO: _A_PROTO, op.FRAME: _A_FRAME, op.STOP: _A_STOP}
+
+
 def _action(code: int) -> int:
     if code in op.IMPORTS:
         return _A_IMPORT_CALL if code in op.CALLS else _A_IMPORT
@@ -74,16 +77,17 @@ def _action(code: int) -> int:
         return _A_PUT
     if code in _EXT_SIGNED:
         return _A_EXT
-    return {op.BUILD: _A_BUILD, op.PROTO: _A_PROTO, op.FRAME: _A_FRAME, op.STOP: _A_STOP}.get(code, 0)
+    return _SINGLE.get(code, 0)
 
 
 _A_KEEP = -1  # only recorded in ``Layout.instructions``
+_BASE_ACTIONS = tuple(_action(code) for code in range(256))
 
 
 def _actions(keep: bool, small_memo: bool) -> tuple[int, ...]:
     """Per byte, the action; with ``keep`` every opcode leaves the fast path to be kept, and with a memo
     limit a one-byte index can exceed, BINPUT leaves it to be checked."""
-    table = [_action(code) for code in range(256)]
+    table = list(_BASE_ACTIONS)
     if small_memo:
         table[_BINPUT] = _A_PUT
     if keep:

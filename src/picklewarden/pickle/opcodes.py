@@ -61,11 +61,10 @@ def _derive(info: pickletools.OpcodeInfo) -> Opcode:
 
 OPCODES: Final[tuple[Opcode, ...]] = tuple(_derive(info) for info in pickletools.opcodes)
 BY_NAME: Final[dict[str, Opcode]] = {op.name: op for op in OPCODES}
-BY_CODE: Final[tuple[Opcode | None, ...]] = tuple(
-    next((op for op in OPCODES if op.code == byte), None) for byte in range(256)
-)
+_CODED = {op.code: op for op in OPCODES}
+BY_CODE: Final[tuple[Opcode | None, ...]] = tuple(_CODED.get(byte) for byte in range(256))
 
-assert len(BY_NAME) == len(OPCODES) == len({op.code for op in OPCODES}), "pickletools table inconsistent"
+assert len(BY_NAME) == len(OPCODES) == len(_CODED), "pickletools table inconsistent"
 assert {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "FRAME", "STOP"} <= BY_NAME.keys()
 
 
