@@ -43,6 +43,7 @@ _HARNESS = textwrap.dedent(
     from picklewarden.pickle import machine
     from picklewarden.policy.config import DEFAULT_POLICY
     from picklewarden.filescan import scan
+    import picklewarden.pickle.decompile  # imported on first use, by a finding's evidence: benign files need none
 
     PACKAGE = os.path.dirname(picklewarden.__file__)
     POOL = os.path.dirname(os.path.dirname(importlib.__file__)) + os.sep + "multiprocessing" + os.sep
