@@ -266,6 +266,12 @@ def native_machine(data: bytes) -> None:
     agree(lambda: machine_facts(data, 0, limits, lean=size % 3 != 0, file_like=size % 2 == 0))
 
 
+def native_scan(data: bytes) -> None:
+    """The whole analysis under both cores: every compiled pass (the layout, the ZIP walk and the archive-wide
+    passes over its records, the machine's callbacks) where the scanner runs it, compared by the report."""
+    agree(lambda: analyse_bytes(data, limits=LIMITS).report())
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "layout": layout,
     "machine": machine,
@@ -278,4 +284,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "native-layout": native_layout,
     "native-zip": native_zip,
     "native-machine": native_machine,
+    "native-scan": native_scan,
 }
