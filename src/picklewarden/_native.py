@@ -11,6 +11,8 @@ import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
 
@@ -58,6 +60,8 @@ class Speedups(Protocol):
         entry_type: type | None,
         /,
     ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
+
+    def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
 
     def configure(
         self,

@@ -49,6 +49,7 @@ _KNOWN_FOLDERS = ("data/", "code/", "constants/", "extra/", ".data/")
 _MAX_LISTED = 10
 _LOOKUP_ERRORS: tuple[type[BaseException], ...] = (KeyError, *ZIP_ERRORS)
 _DIRECTORY = attrgetter("directory")
+_NAME = attrgetter("name")
 ARCHIVE_WIDE = ""
 """In ``reported``: the ZIP reader already explained why zipfile cannot open the whole archive."""
 
@@ -254,9 +255,14 @@ def storage_payloads(
         if not entry.name.startswith(folder) or entry.directory or entry.size == 0:
             continue
         if spent >= _PEEK_BUDGET:
-            skipped = sum(
-                1 for other in entries[at:] if other.name.startswith(folder) and not other.directory and other.size
+            # Counted a column at a time: a state dict leaves one unpeeked storage per tensor.
+            rest = entries[at:]
+            storage = map(
+                operator.and_,
+                map(methodcaller("startswith", folder), map(_NAME, rest)),
+                map(not_, map(_DIRECTORY, rest)),
             )
+            skipped = sum(map(bool, compress(map(_SIZE, rest), storage)))
             break
         head = peek_member(data, entry, _PEEK)
         if heads is not None:

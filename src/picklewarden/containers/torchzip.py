@@ -73,11 +73,12 @@ from __future__ import annotations
 
 import operator
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import accumulate, compress, islice, repeat
 from operator import attrgetter, methodcaller
 from typing import Any, cast
 
+from picklewarden import _native
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
 from picklewarden.containers.torchopen import check_name_case, check_open_records
 from picklewarden.containers.zipdir import DirectoryReader, Walk, _c_string, _Raw, _zipfile_extra_corrupt
@@ -498,17 +499,12 @@ class _Reader(DirectoryReader):
                 return
 
     def check_overlaps(self, entries: list[ZipEntry]) -> None:
-        starts = list(map(_HEADER, entries))
-        if all(map(operator.lt, starts, islice(starts, 1, None))):
-            # Members listed in file order (torch.save's): the spans are already sorted, and a running
-            # maximum of their ends says whether any starts inside an earlier one.
-            kept = list(
-                map(operator.and_, map(operator.not_, map(_DIRECTORY, entries)), map(bool, map(_SIZE, entries)))
-            )
-            ends = list(compress(map(operator.add, map(_DATA, entries), map(_SIZE, entries)), kept))
-            reaches = list(accumulate(ends, max))
-            if not any(map(operator.lt, islice(compress(starts, kept), 1, None), reaches)):
-                return
+        native = _native.speedups
+        fits = None if native is None else native.ordered_spans(entries, ZipEntry)
+        if fits is None:
+            fits = ordered_spans(entries)
+        if fits:
+            return
         spans = sorted(
             (entry.header_offset, entry.data_offset + entry.compressed_size, entry.name)
             for entry in entries
@@ -526,3 +522,19 @@ class _Reader(DirectoryReader):
                 return
             if end > reach:
                 reach, holder = end, name
+
+
+def ordered_spans(entries: Sequence[ZipEntry]) -> bool:
+    """Whether members are listed in file order (torch.save's) and none starts inside an earlier one's bytes.
+
+    The fast path of the overlap check, a column at a time (the reference of ``_speedups.ordered_spans``):
+    the spans are then already sorted, and a running maximum of their ends says whether any member with
+    bytes starts before an earlier one ends.
+    """
+    starts = list(map(_HEADER, entries))
+    if not all(map(operator.lt, starts, islice(starts, 1, None))):
+        return False
+    kept = list(map(operator.and_, map(operator.not_, map(_DIRECTORY, entries)), map(bool, map(_SIZE, entries))))
+    ends = list(compress(map(operator.add, map(_DATA, entries), map(_SIZE, entries)), kept))
+    reaches = list(accumulate(ends, max))
+    return not any(map(operator.lt, islice(compress(starts, kept), 1, None), reaches))

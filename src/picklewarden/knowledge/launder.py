@@ -9,7 +9,8 @@ already; resolving the chain tells the responder what the payload does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 from picklewarden.knowledge.resolve import Resolved, resolve
@@ -49,6 +50,22 @@ def legacy_module_class(node: Persistent) -> Any:
     if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
         return pid[1]
     return None
+
+
+_PID = attrgetter("pid")
+_HEAD = itemgetter(0)
+
+
+def module_pids(persistent: Sequence[Persistent]) -> Sequence[Persistent]:
+    """The persistent ids for which :func:`legacy_module_class` is not None, in order.
+
+    A state dict has one ``('storage', ...)`` id per tensor: when every id is a non-empty tuple, one pass
+    over their first items (no Python call per id) shows none is a ``'module'`` id.
+    """
+    pids = list(map(_PID, persistent))
+    if set(map(type, pids)) == {tuple} and 0 not in set(map(len, pids)) and "module" not in map(_HEAD, pids):
+        return ()
+    return [node for node in persistent if legacy_module_class(node) is not None]
 
 
 _MAX_DEPTH = 16
