@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
+    from picklewarden.pickle.program import Persistent
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
@@ -62,6 +63,10 @@ class Speedups(Protocol):
     ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
 
     def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
+
+    def storage_columns(
+        self, statements: Sequence[Persistent], /
+    ) -> tuple[list[str], list[object], list[int]] | None: ...
 
     def configure(
         self,

@@ -823,6 +823,62 @@ done:
     return out;
 }
 
+/*
+ * storage_columns(statements) -> (keys, classes, numels) or None
+ *
+ * consistency._storage_columns compiled: when every statement's pid (read as the attribute "pid") is
+ * ('storage', <class>, <str key>, <location>, <int numel>) -- a tuple of five, the first item an exact
+ * str equal to "storage", the key an exact str, the count an exact int, as torch.save writes them --
+ * their keys, classes and counts as three lists, in order; otherwise None. Nothing is called but the
+ * attribute read and the comparison of two exact strs.
+ */
+static PyObject *
+storage_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "storage_columns takes one sequence of statements");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "storage_columns: statements must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *pid_name = PyUnicode_InternFromString("pid");
+    PyObject *keys = PyList_New(count), *classes = PyList_New(count), *numels = PyList_New(count);
+    PyObject *out = NULL;
+    if (pid_name == NULL || keys == NULL || classes == NULL || numels == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pid = PyObject_GetAttr(items[i], pid_name);
+        if (pid == NULL)
+            goto done;
+        int plain = PyTuple_CheckExact(pid) && PyTuple_GET_SIZE(pid) == 5 &&
+                    PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 0)) &&
+                    PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(pid, 0), "storage") == 0 &&
+                    PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 2)) && PyLong_CheckExact(PyTuple_GET_ITEM(pid, 4));
+        if (!plain) {
+            Py_DECREF(pid);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyList_SET_ITEM(keys, i, Py_NewRef(PyTuple_GET_ITEM(pid, 2)));
+        PyList_SET_ITEM(classes, i, Py_NewRef(PyTuple_GET_ITEM(pid, 1)));
+        PyList_SET_ITEM(numels, i, Py_NewRef(PyTuple_GET_ITEM(pid, 4)));
+        Py_DECREF(pid);
+    }
+    out = PyTuple_Pack(3, keys, classes, numels);
+done:
+    /* A list left part-filled (None returned) holds NULL items, which list deallocation skips. */
+    Py_XDECREF(keys);
+    Py_XDECREF(classes);
+    Py_XDECREF(numels);
+    Py_XDECREF(pid_name);
+    Py_DECREF(seq);
+    return out;
+}
+
 #include "_speedups_machine.h"
 
 static PyMethodDef methods[] = {
@@ -832,6 +888,8 @@ static PyMethodDef methods[] = {
      "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
     {"ordered_spans", (PyCFunction)(void (*)(void))ordered_spans, METH_FASTCALL,
      "Whether ZIP entries lie in file order without overlapping (see picklewarden.containers.torchzip)."},
+    {"storage_columns", (PyCFunction)(void (*)(void))storage_columns, METH_FASTCALL,
+     "The keys, classes and counts of plain storage persistent ids (see picklewarden.containers.consistency)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "Give the machine's compiled callbacks the record classes they build (see pickle/machine.py)."},
     {NULL, NULL, 0, NULL},

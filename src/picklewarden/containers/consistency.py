@@ -16,6 +16,7 @@ from itertools import compress
 from operator import attrgetter, itemgetter, methodcaller, not_
 from typing import Any
 
+from picklewarden import _native
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck, reader_of
 from picklewarden.containers.legacy_tar import element_size
@@ -26,7 +27,7 @@ from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
-from picklewarden.pickle.program import Program
+from picklewarden.pickle.program import Persistent, Program
 
 _PEEK = 256
 """Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""
@@ -94,6 +95,7 @@ def _kind(kinds: dict[int, tuple[object, tuple[str, int | None]]], cls: object) 
 
 
 _CLASS, _KEY, _NUMEL, _FIRST, _SIZE = itemgetter(1), itemgetter(2), itemgetter(4), itemgetter(0), attrgetter("size")
+_PID = attrgetter("pid")
 
 
 def _plain_storages(pids: list[Any]) -> bool:
@@ -110,6 +112,15 @@ def _plain_storages(pids: list[Any]) -> bool:
     )
 
 
+def storage_columns(persistent: Sequence[Persistent]) -> tuple[list[str], list[object], list[int]] | None:
+    """The keys, classes and element counts of ``persistent`` when every id is a plain storage id (see
+    :func:`_plain_storages`), else None. The reference of ``_speedups.storage_columns``."""
+    pids = list(map(_PID, persistent))
+    if not _plain_storages(pids):
+        return None
+    return list(map(_KEY, pids)), list(map(_CLASS, pids)), list(map(_NUMEL, pids))
+
+
 def _fitting_storages(
     programs: Sequence[Program], archive: TorchZip, data_files: list[str], data_entries: list[ZipEntry]
 ) -> bool:
@@ -124,18 +135,20 @@ def _fitting_storages(
     names: list[str] = []
     needed: list[int] = []
     kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
+    native = _native.speedups
     for program in programs:
-        pids = [stmt.pid for stmt in program.kinds().persistent]
-        if not pids:
+        persistent = program.kinds().persistent
+        if not persistent:
             continue
-        if not _plain_storages(pids):
+        columns = storage_columns(persistent) if native is None else native.storage_columns(persistent)
+        if columns is None:
             return False
-        classes = list(map(_CLASS, pids))
+        keys, classes, numels = columns
         sizes = {key: _kind(kinds, cls)[1] for key, cls in dict(zip(map(id, classes), classes, strict=True)).items()}
         if None in sizes.values():
             return False  # not a torch storage class: its size is not compared
-        names += map((head + _tensor_folder(archive, program.member)).__add__, map(_KEY, pids))
-        needed += map(operator.mul, map(sizes.__getitem__, map(id, classes)), map(_NUMEL, pids))
+        names += map((head + _tensor_folder(archive, program.member)).__add__, keys)
+        needed += map(operator.mul, map(sizes.__getitem__, map(id, classes)), numels)
     return bool(names) and names == data_files and all(map(operator.eq, map(_SIZE, data_entries), needed))
 
 

@@ -119,7 +119,7 @@ from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
 from picklewarden.containers.zipfile_view import ZipfileLayout
-from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key
+from picklewarden.containers.zipindex import _ASCII_FOLD, ByName, _binary_search, _heap_order, _lookup_key
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
@@ -252,13 +252,16 @@ class _Reader(DirectoryReader):
         for raw in walk.raws:
             built[raw.index] = self.make_entry(raw)
         entries = cast("list[ZipEntry]", built)  # every record now has its entry
-        keys = list(map(_FOLD, names))
+        joined = b"".join(names)
+        # torch.save writes lower-case names under a lower-case folder: then each name is its own folded key
+        keys = names if joined.lower() == joined else list(map(_FOLD, names))
         lookup = self.build_lookup(names, entries, keys)
         by_name: dict[str, ZipEntry] = {}
         order = tuple(map(_NAME, entries))
-        if len(lookup) == len(names) and b"\x00" not in b"".join(keys):
+        distinct: Mapping[str, ZipEntry] | None = None
+        if len(lookup) == len(names) and b"\x00" not in joined:
             # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
-            by_name = dict(zip(order, entries, strict=True))
+            distinct = ByName(lookup, order)
         else:
             for name, position, entry in zip(names, walk.positions, entries, strict=True):
                 found = lookup.get(_lookup_key(name))
@@ -273,18 +276,20 @@ class _Reader(DirectoryReader):
                         "Python's zipfile cuts the name at the NUL and may read it in place of another member",
                     )
         archive = TorchZip(
-            entries=types.MappingProxyType(by_name),
+            entries=types.MappingProxyType(by_name) if distinct is None else distinct,
             order=order,
             prefix=_decode(prefix),
             anomalies=(),
             all_entries=tuple(entries),
             _lookup=types.MappingProxyType(lookup),
         )
-        self.check_start(entries)
+        in_order = self.in_order(entries)
+        # members in file order: the first has the lowest header offset
+        self.check_start(entries[0].header_offset if in_order else min(map(_HEADER, entries)))
         self.check_prefix(names, walk.positions, prefix)
         check_name_case(self, archive)
         check_open_records(self, archive)
-        self.check_overlaps(entries)
+        self.check_overlaps(entries, in_order)
         if self.zipfile_problems:
             self.note(
                 "zipfile-rejects",
@@ -452,8 +457,7 @@ class _Reader(DirectoryReader):
             )
         return lookup
 
-    def check_start(self, entries: list[ZipEntry]) -> None:
-        first_header = min(map(_HEADER, entries))
+    def check_start(self, first_header: int) -> None:
         starts_zip = bytes(self.data[:4]) == ZIP_MAGIC
         if self.size > 8 and bytes(self.data[:8]) == b"PYTORCH1":
             self.note(
@@ -498,12 +502,17 @@ class _Reader(DirectoryReader):
                 )
                 return
 
-    def check_overlaps(self, entries: list[ZipEntry]) -> None:
+    @staticmethod
+    def in_order(entries: list[ZipEntry]) -> bool:
+        """Whether members are listed in file order without overlapping (:func:`ordered_spans`)."""
         native = _native.speedups
         fits = None if native is None else native.ordered_spans(entries, ZipEntry)
-        if fits is None:
-            fits = ordered_spans(entries)
-        if fits:
+        return ordered_spans(entries) if fits is None else fits
+
+    def check_overlaps(self, entries: list[ZipEntry], in_order: bool | None = None) -> None:
+        """An ``overlapping-entries`` anomaly for the first member starting inside another's bytes.
+        ``in_order``: :meth:`in_order` when already known."""
+        if self.in_order(entries) if in_order is None else in_order:
             return
         spans = sorted(
             (entry.header_offset, entry.data_offset + entry.compressed_size, entry.name)
