@@ -741,6 +741,28 @@ slot_u64(PyObject *entry, Py_ssize_t offset, uint64_t *value)
     return 0;
 }
 
+/* slot_offsets for fields named by C strings: -1 on error, 0 otherwise (offsets all -1: not readable). */
+static int
+named_slot_offsets(PyObject *entry_type, const char *const *fields, int count, Py_ssize_t *offsets)
+{
+    PyObject *names[8] = {NULL};
+    int status = -1;
+    if (count > 8) {
+        PyErr_SetString(PyExc_SystemError, "named_slot_offsets: too many fields");
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        names[i] = PyUnicode_InternFromString(fields[i]);
+        if (names[i] == NULL)
+            goto done;
+    }
+    status = slot_offsets(entry_type, names, count, offsets);
+done:
+    for (int i = 0; i < count; i++)
+        Py_XDECREF(names[i]);
+    return status;
+}
+
 static const char *const span_fields[] = {"header_offset", "data_offset", "compressed_size", "directory"};
 #define SPAN_FIELDS 4
 
@@ -762,20 +784,12 @@ ordered_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *entry_type = args[1];
-    PyObject *names[SPAN_FIELDS] = {NULL};
     Py_ssize_t offsets[SPAN_FIELDS];
     PyObject *out = NULL, *seq = NULL;
-    for (int i = 0; i < SPAN_FIELDS; i++) {
-        names[i] = PyUnicode_InternFromString(span_fields[i]);
-        if (names[i] == NULL)
-            goto done;
-    }
-    if (slot_offsets(entry_type, names, SPAN_FIELDS, offsets) < 0)
-        goto done;
-    if (offsets[0] < 0) {
-        out = Py_NewRef(Py_None);
-        goto done;
-    }
+    if (named_slot_offsets(entry_type, span_fields, SPAN_FIELDS, offsets) < 0)
+        return NULL;
+    if (offsets[0] < 0)
+        return Py_NewRef(Py_None);
     seq = PySequence_Fast(args[0], "ordered_spans: entries must be a sequence");
     if (seq == NULL)
         goto done;
@@ -818,8 +832,6 @@ ordered_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     out = Py_NewRef(Py_True);
 done:
     Py_XDECREF(seq);
-    for (int i = 0; i < SPAN_FIELDS; i++)
-        Py_XDECREF(names[i]);
     return out;
 }
 
@@ -879,6 +891,73 @@ done:
     return out;
 }
 
+static const char *const flag_fields[] = {"name", "directory", "size"};
+#define FLAG_FIELDS 3
+
+/*
+ * entry_flags(entries, entry_type, folder) -> bytes or None
+ *
+ * torchzip.entry_flags compiled: a byte per entry, the sum of FLAG_IN_FOLDER (1: the name starts with
+ * `folder`), FLAG_DIRECTORY (2), FLAG_EMPTY (4: uncompressed size 0) and FLAG_PICKLE (8: the name ends
+ * in ".pkl"); None when an entry is not of entry_type or a field not an exact str, bool or int.
+ */
+static PyObject *
+entry_flags(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyType_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "entry_flags takes entries, their class and a folder name");
+        return NULL;
+    }
+    PyObject *entry_type = args[1], *folder = args[2];
+    Py_ssize_t offsets[FLAG_FIELDS];
+    PyObject *out = NULL, *seq = NULL, *pkl = NULL;
+    if (named_slot_offsets(entry_type, flag_fields, FLAG_FIELDS, offsets) < 0)
+        return NULL;
+    if (offsets[0] < 0)
+        return Py_NewRef(Py_None);
+    pkl = PyUnicode_FromString(".pkl");
+    seq = PySequence_Fast(args[0], "entry_flags: entries must be a sequence");
+    if (pkl == NULL || seq == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *flags = PyBytes_FromStringAndSize(NULL, count);
+    if (flags == NULL)
+        goto done;
+    char *flag = PyBytes_AS_STRING(flags);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = items[i];
+        if (!Py_IS_TYPE(entry, (PyTypeObject *)entry_type)) {
+            Py_DECREF(flags);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *name = *(PyObject **)((char *)entry + offsets[0]);
+        PyObject *directory = *(PyObject **)((char *)entry + offsets[1]);
+        PyObject *size = *(PyObject **)((char *)entry + offsets[2]);
+        if (name == NULL || !PyUnicode_CheckExact(name) || (directory != Py_True && directory != Py_False) ||
+            size == NULL || !PyLong_CheckExact(size)) {
+            Py_DECREF(flags);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_ssize_t in_folder = PyUnicode_Tailmatch(name, folder, 0, PY_SSIZE_T_MAX, -1);
+        Py_ssize_t pickle = PyUnicode_Tailmatch(name, pkl, 0, PY_SSIZE_T_MAX, 1);
+        int empty = PyObject_Not(size);
+        if (in_folder < 0 || pickle < 0 || empty < 0) {
+            Py_DECREF(flags);
+            goto done;
+        }
+        flag[i] = (char)((in_folder ? 1 : 0) | (directory == Py_True ? 2 : 0) | (empty ? 4 : 0) | (pickle ? 8 : 0));
+    }
+    out = flags;
+done:
+    Py_XDECREF(seq);
+    Py_XDECREF(pkl);
+    return out;
+}
+
 #include "_speedups_machine.h"
 
 static PyMethodDef methods[] = {
@@ -888,6 +967,8 @@ static PyMethodDef methods[] = {
      "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
     {"ordered_spans", (PyCFunction)(void (*)(void))ordered_spans, METH_FASTCALL,
      "Whether ZIP entries lie in file order without overlapping (see picklewarden.containers.torchzip)."},
+    {"entry_flags", (PyCFunction)(void (*)(void))entry_flags, METH_FASTCALL,
+     "A byte of flags per ZIP entry: in a folder, directory, empty, pickle (see picklewarden.containers.torchzip)."},
     {"storage_columns", (PyCFunction)(void (*)(void))storage_columns, METH_FASTCALL,
      "The keys, classes and counts of plain storage persistent ids (see picklewarden.containers.consistency)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,

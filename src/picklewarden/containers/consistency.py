@@ -13,7 +13,7 @@ import operator
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
-from operator import attrgetter, itemgetter, methodcaller, not_
+from operator import attrgetter, itemgetter, not_
 from typing import Any
 
 from picklewarden import _native
@@ -22,6 +22,7 @@ from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramC
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
+from picklewarden.containers.zipcolumns import FLAG_DIRECTORY, FLAG_EMPTY, FLAG_IN_FOLDER, mask
 from picklewarden.containers.zipentry import peek_member
 from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
@@ -49,8 +50,6 @@ _KNOWN = frozenset(
 _KNOWN_FOLDERS = ("data/", "code/", "constants/", "extra/", ".data/")
 _MAX_LISTED = 10
 _LOOKUP_ERRORS: tuple[type[BaseException], ...] = (KeyError, *ZIP_ERRORS)
-_DIRECTORY = attrgetter("directory")
-_NAME = attrgetter("name")
 ARCHIVE_WIDE = ""
 """In ``reported``: the ZIP reader already explained why zipfile cannot open the whole archive."""
 
@@ -198,23 +197,20 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
 
     def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
         head = archive.prefix + "/"
-        cut, data_head = len(head), head + "data/"
-        kept = list(map(not_, map(_DIRECTORY, archive.all_entries)))
-        files = list(compress(archive.order, kept))
+        cut = len(head)
         # Per column, not per name: a state dict has one storage entry per tensor.
-        in_data = list(map(methodcaller("startswith", data_head), files))
-        data_files = list(compress(files, in_data))
+        flags = archive.data_flags()
+        in_data = mask(flags, FLAG_IN_FOLDER, FLAG_DIRECTORY)
+        data_files = list(compress(archive.order, in_data))
         stray: list[str] = []
-        if not _fitting_storages(
-            programs, archive, data_files, list(compress(compress(archive.all_entries, kept), in_data))
-        ):
+        if not _fitting_storages(programs, archive, data_files, list(compress(archive.all_entries, in_data))):
             ids = storage_ids(programs, archive)
             yield from _storage_problems(archive, ids)
             records = map(itemgetter(slice(cut, None)), data_files)
             stray = list(compress(data_files, map(not_, map(ids.__contains__, records)))) if ids else []
         odd = [
             name
-            for name in compress(files, map(not_, in_data))
+            for name in compress(archive.order, mask(flags, 0, FLAG_IN_FOLDER | FLAG_DIRECTORY))
             if name.startswith(head)
             and name[cut:] not in _KNOWN
             and not name[cut:].startswith(_KNOWN_FOLDERS)
@@ -268,14 +264,8 @@ def storage_payloads(
         if not entry.name.startswith(folder) or entry.directory or entry.size == 0:
             continue
         if spent >= _PEEK_BUDGET:
-            # Counted a column at a time: a state dict leaves one unpeeked storage per tensor.
-            rest = entries[at:]
-            storage = map(
-                operator.and_,
-                map(methodcaller("startswith", folder), map(_NAME, rest)),
-                map(not_, map(_DIRECTORY, rest)),
-            )
-            skipped = sum(map(bool, compress(map(_SIZE, rest), storage)))
+            # Counted from the flags: a state dict leaves one unpeeked storage per tensor.
+            skipped = mask(archive.data_flags()[at:], FLAG_IN_FOLDER, FLAG_DIRECTORY | FLAG_EMPTY).count(1)
             break
         head = peek_member(data, entry, _PEEK)
         if heads is not None:

@@ -71,16 +71,15 @@ Torch copies such records and never unpickles them, so a header trick there cann
 
 from __future__ import annotations
 
-import operator
 import types
-from collections.abc import Mapping, Sequence
-from itertools import accumulate, compress, islice, repeat
+from collections.abc import Mapping
+from itertools import repeat
 from operator import attrgetter, methodcaller
 from typing import Any, cast
 
-from picklewarden import _native
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
 from picklewarden.containers.torchopen import check_name_case, check_open_records
+from picklewarden.containers.zipcolumns import entry_flags, ordered_spans
 from picklewarden.containers.zipdir import DirectoryReader, Walk, _c_string, _Raw, _zipfile_extra_corrupt
 from picklewarden.containers.zipentry import (
     _ATTR_DOS_DIRECTORY,
@@ -140,7 +139,17 @@ class TorchZip:
     one-file scan pays for (see "Start-up" in docs/benchmarks.md).
     """
 
-    __slots__ = ("_lookup", "all_entries", "anomalies", "entries", "order", "prefix", "zipfile_layout")
+    __slots__ = (
+        "_flags",
+        "_in_order",
+        "_lookup",
+        "all_entries",
+        "anomalies",
+        "entries",
+        "order",
+        "prefix",
+        "zipfile_layout",
+    )
     entries: Mapping[str, ZipEntry]
     """By central-directory name: the entry torch reads when it looks that name up."""
     order: tuple[str, ...]
@@ -151,6 +160,8 @@ class TorchZip:
     all_entries: tuple[ZipEntry, ...]
     """Every central-directory entry in order, including those a duplicate shadows."""
     _lookup: Mapping[bytes, ZipEntry]
+    _flags: bytes | None
+    _in_order: bool | None
     zipfile_layout: ZipfileLayout | None
     """The directory's place and records, for reading members as Python's zipfile does (None: unknown)."""
 
@@ -173,6 +184,8 @@ class TorchZip:
         _set(self, "all_entries", all_entries)
         _set(self, "_lookup", {} if _lookup is None else _lookup)
         _set(self, "zipfile_layout", zipfile_layout)
+        _set(self, "_flags", None)
+        _set(self, "_in_order", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"TorchZip is immutable: cannot set {name}")
@@ -192,6 +205,21 @@ class TorchZip:
 
     def __repr__(self) -> str:
         return f"TorchZip(prefix={self.prefix!r}, order={self.order!r}, anomalies={self.anomalies!r})"
+
+    def data_flags(self) -> bytes:
+        """:func:`~picklewarden.containers.zipcolumns.entry_flags` of :attr:`all_entries` for the tensor
+        folder ``<prefix>/data/``, worked out once: the storage check, the storage peeks and numpy's view
+        each pick storages from it."""
+        if self._flags is None:
+            object.__setattr__(self, "_flags", entry_flags(self.all_entries, self.prefix + "/data/"))
+        return cast("bytes", self._flags)
+
+    def in_order(self) -> bool:
+        """:func:`~picklewarden.containers.zipcolumns.ordered_spans` of :attr:`all_entries`, worked out
+        once: members listed in file order (header offsets strictly increasing) without overlapping."""
+        if self._in_order is None:
+            object.__setattr__(self, "_in_order", ordered_spans(self.all_entries))
+        return bool(self._in_order)
 
     def record(self, name: str) -> ZipEntry | None:
         """The entry torch reads for record ``name`` (looked up as ``prefix + "/" + name``), or None."""
@@ -283,7 +311,7 @@ class _Reader(DirectoryReader):
             all_entries=tuple(entries),
             _lookup=types.MappingProxyType(lookup),
         )
-        in_order = self.in_order(entries)
+        in_order = ordered_spans(entries)
         # members in file order: the first has the lowest header offset
         self.check_start(entries[0].header_offset if in_order else min(map(_HEADER, entries)))
         self.check_prefix(names, walk.positions, prefix)
@@ -298,7 +326,7 @@ class _Reader(DirectoryReader):
                 "Python's zipfile cannot read this archive as torch does: " + "; ".join(self.zipfile_problems),
             )
         cd_offset, cd_size = self.cd_span
-        return TorchZip(
+        done = TorchZip(
             entries=archive.entries,
             order=archive.order,
             prefix=archive.prefix,
@@ -312,6 +340,8 @@ class _Reader(DirectoryReader):
                 not self.slack and walk.zipfile_plain,
             ),
         )
+        object.__setattr__(done, "_in_order", in_order)  # worked out above
+        return done
 
     def make_entry(self, raw: _Raw) -> ZipEntry:
         data, size = self.data, self.size
@@ -502,17 +532,10 @@ class _Reader(DirectoryReader):
                 )
                 return
 
-    @staticmethod
-    def in_order(entries: list[ZipEntry]) -> bool:
-        """Whether members are listed in file order without overlapping (:func:`ordered_spans`)."""
-        native = _native.speedups
-        fits = None if native is None else native.ordered_spans(entries, ZipEntry)
-        return ordered_spans(entries) if fits is None else fits
-
     def check_overlaps(self, entries: list[ZipEntry], in_order: bool | None = None) -> None:
         """An ``overlapping-entries`` anomaly for the first member starting inside another's bytes.
-        ``in_order``: :meth:`in_order` when already known."""
-        if self.in_order(entries) if in_order is None else in_order:
+        ``in_order``: :func:`ordered_spans` of the entries when already known."""
+        if ordered_spans(entries) if in_order is None else in_order:
             return
         spans = sorted(
             (entry.header_offset, entry.data_offset + entry.compressed_size, entry.name)
@@ -531,19 +554,3 @@ class _Reader(DirectoryReader):
                 return
             if end > reach:
                 reach, holder = end, name
-
-
-def ordered_spans(entries: Sequence[ZipEntry]) -> bool:
-    """Whether members are listed in file order (torch.save's) and none starts inside an earlier one's bytes.
-
-    The fast path of the overlap check, a column at a time (the reference of ``_speedups.ordered_spans``):
-    the spans are then already sorted, and a running maximum of their ends says whether any member with
-    bytes starts before an earlier one ends.
-    """
-    starts = list(map(_HEADER, entries))
-    if not all(map(operator.lt, starts, islice(starts, 1, None))):
-        return False
-    kept = list(map(operator.and_, map(operator.not_, map(_DIRECTORY, entries)), map(bool, map(_SIZE, entries))))
-    ends = list(compress(map(operator.add, map(_DATA, entries), map(_SIZE, entries)), kept))
-    reaches = list(accumulate(ends, max))
-    return not any(map(operator.lt, islice(compress(starts, kept), 1, None), reaches))

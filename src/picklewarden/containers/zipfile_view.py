@@ -97,12 +97,15 @@ def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Da
         return data
     entries = archive.all_entries
     count = len(entries)
-    offsets = list(map(_HEADER, entries))
-    if count != len(layout.positions) or any(map(operator.ge, offsets[:-1], offsets[1:])):
+    if count != len(layout.positions):
         return data
+    if not archive.in_order():  # (in order: header offsets increase)
+        offsets = list(map(_HEADER, entries))
+        if any(map(operator.ge, offsets[:-1], offsets[1:])):
+            return data
     named = list(compress(range(count), map(set(wanted).__contains__, archive.order)))
     for index in named:
-        end = _data_end(data, offsets[index], entries[index].compressed_size)
+        end = _data_end(data, entries[index].header_offset, entries[index].compressed_size)
         if end is None or end > layout.cd_offset:
             return data
     kept = sorted({*named, *(index + 1 for index in named if index + 1 < count)})

@@ -1,9 +1,10 @@
-"""The compiled overlap test (``_speedups.ordered_spans``) against its pure-Python reference.
+"""The whole-archive column passes (``containers/zipcolumns.py``) against their compiled versions.
 
-``torchzip._Reader.check_overlaps`` asks the compiled core whether the members lie in file order without
-overlapping; ``torchzip.ordered_spans`` is the reference. They must agree wherever the compiled answer is
-True or False; None (it cannot say) is allowed only for entries it does not read: another class, a field
-that is not a plain int or bool, an end past 2**64.
+``_speedups.ordered_spans`` (members in file order without overlapping) and ``_speedups.entry_flags`` (a
+byte of flags per entry) must agree with the references ``zipcolumns._ordered_spans`` and
+``zipcolumns._entry_flags`` wherever they answer; None (they cannot say) is allowed only for entries they do
+not read: another class, a field that is not a plain int, str or bool, an end past 2**64. The views built
+on them (numpy's, zipfile's, the storage check's) are compared with their slow ways on real archives.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picklewarden import _native
-from picklewarden.containers.torchzip import ZipEntry, open_torch_zip, ordered_spans
+from picklewarden.containers.torchzip import ZipEntry, open_torch_zip
+from picklewarden.containers.zipcolumns import _entry_flags as entry_flags
+from picklewarden.containers.zipcolumns import _ordered_spans as ordered_spans
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 from targets import COMPILED, LIMITS, pure_python
@@ -45,11 +48,15 @@ def spans(draw: st.DrawFn) -> list[ZipEntry]:
     return entries
 
 
-def _compiled(entries: list[ZipEntry], entry_type: type = ZipEntry) -> bool | None:
-    """The compiled answer, from the extension itself: PICKLEWARDEN_PURE_PYTHON only stops the scanner using it."""
+def _extension() -> Any:
+    """The extension itself: PICKLEWARDEN_PURE_PYTHON only stops the scanner using it."""
     from picklewarden import _speedups  # type: ignore[attr-defined,import-not-found,unused-ignore]
 
-    return cast("bool | None", _speedups.ordered_spans(entries, entry_type))
+    return _speedups
+
+
+def _compiled(entries: list[ZipEntry], entry_type: type = ZipEntry) -> bool | None:
+    return cast("bool | None", _extension().ordered_spans(entries, entry_type))
 
 
 @settings(max_examples=500, deadline=None)
@@ -119,3 +126,84 @@ def test_overlap_findings_agree_on_both_cores() -> None:
     assert compiled == reference
     assert "overlapping-entries" in {anomaly.code for anomaly in compiled}
     assert (COMPILED is None) == (os.environ.get(_native.PURE_PYTHON_ENV, "") not in ("", "0"))
+
+
+names = st.sampled_from(
+    [
+        "archive/data/0",
+        "archive/data/",
+        "archive/data.pkl",
+        "archive/data/x.pkl",
+        "Archive/data/1",
+        "archive/dat\u0430/2",
+        "archive/data/\udc80",
+        "",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.tuples(names, st.booleans(), st.sampled_from([0, 0, 1, 6, 2**63, 2**64 - 1])), max_size=10),
+    folder=st.sampled_from(["archive/data/", "archive/", "", "Archive/data/", "\udc80"]),
+)
+def test_entry_flags_agree(rows: list[tuple[str, bool, int]], folder: str) -> None:
+    entries = [ZipEntry(name, 0, 30, size, size, 0, 0, 0, directory=directory) for name, directory, size in rows]
+    found = _extension().entry_flags(entries, ZipEntry, folder)
+    assert found == entry_flags(entries, folder)
+    for flag, (name, directory, size) in zip(found, rows, strict=True):
+        assert flag == name.startswith(folder) + 2 * directory + 4 * (size == 0) + 8 * name.endswith(".pkl")
+
+
+def test_entry_flags_leave_what_they_cannot_read_to_the_reference() -> None:
+    plain = ZipEntry("archive/data/0", 0, 30, 1, 1, 0, 0, 0)
+    assert _extension().entry_flags([plain, object()], ZipEntry, "archive/") is None
+    odd = plain.replace()
+    object.__setattr__(odd, "size", 1.0)
+    assert _extension().entry_flags([odd], ZipEntry, "archive/") is None
+    assert entry_flags([odd], "archive/") == bytes([1])
+
+
+def _state_dict(count: int, *, extra: bool = False) -> bytes:
+    """A torch.save-like archive: data.pkl, one stored storage per tensor, and maybe a stray member."""
+    import zipfile
+    from io import BytesIO
+
+    out = BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/byteorder", b"little")
+        for key in range(count):
+            archive.writestr(f"archive/data/{key}", (b"\x93NUMPY" if key == count - 1 else b"\x00") * 8)
+        if extra:
+            archive.writestr("archive/data/9.pkl", b"N.")
+            archive.writestr("archive/extra.txt", b"x")
+        archive.writestr("archive/version", b"3\n")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("extra", [False, True])
+def test_numpy_views_choice_of_entries_agrees_with_the_slow_way(extra: bool) -> None:
+    """npz._worth_a_look finds peeked storages by binary search when members are in file order; the slow
+    way (a membership test per entry) is what it must equal."""
+    from picklewarden.containers import npz
+
+    archive = open_torch_zip(_state_dict(300, extra=extra), LIMITS)
+    assert archive.in_order()
+    entries = archive.all_entries
+    heads = {entries[i].header_offset: b"" for i in (3, 7, 150, len(entries) - 1)} | {1: b""}  # 1: no entry
+    fast = list(npz._worth_a_look(archive, "archive/data/", heads))
+    storage = [n.startswith("archive/data/") and not n.endswith(".pkl") for n in archive.order]
+    slow = [e for e, s in zip(entries, storage, strict=True) if not s or e.header_offset in heads]
+    assert fast == slow and len(slow) < len(entries)
+
+
+def test_scans_of_an_archive_agree_on_both_cores(tmp_path: Path) -> None:
+    """The storage check, the peek count, numpy's and zipfile's views read the flags: same report either way."""
+    from picklewarden import scan_bytes
+
+    data = _state_dict(300, extra=True)
+    with pure_python():
+        reference = scan_bytes(data)
+    assert scan_bytes(data) == reference
+    assert any(finding.rule == "PW306" for finding in reference.findings)
