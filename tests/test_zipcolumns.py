@@ -130,6 +130,9 @@ def test_overlap_findings_agree_on_both_cores() -> None:
 
 names = st.sampled_from(
     [
+        "archive/DATA.PKL",
+        "archive/code/x_pkl",
+        "l",
         "archive/data/0",
         "archive/data/",
         "archive/data.pkl",
@@ -152,7 +155,8 @@ def test_entry_flags_agree(rows: list[tuple[str, bool, int]], folder: str) -> No
     found = _extension().entry_flags(entries, ZipEntry, folder)
     assert found == entry_flags(entries, folder)
     for flag, (name, directory, size) in zip(found, rows, strict=True):
-        assert flag == name.startswith(folder) + 2 * directory + 4 * (size == 0) + 8 * name.endswith(".pkl")
+        expected = name.startswith(folder) + 2 * directory + 4 * (size == 0) + 8 * name.endswith(".pkl")
+        assert flag == expected + 16 * name.endswith(("l", "L"))
 
 
 def test_entry_flags_leave_what_they_cannot_read_to_the_reference() -> None:

@@ -898,8 +898,8 @@ static const char *const flag_fields[] = {"name", "directory", "size"};
  * entry_flags(entries, entry_type, folder) -> bytes or None
  *
  * torchzip.entry_flags compiled: a byte per entry, the sum of FLAG_IN_FOLDER (1: the name starts with
- * `folder`), FLAG_DIRECTORY (2), FLAG_EMPTY (4: uncompressed size 0) and FLAG_PICKLE (8: the name ends
- * in ".pkl"); None when an entry is not of entry_type or a field not an exact str, bool or int.
+ * `folder`), FLAG_DIRECTORY (2), FLAG_EMPTY (4: uncompressed size 0), FLAG_PICKLE (8: the name ends
+ * in ".pkl") and FLAG_ENDS_IN_L (16: in "l" or "L"); None when an entry is not of entry_type or a field not an exact str, bool or int.
  */
 static PyObject *
 entry_flags(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -949,7 +949,10 @@ entry_flags(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(flags);
             goto done;
         }
-        flag[i] = (char)((in_folder ? 1 : 0) | (directory == Py_True ? 2 : 0) | (empty ? 4 : 0) | (pickle ? 8 : 0));
+        Py_ssize_t length = PyUnicode_GET_LENGTH(name);
+        Py_UCS4 last = length ? PyUnicode_READ_CHAR(name, length - 1) : 0;
+        flag[i] = (char)((in_folder ? 1 : 0) | (directory == Py_True ? 2 : 0) | (empty ? 4 : 0) | (pickle ? 8 : 0) |
+                         (last == 'l' || last == 'L' ? 16 : 0));
     }
     out = flags;
 done:

@@ -24,6 +24,8 @@ FLAG_EMPTY = 4
 """Its uncompressed size is 0."""
 FLAG_PICKLE = 8
 """Its name ends in ``.pkl``."""
+FLAG_ENDS_IN_L = 16
+"""Its name ends in ``l`` or ``L``: every name that folds to ``.pkl`` or ``_pkl`` does."""
 
 _NAME = attrgetter("name")
 _HEADER = attrgetter("header_offset")
@@ -57,8 +59,8 @@ def _ordered_spans(entries: Sequence[ZipEntry]) -> bool:
 
 def entry_flags(entries: Sequence[ZipEntry], folder: str) -> bytes:
     """A byte per entry: the sum of :data:`FLAG_IN_FOLDER` (its name starts with ``folder``),
-    :data:`FLAG_DIRECTORY`, :data:`FLAG_EMPTY` and :data:`FLAG_PICKLE`. Masks over it are ``translate``
-    tables, counts ``bytes.count``."""
+    :data:`FLAG_DIRECTORY`, :data:`FLAG_EMPTY`, :data:`FLAG_PICKLE` and :data:`FLAG_ENDS_IN_L`. Masks over
+    it are ``translate`` tables (:func:`mask`), counts ``bytes.count``."""
     native = _native.speedups
     flags = None if native is None else native.entry_flags(entries, ZipEntry, folder)
     return _entry_flags(entries, folder) if flags is None else flags
@@ -70,7 +72,14 @@ def _entry_flags(entries: Sequence[ZipEntry], folder: str) -> bytes:
     directory = map(operator.mul, map(bool, map(_DIRECTORY, entries)), repeat(FLAG_DIRECTORY))
     empty = map(operator.mul, map(operator.not_, map(_SIZE, entries)), repeat(FLAG_EMPTY))
     pickle = map(operator.mul, map(methodcaller("endswith", ".pkl"), names), repeat(FLAG_PICKLE))
-    return bytes(map(operator.add, map(operator.add, in_folder, directory), map(operator.add, empty, pickle)))
+    ends_in_l = map(operator.mul, map(methodcaller("endswith", ("l", "L")), names), repeat(FLAG_ENDS_IN_L))
+    return bytes(
+        map(
+            operator.add,
+            map(operator.add, map(operator.add, in_folder, directory), map(operator.add, empty, pickle)),
+            ends_in_l,
+        )
+    )
 
 
 def mask(flags: bytes, wanted: int, unwanted: int = 0) -> bytes:

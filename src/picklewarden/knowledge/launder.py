@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
+from picklewarden import _native
 from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
 from picklewarden.pickle.machine import node_of
@@ -62,6 +63,9 @@ def module_pids(persistent: Sequence[Persistent]) -> Sequence[Persistent]:
     A state dict has one ``('storage', ...)`` id per tensor: when every id is a non-empty tuple, one pass
     over their first items (no Python call per id) shows none is a ``'module'`` id.
     """
+    native = _native.speedups
+    if native is not None and persistent and native.storage_columns(persistent) is not None:
+        return ()  # every id a ('storage', ...) id
     pids = list(map(_PID, persistent))
     if set(map(type, pids)) == {tuple} and 0 not in set(map(len, pids)) and "module" not in map(_HEAD, pids):
         return ()
