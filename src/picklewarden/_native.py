@@ -60,7 +60,9 @@ class Speedups(Protocol):
         usual_flags: int,
         entry_type: type | None,
         /,
-    ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
+    ) -> (
+        tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int, bool, bool, bool] | None
+    ): ...
 
     def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
 

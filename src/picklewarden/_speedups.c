@@ -576,14 +576,16 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
 
 /*
  * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags, entry_type)
- *   -> (records, entries, names, positions, zipfile_plain, position, remaining) or None
+ *   -> (records, entries, names, positions, zipfile_plain, position, remaining, names_lower, names_nul_free,
+ *       folder_shared) or None
  *
  * What zipdir.DirectoryReader.read_central_directory returns (a zipdir.Walk): the records whose entries
  * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
  * record (see above; None for the others, and for all when entry_type is None), the name and the record's
- * offset; whether zipfile reads every record plainly; where the walk stopped and what it left. None where any record is one
- * the reference refuses: the caller then runs the reference, which raises with its own message (errors
- * are rare; their wording stays in one place).
+ * offset; whether zipfile reads every record plainly; where the walk stopped and what it left; whether no
+ * name holds an ASCII capital, none a NUL, and all start with the first name's folder (up to its first '/').
+ * None where any record is one the reference refuses: the caller then runs the reference, which raises with
+ * its own message (errors are rare; their wording stays in one place).
  */
 static PyObject *
 central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -634,7 +636,9 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *data = (const unsigned char *)view.buf;
     const Py_ssize_t size = view.len;
     PyObject *records = NULL, *entries = NULL, *names = NULL, *positions = NULL;
-    int all_zipfile_plain = 1;
+    int all_zipfile_plain = 1, names_lower = 1, names_nul_free = 1, folder_shared = 0;
+    const unsigned char *folder = NULL;
+    Py_ssize_t folder_len = 0;
     if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
         cd_size > size - cd_offset) {
         out = Py_NewRef(Py_None);
@@ -684,6 +688,18 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                                                      usual_flags, size);
         int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
         all_zipfile_plain &= zipfile_plain;
+        if (names_nul_free && memchr(name, 0, (size_t)name_len) != NULL)
+            names_nul_free = 0;
+        for (Py_ssize_t k = 0; names_lower && k < name_len; k++)
+            names_lower = !(name[k] >= 'A' && name[k] <= 'Z');
+        if (index == 0) {
+            const unsigned char *slash = memchr(name, '/', (size_t)name_len);
+            folder = name;
+            folder_len = slash == NULL ? 0 : slash - name + 1;
+            folder_shared = folder_len > 0;
+        }
+        else if (folder_shared && (name_len < folder_len || memcmp(name, folder, (size_t)folder_len) != 0))
+            folder_shared = 0;
         if (append_new(names, PyBytes_FromStringAndSize((const char *)name, name_len)) < 0 ||
             append_int(positions, position) < 0)
             goto finish;
@@ -708,8 +724,9 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         position += record_size;
         remaining -= record_size;
     }
-    out = Py_BuildValue("(OOOONnn)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
-                        position, remaining);
+    out = Py_BuildValue("(OOOONnnNNN)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
+                        position, remaining, PyBool_FromLong(names_lower), PyBool_FromLong(names_nul_free),
+                        PyBool_FromLong(folder_shared));
     goto finish;
 refuse:
     out = Py_NewRef(Py_None);

@@ -280,14 +280,13 @@ class _Reader(DirectoryReader):
         for raw in walk.raws:
             built[raw.index] = self.make_entry(raw)
         entries = cast("list[ZipEntry]", built)  # every record now has its entry
-        joined = b"".join(names)
         # torch.save writes lower-case names under a lower-case folder: then each name is its own folded key
-        keys = names if joined.lower() == joined else list(map(_FOLD, names))
+        keys = names if walk.names_lower else list(map(_FOLD, names))
         lookup = self.build_lookup(names, entries, keys)
         by_name: dict[str, ZipEntry] = {}
         order = tuple(map(_NAME, entries))
         distinct: Mapping[str, ZipEntry] | None = None
-        if len(lookup) == len(names) and b"\x00" not in joined:
+        if len(lookup) == len(names) and walk.names_nul_free:
             # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
             distinct = ByName(lookup, order)
         else:
@@ -314,7 +313,7 @@ class _Reader(DirectoryReader):
         in_order = ordered_spans(entries)
         # members in file order: the first has the lowest header offset
         self.check_start(entries[0].header_offset if in_order else min(map(_HEADER, entries)))
-        self.check_prefix(names, walk.positions, prefix)
+        self.check_prefix(names, walk.positions, prefix, walk.folder_shared)
         check_name_case(self, archive)
         check_open_records(self, archive)
         self.check_overlaps(entries, in_order)
@@ -514,11 +513,14 @@ class _Reader(DirectoryReader):
                 + ("" if starts_zip else " when it reads the ZIP"),
             )
 
-    def check_prefix(self, names: list[bytes], positions: list[int], prefix: bytes) -> None:
-        """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder."""
+    def check_prefix(self, names: list[bytes], positions: list[int], prefix: bytes, shared: bool = False) -> None:
+        """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder.
+        ``shared``: every name is known to start with ``prefix + b"/"`` (:attr:`Walk.folder_shared`)."""
         wanted = _c_string(prefix + b"/")
         head = wanted[: len(prefix) + 1]
-        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(map(bytes.startswith, names, repeat(head))):
+        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and (
+            shared or all(map(bytes.startswith, names, repeat(head)))
+        ):
             return  # every name starts with the NUL-free folder, so no C-string cut can move it outside
         for name, position in zip(names, positions, strict=True):
             shown = _c_string(name[: _MAX_FILENAME_BUFFER - 1])

@@ -8,6 +8,7 @@ where Python's ``zipfile`` looks, and reads the central-directory records with m
 from __future__ import annotations
 
 import struct
+from itertools import repeat
 from typing import Any
 
 from picklewarden import _native
@@ -121,7 +122,16 @@ class _Raw:
 class Walk:
     """The central directory as walked: every record's name and offset, and what torchzip builds entries from."""
 
-    __slots__ = ("entries", "names", "positions", "raws", "zipfile_plain")
+    __slots__ = (
+        "entries",
+        "folder_shared",
+        "names",
+        "names_lower",
+        "names_nul_free",
+        "positions",
+        "raws",
+        "zipfile_plain",
+    )
 
     def __init__(
         self,
@@ -130,6 +140,9 @@ class Walk:
         names: list[bytes],
         positions: list[int],
         zipfile_plain: bool,
+        names_lower: bool,
+        names_nul_free: bool,
+        folder_shared: bool,
     ) -> None:
         self.raws = raws
         """The records whose entries are built in Python: every record, except those in ``entries``."""
@@ -142,9 +155,24 @@ class Walk:
         """Offset of each record."""
         self.zipfile_plain = zipfile_plain
         """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
+        self.names_lower = names_lower
+        """No name holds an ASCII capital: each is its own case-folded lookup key."""
+        self.names_nul_free = names_nul_free
+        """No name holds a NUL: no C-string lookup cuts one short."""
+        self.folder_shared = folder_shared
+        """Every name starts with the first name's folder, up to and including its first ``/``."""
 
     def _values(self) -> tuple[Any, ...]:
-        return (self.raws, self.entries, self.names, self.positions, self.zipfile_plain)
+        return (
+            self.raws,
+            self.entries,
+            self.names,
+            self.positions,
+            self.zipfile_plain,
+            self.names_lower,
+            self.names_nul_free,
+            self.folder_shared,
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(other) is Walk and self._values() == other._values()
@@ -371,9 +399,11 @@ class DirectoryReader:
             )
         )
         if found is not None:
-            records, entries, names, positions, plain, position, remaining = found
+            records, entries, names, positions, plain, position, remaining, lower, nul_free, shared = found
             self.note_slack(position, remaining, total)
-            return Walk([_Raw(*record) for record in records], entries, names, positions, plain)
+            return Walk(
+                [_Raw(*record) for record in records], entries, names, positions, plain, lower, nul_free, shared
+            )
         raws: list[_Raw] = []
         position, remaining = cd_offset, cd_size
         for index in range(total):
@@ -450,12 +480,18 @@ class DirectoryReader:
             position += record_size
             remaining -= record_size
         self.note_slack(position, remaining, total)
+        names = [raw.name for raw in raws]
+        joined = b"".join(names)
+        folder = names[0][: names[0].find(b"/") + 1] if names else b""
         return Walk(
             raws,
             [None] * len(raws),
-            [raw.name for raw in raws],
+            names,
             [raw.cd_offset for raw in raws],
             all(raw.zipfile_plain for raw in raws),
+            joined.lower() == joined,
+            b"\x00" not in joined,
+            bool(folder) and all(map(bytes.startswith, names, repeat(folder))),
         )
 
     def note_slack(self, position: int, remaining: int, total: int) -> None:
