@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
@@ -67,6 +67,18 @@ class Speedups(Protocol):
     def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
 
     def entry_flags(self, entries: Sequence[ZipEntry], entry_type: type, folder: str, /) -> bytes | None: ...
+
+    def fit_storages(
+        self,
+        statements: Sequence[Persistent],
+        size_of: Callable[[object], int | None],
+        folder: str,
+        files: list[str],
+        entries: list[ZipEntry],
+        start: int,
+        entry_type: type,
+        /,
+    ) -> bool | None: ...
 
     def storage_columns(
         self, statements: Sequence[Persistent], /

@@ -852,6 +852,16 @@ done:
     return out;
 }
 
+/* ('storage', <class>, <str key>, <location>, <int numel>): a tuple of five, the first item an exact str equal
+ * to "storage", the key an exact str, the count an exact int, as torch.save writes them. */
+static int
+plain_storage_id(PyObject *pid)
+{
+    return PyTuple_CheckExact(pid) && PyTuple_GET_SIZE(pid) == 5 && PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 0)) &&
+           PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(pid, 0), "storage") == 0 &&
+           PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 2)) && PyLong_CheckExact(PyTuple_GET_ITEM(pid, 4));
+}
+
 /*
  * storage_columns(statements) -> (keys, classes, numels) or None
  *
@@ -883,10 +893,7 @@ storage_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *pid = PyObject_GetAttr(items[i], pid_name);
         if (pid == NULL)
             goto done;
-        int plain = PyTuple_CheckExact(pid) && PyTuple_GET_SIZE(pid) == 5 &&
-                    PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 0)) &&
-                    PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(pid, 0), "storage") == 0 &&
-                    PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 2)) && PyLong_CheckExact(PyTuple_GET_ITEM(pid, 4));
+        int plain = plain_storage_id(pid);
         if (!plain) {
             Py_DECREF(pid);
             out = Py_NewRef(Py_None);
@@ -978,6 +985,128 @@ done:
     return out;
 }
 
+/* The value of an exact int as a long long; -1 when it is not one or does not fit. */
+static int
+exact_long(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value))
+        return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * fit_storages(statements, size_of, folder, files, entries, start, entry_type) -> True, False or None
+ *
+ * One pickle's part of consistency._fitting_storages, without a Python step per tensor: whether every
+ * statement's pid is a plain storage id (see storage_columns), size_of(class) -- called when the class
+ * differs from the previous id's -- is not None, files[start + i] == folder + key and entries[start + i]
+ * .size == size * numel for the i-th id. None when it cannot say (an entry of another class, a count or
+ * size past 64 bits, size_of returning something else than an int or None): the reference then decides.
+ */
+static PyObject *
+fit_storages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7 || !PyUnicode_Check(args[2]) || !PyList_CheckExact(args[3]) || !PyList_CheckExact(args[4]) ||
+        !PyType_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "fit_storages(statements, size_of, folder, files, entries, start, type)");
+        return NULL;
+    }
+    PyObject *size_of = args[1], *folder = args[2], *files = args[3], *entries = args[4], *entry_type = args[6];
+    Py_ssize_t start = PyLong_AsSsize_t(args[5]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    static const char *const size_field[] = {"size"};
+    Py_ssize_t size_offset;
+    if (named_slot_offsets(entry_type, size_field, 1, &size_offset) < 0)
+        return NULL;
+    if (size_offset < 0)
+        return Py_NewRef(Py_None);
+    PyObject *seq = PySequence_Fast(args[0], "fit_storages: statements must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *pid_name = PyUnicode_InternFromString("pid");
+    PyObject *out = NULL, *last_class = NULL, *pid = NULL; /* the last two held while used */
+    if (pid_name == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t folder_len = PyUnicode_GET_LENGTH(folder);
+    if (start < 0 || start > PyList_GET_SIZE(files) || count > PyList_GET_SIZE(files) - start ||
+        PyList_GET_SIZE(entries) != PyList_GET_SIZE(files)) {
+        out = Py_NewRef(Py_False);
+        goto done;
+    }
+    long long element = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_XSETREF(pid, PyObject_GetAttr(items[i], pid_name));
+        if (pid == NULL)
+            goto done;
+        int plain = plain_storage_id(pid);
+        if (!plain) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+        PyObject *cls = PyTuple_GET_ITEM(pid, 1), *key = PyTuple_GET_ITEM(pid, 2);
+        if (cls != last_class) {
+            PyObject *size = PyObject_CallOneArg(size_of, cls);
+            if (size == NULL)
+                goto done;
+            if (size == Py_None) {
+                Py_DECREF(size);
+                out = Py_NewRef(Py_False); /* not a torch storage class: the reference says False too */
+                goto done;
+            }
+            int bad = exact_long(size, &element) < 0;
+            Py_DECREF(size);
+            if (bad) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            Py_XSETREF(last_class, Py_NewRef(cls));
+        }
+        long long numel, have, needed;
+        PyObject *entry = PyList_GET_ITEM(entries, start + i);
+        if (exact_long(PyTuple_GET_ITEM(pid, 4), &numel) < 0 || !Py_IS_TYPE(entry, (PyTypeObject *)entry_type) ||
+            exact_long(*(PyObject **)((char *)entry + size_offset), &have) < 0 ||
+            __builtin_mul_overflow(element, numel, &needed)) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *file = PyList_GET_ITEM(files, start + i);
+        if (!PyUnicode_CheckExact(file)) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_ssize_t file_len = PyUnicode_GET_LENGTH(file);
+        int named = file_len == folder_len + PyUnicode_GET_LENGTH(key);
+        if (named) {
+            Py_ssize_t head = PyUnicode_Tailmatch(file, folder, 0, folder_len, -1);
+            Py_ssize_t tail = head > 0 ? PyUnicode_Tailmatch(file, key, folder_len, file_len, 1) : head;
+            if (head < 0 || tail < 0)
+                goto done;
+            named = head > 0 && tail > 0;
+        }
+        if (!named || have != needed) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+    }
+    out = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(pid);
+    Py_XDECREF(last_class);
+    Py_XDECREF(pid_name);
+    Py_DECREF(seq);
+    return out;
+}
+
 #include "_speedups_machine.h"
 
 static PyMethodDef methods[] = {
@@ -989,6 +1118,8 @@ static PyMethodDef methods[] = {
      "Whether ZIP entries lie in file order without overlapping (see picklewarden.containers.torchzip)."},
     {"entry_flags", (PyCFunction)(void (*)(void))entry_flags, METH_FASTCALL,
      "A byte of flags per ZIP entry: in a folder, directory, empty, pickle (see picklewarden.containers.torchzip)."},
+    {"fit_storages", (PyCFunction)(void (*)(void))fit_storages, METH_FASTCALL,
+     "Whether one pickle's storage ids name the data entries in order, each of its size (see containers.consistency)."},
     {"storage_columns", (PyCFunction)(void (*)(void))storage_columns, METH_FASTCALL,
      "The keys, classes and counts of plain storage persistent ids (see picklewarden.containers.consistency)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,

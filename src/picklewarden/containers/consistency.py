@@ -127,19 +127,48 @@ def _fitting_storages(
     storage id, the ids name the ``data/`` entries (``data_files``, their ``data_entries``) one to one and in
     directory order, no two names fold alike (so each name's entry is the one torch reads), and each entry
     has exactly the size its elements need. When not, :func:`storage_ids` and :func:`_storage_problems` say
-    what is wrong id by id. (Lookups by name would cost a cache miss per tensor; these are sequential.)"""
+    what is wrong id by id. (Lookups by name would cost a cache miss per tensor; these are sequential.)
+
+    The compiled core checks each pickle's ids in one pass (``_speedups.fit_storages``); where it cannot
+    say, :func:`_fitting_storages_by_column` (the reference) does."""
     if not archive._lookup or len(archive._lookup) != len(archive.order):
         return False
-    head = archive.prefix + "/"
-    names: list[str] = []
-    needed: list[int] = []
-    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
     native = _native.speedups
+    if native is None:
+        return _fitting_storages_by_column(programs, archive, data_files, data_entries)
+    head = archive.prefix + "/"
+    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
+
+    def size_of(cls: object) -> int | None:
+        return _kind(kinds, cls)[1]
+
+    done = 0
     for program in programs:
         persistent = program.kinds().persistent
         if not persistent:
             continue
-        columns = storage_columns(persistent) if native is None else native.storage_columns(persistent)
+        folder = head + _tensor_folder(archive, program.member)
+        fits = native.fit_storages(persistent, size_of, folder, data_files, data_entries, done, ZipEntry)
+        if fits is None:
+            return _fitting_storages_by_column(programs, archive, data_files, data_entries)
+        if not fits:
+            return False
+        done += len(persistent)
+    return done > 0 and done == len(data_files)
+
+
+def _fitting_storages_by_column(
+    programs: Sequence[Program], archive: TorchZip, data_files: list[str], data_entries: list[ZipEntry]
+) -> bool:
+    head = archive.prefix + "/"
+    names: list[str] = []
+    needed: list[int] = []
+    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
+    for program in programs:
+        persistent = program.kinds().persistent
+        if not persistent:
+            continue
+        columns = storage_columns(persistent)
         if columns is None:
             return False
         keys, classes, numels = columns
