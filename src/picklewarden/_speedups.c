@@ -428,20 +428,52 @@ ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
     return len >= n && memcmp(name + len - n, tail, (size_t)n) == 0;
 }
 
+/* What a name's bytes hold, as the checks below ask: one table lookup per byte, in one pass. */
+enum { NAME_NUL = 1, NAME_HIGH = 2, NAME_BACKSLASH = 4, NAME_UPPER = 8 };
+
+static unsigned
+name_bits(const unsigned char *name, Py_ssize_t name_len)
+{
+    static unsigned char classes[256];
+    static int ready = 0;
+    if (!ready) {
+        classes[0] = NAME_NUL;
+        for (int c = 0x80; c < 0x100; c++)
+            classes[c] = NAME_HIGH;
+        classes['\\'] = NAME_BACKSLASH;
+        for (int c = 'A'; c <= 'Z'; c++)
+            classes[c] = NAME_UPPER;
+        ready = 1;
+    }
+    unsigned bits = 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        bits |= classes[name[i]];
+    return bits;
+}
+
+/* torchzip's _is_tensor_data, in part: "/data/" in "/" + name. */
+static int
+under_data_folder(const unsigned char *name, Py_ssize_t name_len)
+{
+    if (name_len >= 5 && memcmp(name, "data/", 5) == 0)
+        return 1;
+    const unsigned char *end = name + name_len;
+    for (const unsigned char *p = name; (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+        if (end - p >= 6 && memcmp(p, "/data/", 6) == 0)
+            return 1;
+    return 0;
+}
+
 /*
  * zipdir._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
  * and UTF-8 agree; no NUL it would cut at, no backslash Windows would turn into a slash), accepts its version
  * and extra field, and takes nothing from the extra field (no ZIP64 values, no Unicode path).
  */
 static int
-zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
-                     Py_ssize_t extra_len, unsigned extract_version)
+zipfile_plain_record(unsigned bits, const unsigned char *extra, Py_ssize_t extra_len, unsigned extract_version)
 {
-    if (extract_version > 63)
+    if (extract_version > 63 || (bits & (NAME_NUL | NAME_HIGH | NAME_BACKSLASH)))
         return 0;
-    for (Py_ssize_t i = 0; i < name_len; i++)
-        if (name[i] == 0 || name[i] >= 0x80 || name[i] == '\\')
-            return 0;
     Py_ssize_t position = 0;
     while (extra_len - position >= 4) {
         unsigned field_id = u16(extra + position);
@@ -459,20 +491,16 @@ zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsig
  * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
  */
 static int
-plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, unsigned bits, const unsigned char *extra,
                     Py_ssize_t extra_len, unsigned flags, unsigned method, uint64_t external, uint64_t size,
                     uint64_t compressed, uint64_t offset, unsigned usual_flags, Py_ssize_t file_size)
 {
     if (method != 0 || (flags & ~usual_flags) != 0 || compressed == 0 || size != compressed || (external & 0x10))
         return 0;
-    for (Py_ssize_t i = 0; i < name_len; i++)
-        if (name[i] == 0 || name[i] >= 0x80)
-            return 0;
+    if (bits & (NAME_NUL | NAME_HIGH))
+        return 0;
     /* torchzip's _is_tensor_data: "/data/" in "/" + name, not a pickle, not a folder */
-    int under_data = name_len >= 5 && memcmp(name, "data/", 5) == 0;
-    for (Py_ssize_t i = 0; !under_data && i + 6 <= name_len; i++)
-        under_data = memcmp(name + i, "/data/", 6) == 0;
-    if (!under_data || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
+    if (!under_data_folder(name, name_len) || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
         return 0;
     if (zipfile_extra_corrupt(extra, extra_len))
         return 0;
@@ -530,19 +558,21 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
             Py_ssize_t name_len, Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size,
             uint64_t plain, uint64_t offset)
 {
-    PyObject *no_args = PyTuple_New(0);
-    if (no_args == NULL)
-        return NULL;
-    PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)entry_type, no_args, NULL);
-    Py_DECREF(no_args);
+    /* what object.__new__(entry_type) does when given no arguments */
+    PyObject *entry = ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, 0);
     if (entry == NULL)
         return NULL;
+    PyObject *text = PyUnicode_New(name_len, 127); /* plain records' names are ASCII */
+    if (text != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(text), name, (size_t)name_len);
+    PyObject *compressed = PyLong_FromUnsignedLongLong((unsigned long long)size);
     PyObject *values[ENTRY_FIELDS] = {
-        PyUnicode_DecodeASCII((const char *)name, name_len, NULL),
+        text,
         PyLong_FromUnsignedLongLong((unsigned long long)offset),
         PyLong_FromUnsignedLongLong((unsigned long long)(offset + LOCAL_SIZE + (uint64_t)name_len)),
-        PyLong_FromUnsignedLongLong((unsigned long long)size),
-        PyLong_FromUnsignedLongLong((unsigned long long)plain),
+        compressed,
+        /* a stored member's two sizes are one int object (ints are immutable): one allocation fewer */
+        plain == size ? Py_XNewRef(compressed) : PyLong_FromUnsignedLongLong((unsigned long long)plain),
         PyLong_FromUnsignedLong(method),
         PyLong_FromUnsignedLongLong((unsigned long long)crc32),
         PyLong_FromUnsignedLong(flags),
@@ -683,15 +713,14 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto refuse;
         uint64_t s_plain = plain, s_size = compressed, s_offset = header_offset;
         const char *stat_error = stat_zip64(extra, extra_len, &s_plain, &s_size, &s_offset);
-        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
-                                                                     external, s_plain, s_size, s_offset,
+        unsigned bits = name_bits(name, name_len);
+        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, bits, extra, extra_len, flags,
+                                                                     method, external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
-        int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
+        int zipfile_plain = zipfile_plain_record(bits, extra, extra_len, h[6]);
         all_zipfile_plain &= zipfile_plain;
-        if (names_nul_free && memchr(name, 0, (size_t)name_len) != NULL)
-            names_nul_free = 0;
-        for (Py_ssize_t k = 0; names_lower && k < name_len; k++)
-            names_lower = !(name[k] >= 'A' && name[k] <= 'Z');
+        names_nul_free &= !(bits & NAME_NUL);
+        names_lower &= !(bits & NAME_UPPER);
         if (index == 0) {
             const unsigned char *slash = memchr(name, '/', (size_t)name_len);
             folder = name;

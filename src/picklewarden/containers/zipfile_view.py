@@ -28,11 +28,12 @@ from __future__ import annotations
 import operator
 import struct
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from itertools import compress
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from picklewarden.containers.base import BufferReader, Data
+from picklewarden.containers.zipcolumns import FLAG_ENDS_IN_L, mask
 
 if TYPE_CHECKING:
     from picklewarden.containers.torchzip import TorchZip
@@ -103,7 +104,12 @@ def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Da
         offsets = list(map(_HEADER, entries))
         if any(map(operator.ge, offsets[:-1], offsets[1:])):
             return data
-    named = list(compress(range(count), map(set(wanted).__contains__, archive.order)))
+    chosen = set(wanted)
+    # torch's pickle records (what the differential compares) end in "l" or "L": a flag of the archive's
+    maybe: Iterable[int] = range(count)
+    if all(name.endswith(("l", "L")) for name in chosen):
+        maybe = compress(range(count), mask(archive.data_flags(), FLAG_ENDS_IN_L))
+    named = [index for index in maybe if archive.order[index] in chosen]
     for index in named:
         end = _data_end(data, entries[index].header_offset, entries[index].compressed_size)
         if end is None or end > layout.cd_offset:
