@@ -8,6 +8,7 @@ unexpected type); the reference then answers.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from itertools import accumulate, compress, islice, repeat
@@ -84,4 +85,10 @@ def _entry_flags(entries: Sequence[ZipEntry], folder: str) -> bytes:
 
 def mask(flags: bytes, wanted: int, unwanted: int = 0) -> bytes:
     """A byte per entry, 1 where every flag of ``wanted`` and none of ``unwanted`` is set, else 0."""
-    return flags.translate(bytes(int(f & wanted == wanted and not f & unwanted) for f in range(256)))
+    return flags.translate(_table(wanted, unwanted))
+
+
+@functools.lru_cache(maxsize=16)
+def _table(wanted: int, unwanted: int) -> bytes:
+    # made once per question: a directory scan asks the same few of every small archive
+    return bytes(int(f & wanted == wanted and not f & unwanted) for f in range(256))
