@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
 Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
-"""A central-directory record in ``zipdir._Raw``'s field order."""
+"""A central-directory record in ``ziprecords._Raw``'s field order."""
 
 
 class Speedups(Protocol):

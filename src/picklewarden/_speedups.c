@@ -370,7 +370,7 @@ directory_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plai
     return 0;
 }
 
-/* zipdir._stat_zip64: the values extraction uses, and its error message (NULL when none). */
+/* ziprecords._stat_zip64: the values extraction uses, and its error message (NULL when none). */
 static const char *
 stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, uint64_t *compressed,
            uint64_t *offset)
@@ -407,7 +407,7 @@ stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, ui
     return NULL;
 }
 
-/* Python's zipfile finds the extra field corrupt (zipdir._zipfile_extra_corrupt). */
+/* Python's zipfile finds the extra field corrupt (ziprecords._zipfile_extra_corrupt). */
 static int
 zipfile_extra_corrupt(const unsigned char *extra, Py_ssize_t extra_len)
 {
@@ -465,7 +465,7 @@ under_data_folder(const unsigned char *name, Py_ssize_t name_len)
 }
 
 /*
- * zipdir._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
+ * ziprecords._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
  * and UTF-8 agree; no NUL it would cut at, no backslash Windows would turn into a slash), accepts its version
  * and extra field, and takes nothing from the extra field (no ZIP64 values, no Unicode path).
  */
@@ -609,7 +609,7 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
  *   -> (records, entries, names, positions, zipfile_plain, position, remaining, names_lower, names_nul_free,
  *       folder_shared) or None
  *
- * What zipdir.DirectoryReader.read_central_directory returns (a zipdir.Walk): the records whose entries
+ * What zipdir.DirectoryReader.read_central_directory returns (a ziprecords.Walk): the records whose entries
  * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
  * record (see above; None for the others, and for all when entry_type is None), the name and the record's
  * offset; whether zipfile reads every record plainly; where the walk stopped and what it left; whether no

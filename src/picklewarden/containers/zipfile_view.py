@@ -12,7 +12,7 @@ Plainly regular (each condition is why leaving a record out changes nothing, in 
 * zipfile's own ``_EndRecData`` (run on the archive: it reads only the tail) finds the directory where
   torch does, with no bytes prepended (so zipfile reads exactly the records torch walked, at the same
   offsets), and those records fill the directory exactly (no slack for zipfile to read as more records);
-* every record is one zipfile reads plainly (:func:`~picklewarden.containers.zipdir._zipfile_plain`): it
+* every record is one zipfile reads plainly (:func:`~picklewarden.containers.ziprecords._zipfile_plain`): it
   raises on none, and its name is its ASCII bytes, so a record left out is never one zipfile would find
   under a name torch reads;
 * local-header offsets increase strictly along the directory: zipfile (3.12+) lets a member run up to the
