@@ -11,13 +11,16 @@ import os
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
+    from picklewarden.pickle.program import Persistent
 
 PURE_PYTHON_ENV = "PICKLEWARDEN_PURE_PYTHON"
 
 Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, str | None, bool]
-"""A central-directory record in ``zipdir._Raw``'s field order."""
+"""A central-directory record in ``ziprecords._Raw``'s field order."""
 
 
 class Speedups(Protocol):
@@ -57,7 +60,29 @@ class Speedups(Protocol):
         usual_flags: int,
         entry_type: type | None,
         /,
-    ) -> tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int] | None: ...
+    ) -> (
+        tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int, bool, bool, bool] | None
+    ): ...
+
+    def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
+
+    def entry_flags(self, entries: Sequence[ZipEntry], entry_type: type, folder: str, /) -> bytes | None: ...
+
+    def fit_storages(
+        self,
+        statements: Sequence[Persistent],
+        size_of: Callable[[object], int | None],
+        folder: str,
+        files: list[str],
+        entries: list[ZipEntry],
+        start: int,
+        entry_type: type,
+        /,
+    ) -> bool | None: ...
+
+    def storage_columns(
+        self, statements: Sequence[Persistent], /
+    ) -> tuple[list[str], list[object], list[int]] | None: ...
 
     def configure(
         self,

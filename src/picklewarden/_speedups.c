@@ -370,7 +370,7 @@ directory_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plai
     return 0;
 }
 
-/* zipdir._stat_zip64: the values extraction uses, and its error message (NULL when none). */
+/* ziprecords._stat_zip64: the values extraction uses, and its error message (NULL when none). */
 static const char *
 stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, uint64_t *compressed,
            uint64_t *offset)
@@ -407,7 +407,7 @@ stat_zip64(const unsigned char *extra, Py_ssize_t extra_len, uint64_t *plain, ui
     return NULL;
 }
 
-/* Python's zipfile finds the extra field corrupt (zipdir._zipfile_extra_corrupt). */
+/* Python's zipfile finds the extra field corrupt (ziprecords._zipfile_extra_corrupt). */
 static int
 zipfile_extra_corrupt(const unsigned char *extra, Py_ssize_t extra_len)
 {
@@ -428,20 +428,52 @@ ends_with(const unsigned char *name, Py_ssize_t len, const char *tail)
     return len >= n && memcmp(name + len - n, tail, (size_t)n) == 0;
 }
 
+/* What a name's bytes hold, as the checks below ask: one table lookup per byte, in one pass. */
+enum { NAME_NUL = 1, NAME_HIGH = 2, NAME_BACKSLASH = 4, NAME_UPPER = 8 };
+
+static unsigned
+name_bits(const unsigned char *name, Py_ssize_t name_len)
+{
+    static unsigned char classes[256];
+    static int ready = 0;
+    if (!ready) {
+        classes[0] = NAME_NUL;
+        for (int c = 0x80; c < 0x100; c++)
+            classes[c] = NAME_HIGH;
+        classes['\\'] = NAME_BACKSLASH;
+        for (int c = 'A'; c <= 'Z'; c++)
+            classes[c] = NAME_UPPER;
+        ready = 1;
+    }
+    unsigned bits = 0;
+    for (Py_ssize_t i = 0; i < name_len; i++)
+        bits |= classes[name[i]];
+    return bits;
+}
+
+/* torchzip's _is_tensor_data, in part: "/data/" in "/" + name. */
+static int
+under_data_folder(const unsigned char *name, Py_ssize_t name_len)
+{
+    if (name_len >= 5 && memcmp(name, "data/", 5) == 0)
+        return 1;
+    const unsigned char *end = name + name_len;
+    for (const unsigned char *p = name; (p = memchr(p, '/', (size_t)(end - p))) != NULL; p++)
+        if (end - p >= 6 && memcmp(p, "/data/", 6) == 0)
+            return 1;
+    return 0;
+}
+
 /*
- * zipdir._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
+ * ziprecords._zipfile_plain: Python's zipfile (3.10-3.13) reads this record's name as its raw bytes (ASCII: cp437
  * and UTF-8 agree; no NUL it would cut at, no backslash Windows would turn into a slash), accepts its version
  * and extra field, and takes nothing from the extra field (no ZIP64 values, no Unicode path).
  */
 static int
-zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
-                     Py_ssize_t extra_len, unsigned extract_version)
+zipfile_plain_record(unsigned bits, const unsigned char *extra, Py_ssize_t extra_len, unsigned extract_version)
 {
-    if (extract_version > 63)
+    if (extract_version > 63 || (bits & (NAME_NUL | NAME_HIGH | NAME_BACKSLASH)))
         return 0;
-    for (Py_ssize_t i = 0; i < name_len; i++)
-        if (name[i] == 0 || name[i] >= 0x80 || name[i] == '\\')
-            return 0;
     Py_ssize_t position = 0;
     while (extra_len - position >= 4) {
         unsigned field_id = u16(extra + position);
@@ -459,20 +491,16 @@ zipfile_plain_record(const unsigned char *name, Py_ssize_t name_len, const unsig
  * demand, so torchzip builds its entry directly. Every condition here mirrors a check there.
  */
 static int
-plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, const unsigned char *extra,
+plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, unsigned bits, const unsigned char *extra,
                     Py_ssize_t extra_len, unsigned flags, unsigned method, uint64_t external, uint64_t size,
                     uint64_t compressed, uint64_t offset, unsigned usual_flags, Py_ssize_t file_size)
 {
     if (method != 0 || (flags & ~usual_flags) != 0 || compressed == 0 || size != compressed || (external & 0x10))
         return 0;
-    for (Py_ssize_t i = 0; i < name_len; i++)
-        if (name[i] == 0 || name[i] >= 0x80)
-            return 0;
+    if (bits & (NAME_NUL | NAME_HIGH))
+        return 0;
     /* torchzip's _is_tensor_data: "/data/" in "/" + name, not a pickle, not a folder */
-    int under_data = name_len >= 5 && memcmp(name, "data/", 5) == 0;
-    for (Py_ssize_t i = 0; !under_data && i + 6 <= name_len; i++)
-        under_data = memcmp(name + i, "/data/", 6) == 0;
-    if (!under_data || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
+    if (!under_data_folder(name, name_len) || ends_with(name, name_len, ".pkl") || ends_with(name, name_len, "/"))
         return 0;
     if (zipfile_extra_corrupt(extra, extra_len))
         return 0;
@@ -489,28 +517,62 @@ static const char *const entry_fields[] = {
 #define ENTRY_FIELDS 12
 
 /*
+ * Where each of entry_type's fields lives in an instance: the offset of its __slots__ member, so that
+ * building (or reading) 500,000 entries costs a store (or a load) per field rather than an attribute
+ * lookup. Offsets are -1 when a field is not a writable object slot of entry_type (a subclass, a
+ * property): callers then go through the attribute protocol.
+ */
+static int
+slot_offsets(PyObject *entry_type, PyObject *const *names, int count, Py_ssize_t *offsets)
+{
+    for (int i = 0; i < count; i++)
+        offsets[i] = -1;
+    for (int i = 0; i < count; i++) {
+        PyObject *descr = PyObject_GetAttr(entry_type, names[i]); /* on the class: the descriptor itself */
+        if (descr == NULL)
+            return -1;
+        int usable = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                     ((PyDescrObject *)descr)->d_type == (PyTypeObject *)entry_type &&
+                     ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX &&
+                     !(((PyMemberDescrObject *)descr)->d_member->flags & READONLY);
+        Py_ssize_t offset = usable ? ((PyMemberDescrObject *)descr)->d_member->offset : -1;
+        Py_DECREF(descr);
+        if (offset < (Py_ssize_t)sizeof(PyObject)) {
+            for (int j = 0; j < count; j++)
+                offsets[j] = -1;
+            return 0;
+        }
+        offsets[i] = offset;
+    }
+    return 0;
+}
+
+/*
  * The entry torchzip._Reader.make_entry builds for a plain tensor record (its local header unread, its data
  * offset the lower bound, nothing to note): object.__new__(entry_type) with its fields stored as __init__
- * stores them (PyObject_GenericSetAttr: the frozen dataclass's own __setattr__ refuses).
+ * stores them, straight into the slots when `offsets` holds them (a new object's slots are NULL), else
+ * with PyObject_GenericSetAttr (the class's own __setattr__ refuses).
  */
 static PyObject *
-plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *name, Py_ssize_t name_len,
-            Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size, uint64_t plain,
-            uint64_t offset)
+plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offsets, const unsigned char *name,
+            Py_ssize_t name_len, Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size,
+            uint64_t plain, uint64_t offset)
 {
-    PyObject *no_args = PyTuple_New(0);
-    if (no_args == NULL)
-        return NULL;
-    PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)entry_type, no_args, NULL);
-    Py_DECREF(no_args);
+    /* what object.__new__(entry_type) does when given no arguments */
+    PyObject *entry = ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, 0);
     if (entry == NULL)
         return NULL;
+    PyObject *text = PyUnicode_New(name_len, 127); /* plain records' names are ASCII */
+    if (text != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(text), name, (size_t)name_len);
+    PyObject *compressed = PyLong_FromUnsignedLongLong((unsigned long long)size);
     PyObject *values[ENTRY_FIELDS] = {
-        PyUnicode_DecodeASCII((const char *)name, name_len, NULL),
+        text,
         PyLong_FromUnsignedLongLong((unsigned long long)offset),
         PyLong_FromUnsignedLongLong((unsigned long long)(offset + LOCAL_SIZE + (uint64_t)name_len)),
-        PyLong_FromUnsignedLongLong((unsigned long long)size),
-        PyLong_FromUnsignedLongLong((unsigned long long)plain),
+        compressed,
+        /* a stored member's two sizes are one int object (ints are immutable): one allocation fewer */
+        plain == size ? Py_XNewRef(compressed) : PyLong_FromUnsignedLongLong((unsigned long long)plain),
         PyLong_FromUnsignedLong(method),
         PyLong_FromUnsignedLongLong((unsigned long long)crc32),
         PyLong_FromUnsignedLong(flags),
@@ -521,9 +583,19 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *n
     };
     int failed = 0;
     for (int i = 0; i < ENTRY_FIELDS; i++) {
-        if (!failed && (values[i] == NULL || PyObject_GenericSetAttr(entry, names[i], values[i]) < 0))
+        if (failed || values[i] == NULL) {
             failed = 1;
-        Py_XDECREF(values[i]);
+            Py_XDECREF(values[i]);
+        }
+        else if (offsets[i] >= 0) {
+            PyObject **slot = (PyObject **)((char *)entry + offsets[i]);
+            Py_XSETREF(*slot, values[i]); /* steals the new reference */
+        }
+        else {
+            if (PyObject_GenericSetAttr(entry, names[i], values[i]) < 0)
+                failed = 1;
+            Py_DECREF(values[i]);
+        }
     }
     if (failed) {
         Py_DECREF(entry);
@@ -534,14 +606,16 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const unsigned char *n
 
 /*
  * central_directory(data, cd_offset, cd_size, total, disk, size, usual_flags, entry_type)
- *   -> (records, entries, names, positions, zipfile_plain, position, remaining) or None
+ *   -> (records, entries, names, positions, zipfile_plain, position, remaining, names_lower, names_nul_free,
+ *       folder_shared) or None
  *
- * What zipdir.DirectoryReader.read_central_directory returns (a zipdir.Walk): the records whose entries
+ * What zipdir.DirectoryReader.read_central_directory returns (a ziprecords.Walk): the records whose entries
  * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
  * record (see above; None for the others, and for all when entry_type is None), the name and the record's
- * offset; whether zipfile reads every record plainly; where the walk stopped and what it left. None where any record is one
- * the reference refuses: the caller then runs the reference, which raises with its own message (errors
- * are rare; their wording stays in one place).
+ * offset; whether zipfile reads every record plainly; where the walk stopped and what it left; whether no
+ * name holds an ASCII capital, none a NUL, and all start with the first name's folder (up to its first '/').
+ * None where any record is one the reference refuses: the caller then runs the reference, which raises with
+ * its own message (errors are rare; their wording stays in one place).
  */
 static PyObject *
 central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -557,6 +631,7 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *field_names[ENTRY_FIELDS] = {NULL};
+    Py_ssize_t field_offsets[ENTRY_FIELDS];
     for (int i = 0; entry_type != NULL && i < ENTRY_FIELDS; i++) {
         field_names[i] = PyUnicode_InternFromString(entry_fields[i]);
         if (field_names[i] == NULL) {
@@ -564,6 +639,11 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(field_names[j]);
             return NULL;
         }
+    }
+    if (entry_type != NULL && slot_offsets(entry_type, field_names, ENTRY_FIELDS, field_offsets) < 0) {
+        for (int i = 0; i < ENTRY_FIELDS; i++)
+            Py_DECREF(field_names[i]);
+        return NULL;
     }
     Py_ssize_t cd_offset = PyLong_AsSsize_t(args[1]);
     Py_ssize_t cd_size = PyLong_AsSsize_t(args[2]);
@@ -586,7 +666,9 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *data = (const unsigned char *)view.buf;
     const Py_ssize_t size = view.len;
     PyObject *records = NULL, *entries = NULL, *names = NULL, *positions = NULL;
-    int all_zipfile_plain = 1;
+    int all_zipfile_plain = 1, names_lower = 1, names_nul_free = 1, folder_shared = 0;
+    const unsigned char *folder = NULL;
+    Py_ssize_t folder_len = 0;
     if (size != expected_size || cd_offset < 0 || cd_size < 0 || total < 0 || cd_offset > size ||
         cd_size > size - cd_offset) {
         out = Py_NewRef(Py_None);
@@ -631,16 +713,27 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto refuse;
         uint64_t s_plain = plain, s_size = compressed, s_offset = header_offset;
         const char *stat_error = stat_zip64(extra, extra_len, &s_plain, &s_size, &s_offset);
-        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, extra, extra_len, flags, method,
-                                                                     external, s_plain, s_size, s_offset,
+        unsigned bits = name_bits(name, name_len);
+        int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, bits, extra, extra_len, flags,
+                                                                     method, external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
-        int zipfile_plain = zipfile_plain_record(name, name_len, extra, extra_len, h[6]);
+        int zipfile_plain = zipfile_plain_record(bits, extra, extra_len, h[6]);
         all_zipfile_plain &= zipfile_plain;
+        names_nul_free &= !(bits & NAME_NUL);
+        names_lower &= !(bits & NAME_UPPER);
+        if (index == 0) {
+            const unsigned char *slash = memchr(name, '/', (size_t)name_len);
+            folder = name;
+            folder_len = slash == NULL ? 0 : slash - name + 1;
+            folder_shared = folder_len > 0;
+        }
+        else if (folder_shared && (name_len < folder_len || memcmp(name, folder, (size_t)folder_len) != 0))
+            folder_shared = 0;
         if (append_new(names, PyBytes_FromStringAndSize((const char *)name, name_len)) < 0 ||
             append_int(positions, position) < 0)
             goto finish;
         if (plain_record && entry_type != NULL) {
-            if (append_new(entries, plain_entry(entry_type, field_names, name, name_len, index, flags, method, crc32,
+            if (append_new(entries, plain_entry(entry_type, field_names, field_offsets, name, name_len, index, flags, method, crc32,
                                                 s_size, s_plain, s_offset)) < 0)
                 goto finish;
             position += record_size;
@@ -660,8 +753,9 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         position += record_size;
         remaining -= record_size;
     }
-    out = Py_BuildValue("(OOOONnn)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
-                        position, remaining);
+    out = Py_BuildValue("(OOOONnnNNN)", records, entries, names, positions, PyBool_FromLong(all_zipfile_plain),
+                        position, remaining, PyBool_FromLong(names_lower), PyBool_FromLong(names_nul_free),
+                        PyBool_FromLong(folder_shared));
     goto finish;
 refuse:
     out = Py_NewRef(Py_None);
@@ -677,6 +771,371 @@ names:
     return out;
 }
 
+/* A non-negative int slot's value; -1 when it is unset, not an int, negative or wider than 64 bits. */
+static int
+slot_u64(PyObject *entry, Py_ssize_t offset, uint64_t *value)
+{
+    PyObject *held = *(PyObject **)((char *)entry + offset);
+    if (held == NULL || !PyLong_CheckExact(held))
+        return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(held);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *value = (uint64_t)v;
+    return 0;
+}
+
+/* slot_offsets for fields named by C strings: -1 on error, 0 otherwise (offsets all -1: not readable). */
+static int
+named_slot_offsets(PyObject *entry_type, const char *const *fields, int count, Py_ssize_t *offsets)
+{
+    PyObject *names[8] = {NULL};
+    int status = -1;
+    if (count > 8) {
+        PyErr_SetString(PyExc_SystemError, "named_slot_offsets: too many fields");
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        names[i] = PyUnicode_InternFromString(fields[i]);
+        if (names[i] == NULL)
+            goto done;
+    }
+    status = slot_offsets(entry_type, names, count, offsets);
+done:
+    for (int i = 0; i < count; i++)
+        Py_XDECREF(names[i]);
+    return status;
+}
+
+static const char *const span_fields[] = {"header_offset", "data_offset", "compressed_size", "directory"};
+#define SPAN_FIELDS 4
+
+/*
+ * ordered_spans(entries, entry_type) -> True, False or None
+ *
+ * The fast path of torchzip._Reader.check_overlaps: True when the entries' header offsets strictly increase
+ * and no member with bytes (not a directory, compressed size not 0) starts before the end (data offset +
+ * compressed size) of an earlier one, False when either fails (the reference then sorts and words the
+ * finding), None when it cannot say (an entry of another class, a field that is not a plain int or bool,
+ * an end past 2**64): the reference decides.
+ */
+static PyObject *
+ordered_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "ordered_spans takes a sequence of entries and their class");
+        return NULL;
+    }
+    PyObject *entry_type = args[1];
+    Py_ssize_t offsets[SPAN_FIELDS];
+    PyObject *out = NULL, *seq = NULL;
+    if (named_slot_offsets(entry_type, span_fields, SPAN_FIELDS, offsets) < 0)
+        return NULL;
+    if (offsets[0] < 0)
+        return Py_NewRef(Py_None);
+    seq = PySequence_Fast(args[0], "ordered_spans: entries must be a sequence");
+    if (seq == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    uint64_t previous = 0, reach = 0;
+    int any_kept = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = items[i];
+        uint64_t start, data, size;
+        if (!Py_IS_TYPE(entry, (PyTypeObject *)entry_type) || slot_u64(entry, offsets[0], &start) < 0 ||
+            slot_u64(entry, offsets[1], &data) < 0 || slot_u64(entry, offsets[2], &size) < 0) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *directory = *(PyObject **)((char *)entry + offsets[3]);
+        if (directory != Py_True && directory != Py_False) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (i > 0 && start <= previous) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+        previous = start;
+        if (directory == Py_True || size == 0)
+            continue;
+        if (data > UINT64_MAX - size) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (any_kept && start < reach) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+        if (!any_kept || data + size > reach)
+            reach = data + size;
+        any_kept = 1;
+    }
+    out = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(seq);
+    return out;
+}
+
+/* ('storage', <class>, <str key>, <location>, <int numel>): a tuple of five, the first item an exact str equal
+ * to "storage", the key an exact str, the count an exact int, as torch.save writes them. */
+static int
+plain_storage_id(PyObject *pid)
+{
+    return PyTuple_CheckExact(pid) && PyTuple_GET_SIZE(pid) == 5 && PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 0)) &&
+           PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(pid, 0), "storage") == 0 &&
+           PyUnicode_CheckExact(PyTuple_GET_ITEM(pid, 2)) && PyLong_CheckExact(PyTuple_GET_ITEM(pid, 4));
+}
+
+/*
+ * storage_columns(statements) -> (keys, classes, numels) or None
+ *
+ * consistency._storage_columns compiled: when every statement's pid (read as the attribute "pid") is
+ * ('storage', <class>, <str key>, <location>, <int numel>) -- a tuple of five, the first item an exact
+ * str equal to "storage", the key an exact str, the count an exact int, as torch.save writes them --
+ * their keys, classes and counts as three lists, in order; otherwise None. Nothing is called but the
+ * attribute read and the comparison of two exact strs.
+ */
+static PyObject *
+storage_columns(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "storage_columns takes one sequence of statements");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "storage_columns: statements must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *pid_name = PyUnicode_InternFromString("pid");
+    PyObject *keys = PyList_New(count), *classes = PyList_New(count), *numels = PyList_New(count);
+    PyObject *out = NULL;
+    if (pid_name == NULL || keys == NULL || classes == NULL || numels == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pid = PyObject_GetAttr(items[i], pid_name);
+        if (pid == NULL)
+            goto done;
+        int plain = plain_storage_id(pid);
+        if (!plain) {
+            Py_DECREF(pid);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyList_SET_ITEM(keys, i, Py_NewRef(PyTuple_GET_ITEM(pid, 2)));
+        PyList_SET_ITEM(classes, i, Py_NewRef(PyTuple_GET_ITEM(pid, 1)));
+        PyList_SET_ITEM(numels, i, Py_NewRef(PyTuple_GET_ITEM(pid, 4)));
+        Py_DECREF(pid);
+    }
+    out = PyTuple_Pack(3, keys, classes, numels);
+done:
+    /* A list left part-filled (None returned) holds NULL items, which list deallocation skips. */
+    Py_XDECREF(keys);
+    Py_XDECREF(classes);
+    Py_XDECREF(numels);
+    Py_XDECREF(pid_name);
+    Py_DECREF(seq);
+    return out;
+}
+
+static const char *const flag_fields[] = {"name", "directory", "size"};
+#define FLAG_FIELDS 3
+
+/*
+ * entry_flags(entries, entry_type, folder) -> bytes or None
+ *
+ * torchzip.entry_flags compiled: a byte per entry, the sum of FLAG_IN_FOLDER (1: the name starts with
+ * `folder`), FLAG_DIRECTORY (2), FLAG_EMPTY (4: uncompressed size 0), FLAG_PICKLE (8: the name ends
+ * in ".pkl") and FLAG_ENDS_IN_L (16: in "l" or "L"); None when an entry is not of entry_type or a field not an exact str, bool or int.
+ */
+static PyObject *
+entry_flags(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyType_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "entry_flags takes entries, their class and a folder name");
+        return NULL;
+    }
+    PyObject *entry_type = args[1], *folder = args[2];
+    Py_ssize_t offsets[FLAG_FIELDS];
+    PyObject *out = NULL, *seq = NULL, *pkl = NULL;
+    if (named_slot_offsets(entry_type, flag_fields, FLAG_FIELDS, offsets) < 0)
+        return NULL;
+    if (offsets[0] < 0)
+        return Py_NewRef(Py_None);
+    pkl = PyUnicode_FromString(".pkl");
+    seq = PySequence_Fast(args[0], "entry_flags: entries must be a sequence");
+    if (pkl == NULL || seq == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *flags = PyBytes_FromStringAndSize(NULL, count);
+    if (flags == NULL)
+        goto done;
+    char *flag = PyBytes_AS_STRING(flags);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = items[i];
+        if (!Py_IS_TYPE(entry, (PyTypeObject *)entry_type)) {
+            Py_DECREF(flags);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *name = *(PyObject **)((char *)entry + offsets[0]);
+        PyObject *directory = *(PyObject **)((char *)entry + offsets[1]);
+        PyObject *size = *(PyObject **)((char *)entry + offsets[2]);
+        if (name == NULL || !PyUnicode_CheckExact(name) || (directory != Py_True && directory != Py_False) ||
+            size == NULL || !PyLong_CheckExact(size)) {
+            Py_DECREF(flags);
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_ssize_t in_folder = PyUnicode_Tailmatch(name, folder, 0, PY_SSIZE_T_MAX, -1);
+        Py_ssize_t pickle = PyUnicode_Tailmatch(name, pkl, 0, PY_SSIZE_T_MAX, 1);
+        int empty = PyObject_Not(size);
+        if (in_folder < 0 || pickle < 0 || empty < 0) {
+            Py_DECREF(flags);
+            goto done;
+        }
+        Py_ssize_t length = PyUnicode_GET_LENGTH(name);
+        Py_UCS4 last = length ? PyUnicode_READ_CHAR(name, length - 1) : 0;
+        flag[i] = (char)((in_folder ? 1 : 0) | (directory == Py_True ? 2 : 0) | (empty ? 4 : 0) | (pickle ? 8 : 0) |
+                         (last == 'l' || last == 'L' ? 16 : 0));
+    }
+    out = flags;
+done:
+    Py_XDECREF(seq);
+    Py_XDECREF(pkl);
+    return out;
+}
+
+/* The value of an exact int as a long long; -1 when it is not one or does not fit. */
+static int
+exact_long(PyObject *value, long long *out)
+{
+    if (value == NULL || !PyLong_CheckExact(value))
+        return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * fit_storages(statements, size_of, folder, files, entries, start, entry_type) -> True, False or None
+ *
+ * One pickle's part of consistency._fitting_storages, without a Python step per tensor: whether every
+ * statement's pid is a plain storage id (see storage_columns), size_of(class) -- called when the class
+ * differs from the previous id's -- is not None, files[start + i] == folder + key and entries[start + i]
+ * .size == size * numel for the i-th id. None when it cannot say (an entry of another class, a count or
+ * size past 64 bits, size_of returning something else than an int or None): the reference then decides.
+ */
+static PyObject *
+fit_storages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7 || !PyUnicode_Check(args[2]) || !PyList_CheckExact(args[3]) || !PyList_CheckExact(args[4]) ||
+        !PyType_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "fit_storages(statements, size_of, folder, files, entries, start, type)");
+        return NULL;
+    }
+    PyObject *size_of = args[1], *folder = args[2], *files = args[3], *entries = args[4], *entry_type = args[6];
+    Py_ssize_t start = PyLong_AsSsize_t(args[5]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    static const char *const size_field[] = {"size"};
+    Py_ssize_t size_offset;
+    if (named_slot_offsets(entry_type, size_field, 1, &size_offset) < 0)
+        return NULL;
+    if (size_offset < 0)
+        return Py_NewRef(Py_None);
+    PyObject *seq = PySequence_Fast(args[0], "fit_storages: statements must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    PyObject *pid_name = PyUnicode_InternFromString("pid");
+    PyObject *out = NULL, *last_class = NULL, *pid = NULL; /* the last two held while used */
+    if (pid_name == NULL)
+        goto done;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t folder_len = PyUnicode_GET_LENGTH(folder);
+    if (start < 0 || start > PyList_GET_SIZE(files) || count > PyList_GET_SIZE(files) - start ||
+        PyList_GET_SIZE(entries) != PyList_GET_SIZE(files)) {
+        out = Py_NewRef(Py_False);
+        goto done;
+    }
+    long long element = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_XSETREF(pid, PyObject_GetAttr(items[i], pid_name));
+        if (pid == NULL)
+            goto done;
+        int plain = plain_storage_id(pid);
+        if (!plain) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+        PyObject *cls = PyTuple_GET_ITEM(pid, 1), *key = PyTuple_GET_ITEM(pid, 2);
+        if (cls != last_class) {
+            PyObject *size = PyObject_CallOneArg(size_of, cls);
+            if (size == NULL)
+                goto done;
+            if (size == Py_None) {
+                Py_DECREF(size);
+                out = Py_NewRef(Py_False); /* not a torch storage class: the reference says False too */
+                goto done;
+            }
+            int bad = exact_long(size, &element) < 0;
+            Py_DECREF(size);
+            if (bad) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            Py_XSETREF(last_class, Py_NewRef(cls));
+        }
+        long long numel, have, needed;
+        PyObject *entry = PyList_GET_ITEM(entries, start + i);
+        if (exact_long(PyTuple_GET_ITEM(pid, 4), &numel) < 0 || !Py_IS_TYPE(entry, (PyTypeObject *)entry_type) ||
+            exact_long(*(PyObject **)((char *)entry + size_offset), &have) < 0 ||
+            __builtin_mul_overflow(element, numel, &needed)) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *file = PyList_GET_ITEM(files, start + i);
+        if (!PyUnicode_CheckExact(file)) {
+            out = Py_NewRef(Py_None);
+            goto done;
+        }
+        Py_ssize_t file_len = PyUnicode_GET_LENGTH(file);
+        int named = file_len == folder_len + PyUnicode_GET_LENGTH(key);
+        if (named) {
+            Py_ssize_t head = PyUnicode_Tailmatch(file, folder, 0, folder_len, -1);
+            Py_ssize_t tail = head > 0 ? PyUnicode_Tailmatch(file, key, folder_len, file_len, 1) : head;
+            if (head < 0 || tail < 0)
+                goto done;
+            named = head > 0 && tail > 0;
+        }
+        if (!named || have != needed) {
+            out = Py_NewRef(Py_False);
+            goto done;
+        }
+    }
+    out = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(pid);
+    Py_XDECREF(last_class);
+    Py_XDECREF(pid_name);
+    Py_DECREF(seq);
+    return out;
+}
+
 #include "_speedups_machine.h"
 
 static PyMethodDef methods[] = {
@@ -684,6 +1143,14 @@ static PyMethodDef methods[] = {
      "Decode one chunk of a pickle's opcodes (see picklewarden.pickle.layout)."},
     {"central_directory", (PyCFunction)(void (*)(void))central_directory, METH_FASTCALL,
      "Read a ZIP's central-directory records (see picklewarden.containers.zipdir)."},
+    {"ordered_spans", (PyCFunction)(void (*)(void))ordered_spans, METH_FASTCALL,
+     "Whether ZIP entries lie in file order without overlapping (see picklewarden.containers.torchzip)."},
+    {"entry_flags", (PyCFunction)(void (*)(void))entry_flags, METH_FASTCALL,
+     "A byte of flags per ZIP entry: in a folder, directory, empty, pickle (see picklewarden.containers.torchzip)."},
+    {"fit_storages", (PyCFunction)(void (*)(void))fit_storages, METH_FASTCALL,
+     "Whether one pickle's storage ids name the data entries in order, each of its size (see containers.consistency)."},
+    {"storage_columns", (PyCFunction)(void (*)(void))storage_columns, METH_FASTCALL,
+     "The keys, classes and counts of plain storage persistent ids (see picklewarden.containers.consistency)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "Give the machine's compiled callbacks the record classes they build (see pickle/machine.py)."},
     {NULL, NULL, 0, NULL},

@@ -13,20 +13,22 @@ import operator
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
-from operator import attrgetter, itemgetter, methodcaller, not_
+from operator import attrgetter, itemgetter, not_
 from typing import Any
 
+from picklewarden import _native
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck, reader_of
 from picklewarden.containers.legacy_tar import element_size
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_entry
+from picklewarden.containers.zipcolumns import FLAG_DIRECTORY, FLAG_EMPTY, FLAG_IN_FOLDER, mask
 from picklewarden.containers.zipentry import peek_member
 from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
-from picklewarden.pickle.program import Program
+from picklewarden.pickle.program import Persistent, Program
 
 _PEEK = 256
 """Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""
@@ -48,7 +50,6 @@ _KNOWN = frozenset(
 _KNOWN_FOLDERS = ("data/", "code/", "constants/", "extra/", ".data/")
 _MAX_LISTED = 10
 _LOOKUP_ERRORS: tuple[type[BaseException], ...] = (KeyError, *ZIP_ERRORS)
-_DIRECTORY = attrgetter("directory")
 ARCHIVE_WIDE = ""
 """In ``reported``: the ZIP reader already explained why zipfile cannot open the whole archive."""
 
@@ -93,6 +94,7 @@ def _kind(kinds: dict[int, tuple[object, tuple[str, int | None]]], cls: object) 
 
 
 _CLASS, _KEY, _NUMEL, _FIRST, _SIZE = itemgetter(1), itemgetter(2), itemgetter(4), itemgetter(0), attrgetter("size")
+_PID = attrgetter("pid")
 
 
 def _plain_storages(pids: list[Any]) -> bool:
@@ -109,6 +111,15 @@ def _plain_storages(pids: list[Any]) -> bool:
     )
 
 
+def storage_columns(persistent: Sequence[Persistent]) -> tuple[list[str], list[object], list[int]] | None:
+    """The keys, classes and element counts of ``persistent`` when every id is a plain storage id (see
+    :func:`_plain_storages`), else None. The reference of ``_speedups.storage_columns``."""
+    pids = list(map(_PID, persistent))
+    if not _plain_storages(pids):
+        return None
+    return list(map(_KEY, pids)), list(map(_CLASS, pids)), list(map(_NUMEL, pids))
+
+
 def _fitting_storages(
     programs: Sequence[Program], archive: TorchZip, data_files: list[str], data_entries: list[ZipEntry]
 ) -> bool:
@@ -116,25 +127,56 @@ def _fitting_storages(
     storage id, the ids name the ``data/`` entries (``data_files``, their ``data_entries``) one to one and in
     directory order, no two names fold alike (so each name's entry is the one torch reads), and each entry
     has exactly the size its elements need. When not, :func:`storage_ids` and :func:`_storage_problems` say
-    what is wrong id by id. (Lookups by name would cost a cache miss per tensor; these are sequential.)"""
+    what is wrong id by id. (Lookups by name would cost a cache miss per tensor; these are sequential.)
+
+    The compiled core checks each pickle's ids in one pass (``_speedups.fit_storages``); where it cannot
+    say, :func:`_fitting_storages_by_column` (the reference) does."""
     if not archive._lookup or len(archive._lookup) != len(archive.order):
         return False
+    native = _native.speedups
+    if native is None:
+        return _fitting_storages_by_column(programs, archive, data_files, data_entries)
+    head = archive.prefix + "/"
+    kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
+
+    def size_of(cls: object) -> int | None:
+        return _kind(kinds, cls)[1]
+
+    done = 0
+    for program in programs:
+        persistent = program.kinds().persistent
+        if not persistent:
+            continue
+        folder = head + _tensor_folder(archive, program.member)
+        fits = native.fit_storages(persistent, size_of, folder, data_files, data_entries, done, ZipEntry)
+        if fits is None:
+            return _fitting_storages_by_column(programs, archive, data_files, data_entries)
+        if not fits:
+            return False
+        done += len(persistent)
+    return done > 0 and done == len(data_files)
+
+
+def _fitting_storages_by_column(
+    programs: Sequence[Program], archive: TorchZip, data_files: list[str], data_entries: list[ZipEntry]
+) -> bool:
     head = archive.prefix + "/"
     names: list[str] = []
     needed: list[int] = []
     kinds: dict[int, tuple[object, tuple[str, int | None]]] = {}
     for program in programs:
-        pids = [stmt.pid for stmt in program.kinds().persistent]
-        if not pids:
+        persistent = program.kinds().persistent
+        if not persistent:
             continue
-        if not _plain_storages(pids):
+        columns = storage_columns(persistent)
+        if columns is None:
             return False
-        classes = list(map(_CLASS, pids))
+        keys, classes, numels = columns
         sizes = {key: _kind(kinds, cls)[1] for key, cls in dict(zip(map(id, classes), classes, strict=True)).items()}
         if None in sizes.values():
             return False  # not a torch storage class: its size is not compared
-        names += map((head + _tensor_folder(archive, program.member)).__add__, map(_KEY, pids))
-        needed += map(operator.mul, map(sizes.__getitem__, map(id, classes)), map(_NUMEL, pids))
+        names += map((head + _tensor_folder(archive, program.member)).__add__, keys)
+        needed += map(operator.mul, map(sizes.__getitem__, map(id, classes)), numels)
     return bool(names) and names == data_files and all(map(operator.eq, map(_SIZE, data_entries), needed))
 
 
@@ -184,23 +226,20 @@ def storage_check(archive: TorchZip) -> ProgramCheck:
 
     def check(programs: Sequence[Program]) -> Iterable[Anomaly]:
         head = archive.prefix + "/"
-        cut, data_head = len(head), head + "data/"
-        kept = list(map(not_, map(_DIRECTORY, archive.all_entries)))
-        files = list(compress(archive.order, kept))
+        cut = len(head)
         # Per column, not per name: a state dict has one storage entry per tensor.
-        in_data = list(map(methodcaller("startswith", data_head), files))
-        data_files = list(compress(files, in_data))
+        flags = archive.data_flags()
+        in_data = mask(flags, FLAG_IN_FOLDER, FLAG_DIRECTORY)
+        data_files = list(compress(archive.order, in_data))
         stray: list[str] = []
-        if not _fitting_storages(
-            programs, archive, data_files, list(compress(compress(archive.all_entries, kept), in_data))
-        ):
+        if not _fitting_storages(programs, archive, data_files, list(compress(archive.all_entries, in_data))):
             ids = storage_ids(programs, archive)
             yield from _storage_problems(archive, ids)
             records = map(itemgetter(slice(cut, None)), data_files)
             stray = list(compress(data_files, map(not_, map(ids.__contains__, records)))) if ids else []
         odd = [
             name
-            for name in compress(files, map(not_, in_data))
+            for name in compress(archive.order, mask(flags, 0, FLAG_IN_FOLDER | FLAG_DIRECTORY))
             if name.startswith(head)
             and name[cut:] not in _KNOWN
             and not name[cut:].startswith(_KNOWN_FOLDERS)
@@ -254,9 +293,8 @@ def storage_payloads(
         if not entry.name.startswith(folder) or entry.directory or entry.size == 0:
             continue
         if spent >= _PEEK_BUDGET:
-            skipped = sum(
-                1 for other in entries[at:] if other.name.startswith(folder) and not other.directory and other.size
-            )
+            # Counted from the flags: a state dict leaves one unpeeked storage per tensor.
+            skipped = mask(archive.data_flags()[at:], FLAG_IN_FOLDER, FLAG_DIRECTORY | FLAG_EMPTY).count(1)
             break
         head = peek_member(data, entry, _PEEK)
         if heads is not None:

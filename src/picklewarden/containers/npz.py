@@ -26,6 +26,7 @@ Not modelled:
 from __future__ import annotations
 
 import operator
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from itertools import compress, islice
 from operator import attrgetter, methodcaller
@@ -33,6 +34,7 @@ from operator import attrgetter, methodcaller
 from picklewarden.containers.base import Context, Data, Opened
 from picklewarden.containers.sniff import NPY_MAGIC
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_plain
+from picklewarden.containers.zipcolumns import FLAG_IN_FOLDER, FLAG_PICKLE, mask
 from picklewarden.containers.zipentry import peek_member
 from picklewarden.errors import LimitExceeded, ScanError
 
@@ -68,16 +70,29 @@ def _worth_a_look(archive: TorchZip, prefix: str | None, heads: Mapping[int, byt
     """The entries :func:`numpy_view` goes through: all of them, or, when no two share a local header (so
     none is passed over for having been seen), all but the storages it would pass over unpeeked.
 
-    Found with map and compress over the names: a state dict has 100,000 storages, all but a few unpeeked.
+    Found from the archive's flags: a state dict has 100,000 storages, all but a few unpeeked. Members in
+    file order are found by their header offset with a binary search.
     """
     entries = archive.all_entries
-    starts = list(map(_HEADER, entries))
-    if prefix is None or any(map(operator.ge, starts, islice(starts, 1, None))):
+    if prefix is None:
         return entries
-    names = archive.order
-    pickles = map(methodcaller("endswith", ".pkl"), names)
-    storage = map(operator.and_, map(methodcaller("startswith", prefix), names), map(operator.not_, pickles))
-    return compress(entries, map(operator.or_, map(operator.not_, storage), map(heads.__contains__, starts)))
+    if not archive.in_order():
+        starts = list(map(_HEADER, entries))
+        if any(map(operator.ge, starts, islice(starts, 1, None))):
+            return entries
+        storage = map(
+            operator.and_,
+            map(methodcaller("startswith", prefix), archive.order),
+            map(operator.not_, map(methodcaller("endswith", ".pkl"), archive.order)),
+        )
+        return compress(entries, map(operator.or_, map(operator.not_, storage), map(heads.__contains__, starts)))
+    picked = set(compress(range(len(entries)), mask(archive.data_flags(), 0, FLAG_IN_FOLDER)))
+    picked.update(compress(range(len(entries)), mask(archive.data_flags(), FLAG_IN_FOLDER | FLAG_PICKLE)))
+    for offset in heads:
+        at = bisect_left(entries, offset, key=_HEADER)
+        if at < len(entries) and entries[at].header_offset == offset:
+            picked.add(at)
+    return map(entries.__getitem__, sorted(picked))
 
 
 def numpy_view(data: Data, archive: TorchZip, ctx: Context, heads: Mapping[int, bytes]) -> Opened:

@@ -59,9 +59,12 @@ finding, not an unscanned member.
 The code is split: :mod:`~picklewarden.containers.zipentry` (one member's bytes),
 :mod:`~picklewarden.containers.zipindex` (miniz's name index),
 :mod:`~picklewarden.containers.zipdir` (end record and central directory; the compiled walk builds
-plain tensor records' entries), :mod:`~picklewarden.containers.torchopen` (what torch reads on
-opening), :mod:`~picklewarden.containers.zipfile_view` (the records that decide what Python's zipfile
-reads) and this module (torch's lookup and its own checks).
+plain tensor records' entries), :mod:`~picklewarden.containers.ziprecords` (a record, the walk's result),
+:mod:`~picklewarden.containers.torchentries` (the entries built in Python, with the per-record checks),
+:mod:`~picklewarden.containers.zipcolumns` (whole-archive passes over the entries),
+:mod:`~picklewarden.containers.torchopen` (what torch reads on opening),
+:mod:`~picklewarden.containers.zipfile_view` (the records that decide what Python's zipfile reads) and
+this module (torch's lookup and its own checks).
 
 The local-header codes (``bad-local-header``, ``local-name-mismatch``, ``local-header-mismatch``) are
 checked for every record except tensor data (``<prefix>/data/<key>``): those headers sit between the
@@ -71,36 +74,23 @@ Torch copies such records and never unpickles them, so a header trick there cann
 
 from __future__ import annotations
 
-import operator
 import types
 from collections.abc import Mapping
-from itertools import accumulate, compress, islice, repeat
+from itertools import repeat
 from operator import attrgetter, methodcaller
 from typing import Any, cast
 
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
+from picklewarden.containers.torchentries import EntryReader
 from picklewarden.containers.torchopen import check_name_case, check_open_records
-from picklewarden.containers.zipdir import DirectoryReader, Walk, _c_string, _Raw, _zipfile_extra_corrupt
+from picklewarden.containers.zipcolumns import entry_flags, ordered_spans
 from picklewarden.containers.zipentry import (
-    _ATTR_DOS_DIRECTORY,
-    _DEFLATED,
-    _FLAG_ENCRYPTED,
-    _FLAG_PATCH,
-    _FLAG_STRONG,
-    _FLAG_UTF8,
-    _FLAGS_DEFLATE_OPTIONS,
-    _FLAGS_USUAL,
-    _LOCAL,
-    _LOCAL_SIZE,
-    _STORED,
+    ZIP_MAGIC as ZIP_MAGIC,
+)
+from picklewarden.containers.zipentry import (
     Buffer,
     _decode,
     _encode,
-    _is_tensor_data,
-    _pread,
-)
-from picklewarden.containers.zipentry import (
-    ZIP_MAGIC as ZIP_MAGIC,
 )
 from picklewarden.containers.zipentry import (
     ZipAnomaly as ZipAnomaly,
@@ -118,7 +108,8 @@ from picklewarden.containers.zipentry import (
     read_plain as read_plain,
 )
 from picklewarden.containers.zipfile_view import ZipfileLayout
-from picklewarden.containers.zipindex import _ASCII_FOLD, _binary_search, _heap_order, _lookup_key
+from picklewarden.containers.zipindex import _ASCII_FOLD, ByName, _binary_search, _heap_order, _lookup_key
+from picklewarden.containers.ziprecords import Walk, _c_string
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
 
@@ -139,7 +130,17 @@ class TorchZip:
     one-file scan pays for (see "Start-up" in docs/benchmarks.md).
     """
 
-    __slots__ = ("_lookup", "all_entries", "anomalies", "entries", "order", "prefix", "zipfile_layout")
+    __slots__ = (
+        "_flags",
+        "_in_order",
+        "_lookup",
+        "all_entries",
+        "anomalies",
+        "entries",
+        "order",
+        "prefix",
+        "zipfile_layout",
+    )
     entries: Mapping[str, ZipEntry]
     """By central-directory name: the entry torch reads when it looks that name up."""
     order: tuple[str, ...]
@@ -150,6 +151,8 @@ class TorchZip:
     all_entries: tuple[ZipEntry, ...]
     """Every central-directory entry in order, including those a duplicate shadows."""
     _lookup: Mapping[bytes, ZipEntry]
+    _flags: bytes | None
+    _in_order: bool | None
     zipfile_layout: ZipfileLayout | None
     """The directory's place and records, for reading members as Python's zipfile does (None: unknown)."""
 
@@ -172,6 +175,8 @@ class TorchZip:
         _set(self, "all_entries", all_entries)
         _set(self, "_lookup", {} if _lookup is None else _lookup)
         _set(self, "zipfile_layout", zipfile_layout)
+        _set(self, "_flags", None)
+        _set(self, "_in_order", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"TorchZip is immutable: cannot set {name}")
@@ -192,6 +197,21 @@ class TorchZip:
     def __repr__(self) -> str:
         return f"TorchZip(prefix={self.prefix!r}, order={self.order!r}, anomalies={self.anomalies!r})"
 
+    def data_flags(self) -> bytes:
+        """:func:`~picklewarden.containers.zipcolumns.entry_flags` of :attr:`all_entries` for the tensor
+        folder ``<prefix>/data/``, worked out once: the storage check, the storage peeks and numpy's view
+        each pick storages from it."""
+        if self._flags is None:
+            object.__setattr__(self, "_flags", entry_flags(self.all_entries, self.prefix + "/data/"))
+        return cast("bytes", self._flags)
+
+    def in_order(self) -> bool:
+        """:func:`~picklewarden.containers.zipcolumns.ordered_spans` of :attr:`all_entries`, worked out
+        once: members listed in file order (header offsets strictly increasing) without overlapping."""
+        if self._in_order is None:
+            object.__setattr__(self, "_in_order", ordered_spans(self.all_entries))
+        return bool(self._in_order)
+
     def record(self, name: str) -> ZipEntry | None:
         """The entry torch reads for record ``name`` (looked up as ``prefix + "/" + name``), or None."""
         key = _lookup_key(_encode(self.prefix) + b"/" + _encode(name))
@@ -211,29 +231,8 @@ def open_torch_zip(data: Buffer, limits: Limits) -> TorchZip:
     return _Reader(data, limits).run()
 
 
-def _entry(raw: _Raw, name: str, data_offset: int, directory: bool, *, local_read: bool) -> ZipEntry:
-    return ZipEntry(
-        name=name,
-        header_offset=raw.header_offset,
-        data_offset=data_offset,
-        compressed_size=raw.compressed_size,
-        size=raw.size,
-        method=raw.method,
-        crc32=raw.crc32,
-        flags=raw.flags,
-        index=raw.index,
-        directory=directory,
-        stat_error=raw.stat_error,
-        local_read=local_read,
-    )
-
-
-class _Reader(DirectoryReader):
+class _Reader(EntryReader):
     """The directory as torch sees it: entries, the lookup miniz's binary search makes, torch's own checks."""
-
-    read_every_local_header = False
-    """Tensor-data records' local headers are read on demand only (see :attr:`ZipEntry.local_read`); the
-    compiled walk builds the entries of plain ones (``Walk.entries``)."""
 
     def run(self) -> TorchZip:
         return self.finish(self.read_directory())
@@ -251,13 +250,15 @@ class _Reader(DirectoryReader):
         for raw in walk.raws:
             built[raw.index] = self.make_entry(raw)
         entries = cast("list[ZipEntry]", built)  # every record now has its entry
-        keys = list(map(_FOLD, names))
+        # torch.save writes lower-case names under a lower-case folder: then each name is its own folded key
+        keys = names if walk.names_lower else list(map(_FOLD, names))
         lookup = self.build_lookup(names, entries, keys)
         by_name: dict[str, ZipEntry] = {}
         order = tuple(map(_NAME, entries))
-        if len(lookup) == len(names) and b"\x00" not in b"".join(keys):
+        distinct: Mapping[str, ZipEntry] | None = None
+        if len(lookup) == len(names) and walk.names_nul_free:
             # Every name distinct even ignoring case, and no C-string cuts: each entry is its own lookup.
-            by_name = dict(zip(order, entries, strict=True))
+            distinct = ByName(lookup, order)
         else:
             for name, position, entry in zip(names, walk.positions, entries, strict=True):
                 found = lookup.get(_lookup_key(name))
@@ -272,18 +273,20 @@ class _Reader(DirectoryReader):
                         "Python's zipfile cuts the name at the NUL and may read it in place of another member",
                     )
         archive = TorchZip(
-            entries=types.MappingProxyType(by_name),
+            entries=types.MappingProxyType(by_name) if distinct is None else distinct,
             order=order,
             prefix=_decode(prefix),
             anomalies=(),
             all_entries=tuple(entries),
             _lookup=types.MappingProxyType(lookup),
         )
-        self.check_start(entries)
-        self.check_prefix(names, walk.positions, prefix)
+        in_order = ordered_spans(entries)
+        # members in file order: the first has the lowest header offset
+        self.check_start(entries[0].header_offset if in_order else min(map(_HEADER, entries)))
+        self.check_prefix(names, walk.positions, prefix, walk.folder_shared)
         check_name_case(self, archive)
         check_open_records(self, archive)
-        self.check_overlaps(entries)
+        self.check_overlaps(entries, in_order)
         if self.zipfile_problems:
             self.note(
                 "zipfile-rejects",
@@ -292,7 +295,7 @@ class _Reader(DirectoryReader):
                 "Python's zipfile cannot read this archive as torch does: " + "; ".join(self.zipfile_problems),
             )
         cd_offset, cd_size = self.cd_span
-        return TorchZip(
+        done = TorchZip(
             entries=archive.entries,
             order=archive.order,
             prefix=archive.prefix,
@@ -306,115 +309,8 @@ class _Reader(DirectoryReader):
                 not self.slack and walk.zipfile_plain,
             ),
         )
-
-    def make_entry(self, raw: _Raw) -> ZipEntry:
-        data, size = self.data, self.size
-        name = _decode(raw.name)
-        directory = raw.name.endswith(b"/") or bool(raw.external_attr & _ATTR_DOS_DIRECTORY)
-        data_offset = raw.header_offset + _LOCAL_SIZE
-        # Tensor data: a lower bound now (the name's length; torch.save pads the extra field to align data),
-        # the exact offset on demand. Reading 100k scattered headers would read the whole file.
-        skip_local = _is_tensor_data(raw.name) and not self.read_every_local_header
-        local = None if skip_local else _pread(data, size, raw.header_offset, _LOCAL_SIZE)
-        if skip_local:
-            data_offset += len(raw.name)
-        elif local is None or local[:4] != ZIP_MAGIC:
-            if not directory and raw.compressed_size:
-                self.note(
-                    "bad-local-header",
-                    name,
-                    raw.header_offset,
-                    "no local header where the central directory points; torch fails when it reads this member",
-                )
-        else:
-            fields = _LOCAL.unpack(local)
-            local_flags, local_method, local_name_len, local_extra_len = fields[2], fields[3], fields[9], fields[10]
-            data_offset = raw.header_offset + _LOCAL_SIZE + local_name_len + local_extra_len
-            local_name = _pread(data, size, raw.header_offset + _LOCAL_SIZE, local_name_len)
-            if local_name != raw.name:
-                shown = _decode(local_name) if local_name is not None else "(past the end of the file)"
-                self.note(
-                    "local-name-mismatch",
-                    name,
-                    raw.header_offset,
-                    f"the local header names it {shown!r}; torch uses the central-directory name and ignores the "
-                    "local one, while Python's zipfile refuses to read the member",
-                )
-            if local_flags != raw.flags or local_method != raw.method:
-                self.note(
-                    "local-header-mismatch",
-                    name,
-                    raw.header_offset,
-                    f"the local header says flags {local_flags:#06x} method {local_method}, the central directory "
-                    f"flags {raw.flags:#06x} method {raw.method}; torch uses the central directory",
-                )
-        self.check_entry(raw, name, directory, data_offset)
-        return _entry(raw, name, data_offset, directory, local_read=not skip_local)
-
-    def check_entry(self, raw: _Raw, name: str, directory: bool, data_offset: int) -> None:
-        offset = raw.header_offset
-        if raw.stat_error is not None:
-            self.note(
-                "bad-zip64-extra",
-                name,
-                raw.cd_offset,
-                f"torch fails as soon as it looks this member up: {raw.stat_error}",
-            )
-        if raw.method not in (_STORED, _DEFLATED):
-            self.note(
-                "unsupported-method",
-                name,
-                offset,
-                f"compression method {raw.method} is neither stored nor deflate; torch refuses to read this member",
-            )
-        elif raw.method == _DEFLATED and name.endswith(".pkl"):
-            self.note(
-                "compressed-pickle",
-                name,
-                offset,
-                "the pickle is deflate-compressed (torch never compresses pickles it writes); torch inflates it on "
-                "load, so its opcodes are not visible in the raw file",
-            )
-        unusual = raw.flags & ~(_FLAGS_USUAL | (_FLAGS_DEFLATE_OPTIONS if raw.method == _DEFLATED else 0))
-        if unusual:
-            if raw.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG | _FLAG_PATCH):
-                effect = "encrypted or patch data, so torch refuses to read this member"
-            else:
-                effect = "torch ignores them"
-            self.note("flag-bits", name, offset, f"unusual general-purpose flag bits {unusual:#06x}: {effect}")
-        if raw.flags & _FLAG_UTF8:
-            try:
-                raw.name.decode("utf-8")
-            except UnicodeDecodeError:
-                self.zipfile_problems.append(f"entry {raw.index} is flagged UTF-8 but its name is not valid UTF-8")
-        if _zipfile_extra_corrupt(raw.extra):
-            self.zipfile_problems.append(f"entry {raw.index} has a malformed extra field, which torch ignores")
-        if (directory or raw.compressed_size == 0) and raw.size:
-            self.note(
-                "uninitialized-read",
-                name,
-                offset,
-                f"miniz treats this member as {'a directory' if directory else 'empty'} and reads nothing, so torch "
-                f"returns {raw.size} bytes of uninitialised memory for it",
-            )
-            return
-        if raw.method == _STORED and raw.size != raw.compressed_size:
-            self.note(
-                "size-mismatch",
-                name,
-                offset,
-                f"stored member with compressed size {raw.compressed_size} but size {raw.size}; torch reads {raw.size} "
-                f"bytes, Python's zipfile at most {raw.compressed_size}",
-            )
-        needed = max(raw.compressed_size, raw.size if raw.method == _STORED else 0)
-        if data_offset + needed > self.size:
-            self.note(
-                "truncated",
-                name,
-                offset,
-                f"member data ({needed} bytes at offset {data_offset}) runs past the end of the file; torch fails "
-                "when it reads this member",
-            )
+        object.__setattr__(done, "_in_order", in_order)  # worked out above
+        return done
 
     def build_lookup(self, names: list[bytes], entries: list[ZipEntry], keys: list[bytes]) -> dict[bytes, ZipEntry]:
         """For every folded name, the entry miniz's binary search returns."""
@@ -451,8 +347,7 @@ class _Reader(DirectoryReader):
             )
         return lookup
 
-    def check_start(self, entries: list[ZipEntry]) -> None:
-        first_header = min(map(_HEADER, entries))
+    def check_start(self, first_header: int) -> None:
         starts_zip = bytes(self.data[:4]) == ZIP_MAGIC
         if self.size > 8 and bytes(self.data[:8]) == b"PYTORCH1":
             self.note(
@@ -479,11 +374,14 @@ class _Reader(DirectoryReader):
                 + ("" if starts_zip else " when it reads the ZIP"),
             )
 
-    def check_prefix(self, names: list[bytes], positions: list[int], prefix: bytes) -> None:
-        """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder."""
+    def check_prefix(self, names: list[bytes], positions: list[int], prefix: bytes, shared: bool = False) -> None:
+        """torch.load lists all records (getAllRecords), which throws for a name outside the prefix folder.
+        ``shared``: every name is known to start with ``prefix + b"/"`` (:attr:`Walk.folder_shared`)."""
         wanted = _c_string(prefix + b"/")
         head = wanted[: len(prefix) + 1]
-        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and all(map(bytes.startswith, names, repeat(head))):
+        if len(head) == len(prefix) + 1 < _MAX_FILENAME_BUFFER and (
+            shared or all(map(bytes.startswith, names, repeat(head)))
+        ):
             return  # every name starts with the NUL-free folder, so no C-string cut can move it outside
         for name, position in zip(names, positions, strict=True):
             shown = _c_string(name[: _MAX_FILENAME_BUFFER - 1])
@@ -497,18 +395,11 @@ class _Reader(DirectoryReader):
                 )
                 return
 
-    def check_overlaps(self, entries: list[ZipEntry]) -> None:
-        starts = list(map(_HEADER, entries))
-        if all(map(operator.lt, starts, islice(starts, 1, None))):
-            # Members listed in file order (torch.save's): the spans are already sorted, and a running
-            # maximum of their ends says whether any starts inside an earlier one.
-            kept = list(
-                map(operator.and_, map(operator.not_, map(_DIRECTORY, entries)), map(bool, map(_SIZE, entries)))
-            )
-            ends = list(compress(map(operator.add, map(_DATA, entries), map(_SIZE, entries)), kept))
-            reaches = list(accumulate(ends, max))
-            if not any(map(operator.lt, islice(compress(starts, kept), 1, None), reaches)):
-                return
+    def check_overlaps(self, entries: list[ZipEntry], in_order: bool | None = None) -> None:
+        """An ``overlapping-entries`` anomaly for the first member starting inside another's bytes.
+        ``in_order``: :func:`ordered_spans` of the entries when already known."""
+        if ordered_spans(entries) if in_order is None else in_order:
+            return
         spans = sorted(
             (entry.header_offset, entry.data_offset + entry.compressed_size, entry.name)
             for entry in entries

@@ -1,14 +1,15 @@
 """The end-of-central-directory search and the central directory of a ZIP, as torch's miniz reads them.
 
 :class:`DirectoryReader` finds the end record (miniz's backwards search), follows ZIP64, compares with
-where Python's ``zipfile`` looks, and reads the central-directory records with miniz's checks.
+where Python's ``zipfile`` looks, and reads the central-directory records with miniz's checks (the records
+and the walk's result are :mod:`picklewarden.containers.ziprecords`).
 :mod:`picklewarden.containers.torchzip` turns those records into the entries torch looks up.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from itertools import repeat
 
 from picklewarden import _native
 from picklewarden.containers.zipentry import (
@@ -41,118 +42,10 @@ from picklewarden.containers.zipentry import (
     _anomaly,
     _decode,
 )
+from picklewarden.containers.ziprecords import Walk as Walk
+from picklewarden.containers.ziprecords import _Raw, _stat_zip64, _zipfile_plain
 from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
 from picklewarden.limits import Limits
-
-_ZIPFILE_MAX_VERSION = 63  # zipfile.MAX_EXTRACT_VERSION: a record needing a later version makes zipfile raise
-
-
-# Plain classes, not dataclasses: Python 3.11 compiles each generated method at import, which every one-file
-# scan pays for (see "Start-up" in docs/benchmarks.md). Equality is kept: the two cores' walks are compared.
-# _Raw's fields in the order of __init__ (the order of the compiled walk's record tuples).
-_RAW_FIELDS = (
-    "index",
-    "cd_offset",
-    "name",
-    "flags",
-    "method",
-    "crc32",
-    "compressed_size",
-    "size",
-    "header_offset",
-    "external_attr",
-    "extra",
-    "time",
-    "stat_error",
-    "zipfile_plain",
-)
-
-
-class _Raw:
-    """A central-directory record as read, before local headers are looked at."""
-
-    __slots__ = _RAW_FIELDS
-
-    def __init__(
-        self,
-        index: int,
-        cd_offset: int,
-        name: bytes,
-        flags: int,
-        method: int,
-        crc32: int,
-        compressed_size: int,
-        size: int,
-        header_offset: int,
-        external_attr: int,
-        extra: bytes,
-        time: int,
-        stat_error: str | None,
-        zipfile_plain: bool = False,
-    ) -> None:
-        self.index = index
-        self.cd_offset = cd_offset
-        self.name = name
-        self.flags = flags
-        self.method = method
-        self.crc32 = crc32
-        self.compressed_size = compressed_size
-        self.size = size
-        self.header_offset = header_offset
-        self.external_attr = external_attr
-        self.extra = extra
-        self.time = time
-        self.stat_error = stat_error
-        self.zipfile_plain = zipfile_plain
-        """Python's zipfile reads this record exactly as its bytes say (see :func:`_zipfile_plain`)."""
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _RAW_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Raw and self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
-
-    def __repr__(self) -> str:
-        return f"_Raw{self._values()!r}"
-
-
-class Walk:
-    """The central directory as walked: every record's name and offset, and what torchzip builds entries from."""
-
-    __slots__ = ("entries", "names", "positions", "raws", "zipfile_plain")
-
-    def __init__(
-        self,
-        raws: list[_Raw],
-        entries: list[ZipEntry | None],
-        names: list[bytes],
-        positions: list[int],
-        zipfile_plain: bool,
-    ) -> None:
-        self.raws = raws
-        """The records whose entries are built in Python: every record, except those in ``entries``."""
-        self.entries = entries
-        """By record: the entry the compiled walk built for a plain tensor record (stored raw storage bytes
-        with an ASCII name and nothing odd about them: their local header unread, no check to note), else
-        None."""
-        self.names = names
-        self.positions = positions
-        """Offset of each record."""
-        self.zipfile_plain = zipfile_plain
-        """Python's zipfile reads every record plainly (:func:`_zipfile_plain`)."""
-
-    def _values(self) -> tuple[Any, ...]:
-        return (self.raws, self.entries, self.names, self.positions, self.zipfile_plain)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Walk and self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Walk{self._values()!r}"
 
 
 class DirectoryReader:
@@ -371,9 +264,11 @@ class DirectoryReader:
             )
         )
         if found is not None:
-            records, entries, names, positions, plain, position, remaining = found
+            records, entries, names, positions, plain, position, remaining, lower, nul_free, shared = found
             self.note_slack(position, remaining, total)
-            return Walk([_Raw(*record) for record in records], entries, names, positions, plain)
+            return Walk(
+                [_Raw(*record) for record in records], entries, names, positions, plain, lower, nul_free, shared
+            )
         raws: list[_Raw] = []
         position, remaining = cd_offset, cd_size
         for index in range(total):
@@ -450,12 +345,18 @@ class DirectoryReader:
             position += record_size
             remaining -= record_size
         self.note_slack(position, remaining, total)
+        names = [raw.name for raw in raws]
+        joined = b"".join(names)
+        folder = names[0][: names[0].find(b"/") + 1] if names else b""
         return Walk(
             raws,
             [None] * len(raws),
-            [raw.name for raw in raws],
+            names,
             [raw.cd_offset for raw in raws],
             all(raw.zipfile_plain for raw in raws),
+            joined.lower() == joined,
+            b"\x00" not in joined,
+            bool(folder) and all(map(bytes.startswith, names, repeat(folder))),
         )
 
     def note_slack(self, position: int, remaining: int, total: int) -> None:
@@ -505,65 +406,3 @@ class DirectoryReader:
                     remaining -= 8
             plain, compressed, offset = values
         return plain, compressed, offset
-
-
-def _c_string(raw: bytes) -> bytes:
-    nul = raw.find(b"\x00")
-    return raw if nul < 0 else raw[:nul]
-
-
-def _stat_zip64(extra: bytes, plain: int, compressed: int, offset: int) -> tuple[int, int, int, str | None]:
-    """ZIP64 values as mz_zip_file_stat_internal reads them (what extraction uses), and its error if any."""
-    if max(compressed, plain, offset) != _U32_MAX or not extra:
-        return plain, compressed, offset, None
-    position, remaining = 0, len(extra)
-    while remaining:
-        if remaining < 4:
-            return plain, compressed, offset, "corrupt extra field"
-        field_id, field_size = struct.unpack_from("<HH", extra, position)
-        if field_size + 4 > remaining:
-            return plain, compressed, offset, "corrupt extra field"
-        if field_id == 1:
-            cursor, left = position + 4, field_size
-            values = [plain, compressed, offset]
-            for slot in range(3):
-                if values[slot] == _U32_MAX:
-                    if left < 8:
-                        return plain, compressed, offset, "ZIP64 extra field too short"
-                    values[slot] = int(struct.unpack_from("<Q", extra, cursor)[0])
-                    cursor += 8
-                    left -= 8
-            return values[0], values[1], values[2], None
-        position += 4 + field_size
-        remaining -= 4 + field_size
-    return plain, compressed, offset, None
-
-
-def _zipfile_plain(name: bytes, extra: bytes, extract_version: int) -> bool:
-    """Python's zipfile (3.10-3.13, ``_RealGetContents``) reads this record's name as its raw bytes, accepts
-    its version and extra field, and takes nothing from the extra field.
-
-    ASCII names decode alike as cp437 and UTF-8; zipfile cuts a name at a NUL and, on Windows, turns
-    backslashes into slashes; versions above 6.3 raise; ZIP64 extras (id 1) replace sizes and offsets, and
-    from 3.12 a Unicode path extra (0x7075) replaces the name.
-    """
-    if extract_version > _ZIPFILE_MAX_VERSION or not name.isascii() or b"\x00" in name or b"\\" in name:
-        return False
-    position = 0
-    while len(extra) - position >= 4:
-        field_id, field_size = struct.unpack_from("<HH", extra, position)
-        if field_size + 4 > len(extra) - position or field_id in (0x0001, 0x7075):
-            return False
-        position += 4 + field_size
-    return True
-
-
-def _zipfile_extra_corrupt(extra: bytes) -> bool:
-    """Python's zipfile raises 'Corrupt extra field' when a field's length runs past the extra data."""
-    position = 0
-    while len(extra) - position >= 4:
-        _field_id, field_size = struct.unpack_from("<HH", extra, position)
-        if field_size + 4 > len(extra) - position:
-            return True
-        position += 4 + field_size
-    return False

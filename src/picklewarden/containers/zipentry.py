@@ -5,8 +5,6 @@ The directory that produces :class:`ZipEntry` values is read by :mod:`pickleward
 and :mod:`picklewarden.containers.torchzip`; see the latter for what torch does and why.
 """
 
-from __future__ import annotations
-
 import contextlib
 import mmap
 import struct
@@ -148,7 +146,7 @@ class ZipEntry:
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _ENTRY_FIELDS)
 
-    def replace(self, **changes: Any) -> ZipEntry:
+    def replace(self, **changes: Any) -> "ZipEntry":
         """A copy with some fields changed."""
         return ZipEntry(**{**dict(zip(_ENTRY_FIELDS, self._values(), strict=True)), **changes})
 

@@ -12,7 +12,7 @@ Plainly regular (each condition is why leaving a record out changes nothing, in 
 * zipfile's own ``_EndRecData`` (run on the archive: it reads only the tail) finds the directory where
   torch does, with no bytes prepended (so zipfile reads exactly the records torch walked, at the same
   offsets), and those records fill the directory exactly (no slack for zipfile to read as more records);
-* every record is one zipfile reads plainly (:func:`~picklewarden.containers.zipdir._zipfile_plain`): it
+* every record is one zipfile reads plainly (:func:`~picklewarden.containers.ziprecords._zipfile_plain`): it
   raises on none, and its name is its ASCII bytes, so a record left out is never one zipfile would find
   under a name torch reads;
 * local-header offsets increase strictly along the directory: zipfile (3.12+) lets a member run up to the
@@ -23,16 +23,15 @@ The records kept are those named like a member torch reads, and each one's succe
 by ZIP64 and plain end records as zipfile writes them, placing the directory where it was.
 """
 
-from __future__ import annotations
-
 import operator
 import struct
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from itertools import compress
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from picklewarden.containers.base import BufferReader, Data
+from picklewarden.containers.zipcolumns import FLAG_ENDS_IN_L, mask
 
 if TYPE_CHECKING:
     from picklewarden.containers.torchzip import TorchZip
@@ -87,7 +86,7 @@ SPLICE_FROM = 64
 """Records from which the directory is cut down: below, zipfile parses the few records faster than the cut is made."""
 
 
-def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Data:
+def zipfile_source(data: Data, archive: "TorchZip", wanted: Collection[str]) -> Data:
     """The bytes to hand ``zipfile`` for reading members ``wanted``: the archive with only the records that
     decide what zipfile reads for them, when the archive is plainly regular, else the archive itself."""
     layout = archive.zipfile_layout
@@ -97,12 +96,20 @@ def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Da
         return data
     entries = archive.all_entries
     count = len(entries)
-    offsets = list(map(_HEADER, entries))
-    if count != len(layout.positions) or any(map(operator.ge, offsets[:-1], offsets[1:])):
+    if count != len(layout.positions):
         return data
-    named = list(compress(range(count), map(set(wanted).__contains__, archive.order)))
+    if not archive.in_order():  # (in order: header offsets increase)
+        offsets = list(map(_HEADER, entries))
+        if any(map(operator.ge, offsets[:-1], offsets[1:])):
+            return data
+    chosen = set(wanted)
+    # torch's pickle records (what the differential compares) end in "l" or "L": a flag of the archive's
+    maybe: Iterable[int] = range(count)
+    if all(name.endswith(("l", "L")) for name in chosen):
+        maybe = compress(range(count), mask(archive.data_flags(), FLAG_ENDS_IN_L))
+    named = [index for index in maybe if archive.order[index] in chosen]
     for index in named:
-        end = _data_end(data, offsets[index], entries[index].compressed_size)
+        end = _data_end(data, entries[index].header_offset, entries[index].compressed_size)
         if end is None or end > layout.cd_offset:
             return data
     kept = sorted({*named, *(index + 1 for index in named if index + 1 < count)})

@@ -3,9 +3,45 @@ same-named entries torch reads, and ``std::stoull`` for the version record."""
 
 from __future__ import annotations
 
-from picklewarden.containers.zipentry import _U64_MASK
+from collections.abc import Iterator, Mapping
+
+from picklewarden.containers.zipentry import _U64_MASK, ZipEntry, _encode
 
 _ASCII_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+class ByName(Mapping[str, ZipEntry]):
+    """Entries by exact central-directory name, answered from the folded-name lookup, for an archive whose
+    names are distinct even ignoring ASCII case and hold no NUL: each folded name then belongs to one entry,
+    so the entry for a name is the lookup's entry for its folded form when that entry has this very name.
+    A state dict's second table of 500,000 names is then never built. Read-only.
+    """
+
+    __slots__ = ("_lookup", "_order")
+
+    def __init__(self, lookup: Mapping[bytes, ZipEntry], order: tuple[str, ...]) -> None:
+        self._lookup = lookup
+        self._order = order
+
+    def __getitem__(self, name: str) -> ZipEntry:
+        if type(name) is str:
+            try:
+                key = _encode(name).translate(_ASCII_FOLD)
+            except UnicodeEncodeError:  # a lone surrogate no decoded name holds
+                raise KeyError(name) from None
+            entry = self._lookup.get(key)
+            if entry is not None and entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __repr__(self) -> str:
+        return f"ByName({len(self._order)} entries)"
 
 
 def _lookup_key(name: bytes) -> bytes:

@@ -7,9 +7,11 @@ A pickle need not name ``os.system``: ``getattr(importlib.import_module('os'), '
 already; resolving the chain tells the responder what the payload does.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
+from picklewarden import _native
 from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
 from picklewarden.pickle.machine import node_of
@@ -47,6 +49,25 @@ def legacy_module_class(node: Persistent) -> Any:
     if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
         return pid[1]
     return None
+
+
+_PID = attrgetter("pid")
+_HEAD = itemgetter(0)
+
+
+def module_pids(persistent: Sequence[Persistent]) -> Sequence[Persistent]:
+    """The persistent ids for which :func:`legacy_module_class` is not None, in order.
+
+    A state dict has one ``('storage', ...)`` id per tensor: when every id is a non-empty tuple, one pass
+    over their first items (no Python call per id) shows none is a ``'module'`` id.
+    """
+    native = _native.speedups
+    if native is not None and persistent and native.storage_columns(persistent) is not None:
+        return ()  # every id a ('storage', ...) id
+    pids = list(map(_PID, persistent))
+    if set(map(type, pids)) == {tuple} and 0 not in set(map(len, pids)) and "module" not in map(_HEAD, pids):
+        return ()
+    return [node for node in persistent if legacy_module_class(node) is not None]
 
 
 _MAX_DEPTH = 16

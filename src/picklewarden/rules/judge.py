@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
 from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
-from picklewarden.knowledge.launder import Helped, Launderer, legacy_module_class
+from picklewarden.knowledge.launder import Helped, Launderer, module_pids
 from picklewarden.knowledge.resolve import Resolved, classify, resolve
 from picklewarden.knowledge.tables import Category, Knowledge
 from picklewarden.limits import Limits
@@ -107,9 +107,8 @@ class ProgramJudge:
                         symbol=resolved.symbol,
                     )
         # Apart from the rest (findings are sorted by offset later): a state dict has one per tensor.
-        for pid in kinds.persistent:
-            if legacy_module_class(pid) is not None:  # only such an id hands the pickle anything
-                yield from self._legacy_module_pid(pid)
+        for pid in module_pids(kinds.persistent):  # only such an id hands the pickle anything
+            yield from self._legacy_module_pid(pid)
         elided: set[int] | None = None
         for stmt in self.globals:
             if stmt.id not in called:
