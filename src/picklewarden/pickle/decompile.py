@@ -8,6 +8,7 @@ terminal escapes) into the output.
 from __future__ import annotations
 
 import ast
+import heapq
 import keyword
 from typing import Any
 
@@ -29,6 +30,35 @@ from picklewarden.pickle.program import (
 _MAX_ITEMS = 32
 _RENDER_BUDGET = 2_000
 _MAX_CONSTANT = 240
+
+
+_SORTED_SET_SIZE = 100_000
+"""Sets up to this size are shown in a stable order (bigger ones in iteration order, to bound the work)."""
+
+
+def _in_stable_order(members: set[Any] | frozenset[Any]) -> list[Any]:
+    """The first members of a set in an order that is the same in every run: a set iterates in hash order,
+    and a stand-in hashes by its address, so the same file would otherwise give different evidence."""
+    if len(members) > _SORTED_SET_SIZE:
+        return list(members)
+    return heapq.nsmallest(_MAX_ITEMS + 1, members, key=_member_key)
+
+
+def _member_key(value: Any, depth: int = 0) -> tuple[Any, ...]:
+    """Sorts a set's members: constants by type and text, stand-ins by node id, tuples and frozensets by
+    their first members (only hashable values can be members)."""
+    node = node_of(value) if not isinstance(value, Node) else value
+    if node is not None:
+        return (1, "", node.id)
+    if type(value) in (int, str, bytes):
+        return (0, type(value).__name__, value)  # numbers in numeric order (same type: comparable)
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return (0, type(value).__name__, repr(value)[:_MAX_CONSTANT])  # a NaN has no order: its text has
+    if depth < 3 and isinstance(value, tuple):
+        return (2, "tuple", tuple(_member_key(v, depth + 1) for v in value[:8]))
+    if depth < 3 and isinstance(value, frozenset):
+        return (2, "frozenset", tuple(heapq.nsmallest(8, (_member_key(v, depth + 1) for v in value))))
+    return (3, type(value).__name__, ())
 
 
 def _identifier(text: str) -> bool:
@@ -97,7 +127,8 @@ class Decompiler:
                 values.append(self.expr(v, depth + 1, inner))
             return ast.Dict(keys, values)
         if isinstance(value, (list, tuple, set, frozenset)):
-            items = [self.expr(v, depth + 1, inner) for _, v in zip(range(_MAX_ITEMS), value, strict=False)]
+            members = _in_stable_order(value) if isinstance(value, (set, frozenset)) else value
+            items = [self.expr(v, depth + 1, inner) for _, v in zip(range(_MAX_ITEMS), members, strict=False)]
             if len(value) > _MAX_ITEMS:
                 items.append(ast.Constant(...))
             if isinstance(value, list):
