@@ -160,3 +160,34 @@ def test_ordered_output_runs_at_most_a_window_ahead(tmp_path: Path) -> None:
     settings = _Settings(picklewarden.DEFAULT_LIMITS, None, False, None)
     names = [Path(r.path).name for r in _reorder(_in_pool(targets(), settings, 2, window), window)]
     assert names == sorted(names) and len(names) == 30
+
+
+def test_the_last_analysis_is_held_only_when_asked_and_one_at_a_time(tmp_path: Path) -> None:
+    """The CLI leaves with os._exit, so it asks to keep the last file's analysis rather than free ~10M
+    objects of a big state dict; every earlier analysis is let go before the next one starts."""
+    import pickle
+
+    from picklewarden import parallel
+
+    for name in ("a.pkl", "b.pkl"):
+        (tmp_path / name).write_bytes(pickle.dumps({"name": name}))
+    made: list[object] = []
+    held_when_called: list[list[object]] = []
+    original = picklewarden.filescan.scan_file
+
+    def watched(*args: object, **kwargs: object) -> object:
+        held_when_called.append(list(parallel._held))
+        report, analysis = original(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(analysis)
+        return report, analysis
+
+    picklewarden.filescan.scan_file = watched  # type: ignore[assignment]
+    try:
+        reports = list(scan_parallel([tmp_path / "a.pkl", tmp_path / "b.pkl"], jobs=1, hold_last=True))
+        assert [r.verdict for r in reports] == [Verdict.SAFE, Verdict.SAFE]
+        assert held_when_called == [[], []], "an analysis was still held when the next file started"
+        assert len(parallel._held) == 1 and parallel._held[0] is made[1]
+        list(scan_parallel([tmp_path / "a.pkl"], jobs=1))
+        assert parallel._held == []
+    finally:
+        picklewarden.filescan.scan_file = original  # type: ignore[assignment]

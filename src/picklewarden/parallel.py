@@ -76,6 +76,7 @@ def scan_parallel(
     include: Iterable[str] = (),
     exclude: Iterable[str] = (),
     ordered: bool = False,
+    hold_last: bool = False,
 ) -> Iterator[FileReport]:
     """Scan files and directories with ``jobs`` worker processes, yielding each file's report as it finishes.
 
@@ -87,6 +88,9 @@ def scan_parallel(
     the order :func:`picklewarden.scan` gives them (a report waits for those before it; workers run at
     most a bounded window ahead of the oldest unfinished file, so memory stays bounded). Collect them into
     a :class:`~picklewarden.model.Report` for the summary and exit code.
+    ``hold_last`` (with ``jobs=1``) keeps the analysis of the last file alive after the scan, for a process
+    that then exits without freeing anything (the CLI): freeing the analysis of a 500k-tensor state dict,
+    about ten million objects, takes 0.2 s. Each file's analysis is freed before the next one starts.
     """
     from picklewarden import walk
 
@@ -98,7 +102,10 @@ def scan_parallel(
     settings = _Settings(limits, policy, skip_non_models, cache)
     targets = walk.iter_targets((os.fspath(p) for p in paths), tuple(include), tuple(exclude))
     window = _Window(count * _IN_FLIGHT_PER_JOB * _BATCH * 4) if ordered and count > 1 else None
-    numbered = _in_process(targets, settings) if count == 1 else _in_pool(targets, settings, count, window)
+    if count == 1:
+        numbered = _in_process(targets, settings, hold_last)
+    else:
+        numbered = _in_pool(targets, settings, count, window)
     for report in _reorder(numbered, window) if window is not None else (r for _, r in numbered):
         if progress is not None:
             progress(report)
@@ -147,15 +154,25 @@ def _quick(target: Target) -> FileReport | None:
     return None
 
 
-def _analyse(path: str, explicit: bool, settings: _Settings) -> FileReport:
+def _analyse(path: str, explicit: bool, settings: _Settings, hold: bool = False) -> FileReport:
     """One file, as :func:`picklewarden.filescan.scan_path` reports it (through the cache when there is one).
-    Runs in the workers: module-level so that it pickles by reference."""
+    Runs in the workers: module-level so that it pickles by reference. With ``hold``, its analysis is kept
+    in :data:`_held` until the next file's analysis starts."""
     explicit = explicit and not settings.skip_non_models
     if settings.cache is not None:
         return settings.cache.scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
-    from picklewarden.filescan import scan_path
+    from picklewarden import filescan
 
-    return scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
+    _held.clear()  # the previous file's analysis goes first: memory stays that of one file
+    if not hold:
+        return filescan.scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
+    report, analysis = filescan.scan_file(path, settings.limits, explicit=explicit, policy=settings.policy)
+    _held.append(analysis)
+    return report
+
+
+_held: list[object] = []
+"""The analysis of the last file scanned in this process, with ``scan_parallel(hold_last=True)``."""
 
 
 def _located(report: FileReport, target: Target) -> FileReport:
@@ -202,7 +219,7 @@ class _Remembered:
 # -- in this process ----------------------------------------------------------------------------------------
 
 
-def _in_process(targets: Iterable[Target], settings: _Settings) -> Iterator[tuple[int, FileReport]]:
+def _in_process(targets: Iterable[Target], settings: _Settings, hold: bool) -> Iterator[tuple[int, FileReport]]:
     remembered = _Remembered()
     for seq, target in enumerate(targets):
         report = _quick(target)
@@ -210,7 +227,7 @@ def _in_process(targets: Iterable[Target], settings: _Settings) -> Iterator[tupl
             key = _identity(target)
             report = remembered.get(key, target.path) if not _policy_ignores(settings, target.path) else None
             if report is None:
-                report = _analyse(target.path, target.explicit, settings)
+                report = _analyse(target.path, target.explicit, settings, hold)
                 remembered.add(key, report)
         yield seq, _located(report, target)
 

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from picklewarden.policy.config import Policy
 
 
+EXITS_WITHOUT_TEARDOWN = False
+"""Set by the console script, which leaves with ``os._exit``: what is still alive then is never freed, so a
+scan may keep its last file's analysis instead of freeing it (see ``scan_parallel(hold_last=...)``)."""
+
+
 class UsageProblem(Exception):
     """A usage error, raised before any output: click reports it with the command's usage, exit 2."""
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from picklewarden.cli import console
 from picklewarden.cli.console import (
     ConfigProblem,
     UsageProblem,
@@ -277,6 +278,7 @@ def _reports(
 
         yield from scan_parallel(
             local,
+            hold_last=console.EXITS_WITHOUT_TEARDOWN,
             jobs=jobs,
             limits=limits,
             cache=cache,
