@@ -8,6 +8,7 @@ and the walk's result are :mod:`picklewarden.containers.ziprecords`).
 
 from __future__ import annotations
 
+import mmap
 import struct
 from itertools import repeat
 
@@ -148,7 +149,12 @@ class DirectoryReader:
 
     def check_tail(self, eocd: int) -> None:
         start = max(0, self.size - _SEARCH_GIVE_UP - _SEARCH_BLOCK)
-        if bytes(self.data[start:eocd]).find(_EOCD_SIG) >= 0:
+        data = self.data
+        if isinstance(data, (bytes, mmap.mmap)):
+            found = data.find(_EOCD_SIG, start, eocd)  # in place: a small file is searched whole, not copied
+        else:
+            found = bytes(data[start:eocd]).find(_EOCD_SIG)
+        if found >= 0:
             self.note(
                 "multiple-eocd",
                 None,
