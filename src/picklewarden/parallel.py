@@ -159,11 +159,11 @@ def _analyse(path: str, explicit: bool, settings: _Settings, hold: bool = False)
     Runs in the workers: module-level so that it pickles by reference. With ``hold``, its analysis is kept
     in :data:`_held` until the next file's analysis starts."""
     explicit = explicit and not settings.skip_non_models
+    _held.clear()  # the previous file's analysis goes first: memory stays that of one file
     if settings.cache is not None:
         return settings.cache.scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
     from picklewarden import filescan
 
-    _held.clear()  # the previous file's analysis goes first: memory stays that of one file
     if not hold:
         return filescan.scan_path(path, settings.limits, explicit=explicit, policy=settings.policy)
     report, analysis = filescan.scan_file(path, settings.limits, explicit=explicit, policy=settings.policy)

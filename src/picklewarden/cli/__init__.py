@@ -22,11 +22,16 @@ __all__ = ["cli", "main", "run"]
 
 def __getattr__(name: str) -> click.Group:
     if name == "cli":
-        from picklewarden.cli import commands, scan  # noqa: F401  (they register the commands)
-        from picklewarden.cli.common import cli
-
-        return cli
+        return _click_group()
     raise AttributeError(name)
+
+
+def _click_group() -> click.Group:
+    """The click command group, with every command registered (imported only when click reads a line)."""
+    from picklewarden.cli import commands, scan  # noqa: F401  (they register the commands)
+    from picklewarden.cli.common import cli
+
+    return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,11 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plain = _plain_scan(args)
     if plain is not None:
         return plain
-    from picklewarden.cli import commands, scan  # noqa: F401  (they register the commands)
-    from picklewarden.cli.common import cli
-
     try:
-        cli.main(args=args, prog_name="picklewarden", standalone_mode=True)
+        _click_group().main(args=args, prog_name="picklewarden", standalone_mode=True)
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 2)
