@@ -104,8 +104,10 @@ def test_version_does_not_import_rich_or_the_scanner() -> None:
 # What a JSON scan of a plain pickle or a torch checkpoint must not load: click (a plain scan line is read
 # without it), the renderers with rich, the readers of other formats (tarfile: only for files whose first block
 # may be a tar header), the web gateway and its command, what only some files need (ZIP bundles, joblib's
-# pure-Python reading), and the knowledge parts that only unusual names need (issue 16, start-up).
+# pure-Python reading), the knowledge parts that only unusual names need, and typing, which only type checkers
+# need (issue 16, start-up; picklewarden._typing).
 _NOT_ON_THE_JSON_PATH = (
+    "typing",
     "click",
     "rich",
     "tomllib",
@@ -137,10 +139,11 @@ def test_a_json_scan_loads_only_what_the_file_needs(kind: str, tmp_path: Path) -
         target = "good.pkl"
     code = (
         "import json, sys\n"
+        "preloaded = set(sys.modules)\n"
         "from picklewarden.cli import main\n"
         "from picklewarden.knowledge.tables import ecosystem, generated\n"
         f"assert main(['scan', {target!r}, '--format', 'json', '--no-policy']) == 0\n"
-        f"loaded = sorted(m for m in {_NOT_ON_THE_JSON_PATH!r} if m in sys.modules)\n"
+        f"loaded = sorted(m for m in {_NOT_ON_THE_JSON_PATH!r} if m in sys.modules and m not in preloaded)\n"
         "parts = sorted(k for k in ('springboards', 'modules', 'failures') if k in vars(generated()))\n"
         "print(json.dumps([loaded, parts, ecosystem.cache_info().currsize]), file=sys.stderr)\n"
     )

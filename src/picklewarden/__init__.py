@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError, UnsupportedFormat
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport, Finding, Report, Severity, Verdict

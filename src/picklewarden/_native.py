@@ -8,10 +8,12 @@ compiled ones are tested against. Callers read :data:`speedups` at call time, so
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Protocol, cast
+
+from picklewarden._typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Protocol
 
     from picklewarden.containers.zipentry import ZipEntry
     from picklewarden.pickle.layout import Searchable
@@ -23,83 +25,85 @@ Record = tuple[int, int, bytes, int, int, int, int, int, int, int, bytes, int, s
 """A central-directory record in ``ziprecords._Raw``'s field order."""
 
 
-class Speedups(Protocol):
-    """The functions ``_speedups.c`` defines (their contracts are in that file)."""
+if TYPE_CHECKING:
 
-    def layout_chunk(
-        self,
-        data: Searchable,
-        pos: int,
-        count: int,
-        chunk_end: int,
-        proto: int,
-        steps: bytes,
-        actions: bytes,
-        max_memo: int,
-        highest_protocol: int,
-        put_text: int,
-        ext_signed: int,
-        stop: int,
-        imports: list[tuple[int, int, int]],
-        calls: list[tuple[int, int]],
-        builds: list[int],
-        persistent: list[int],
-        extensions: list[tuple[int, int]],
-        frame_end: int,
-        /,
-    ) -> tuple[int, int, int, int, int, object]: ...
+    class Speedups(Protocol):
+        """The functions ``_speedups.c`` defines (their contracts are in that file)."""
 
-    def central_directory(
-        self,
-        data: object,
-        cd_offset: int,
-        cd_size: int,
-        total: int,
-        disk: int,
-        size: int,
-        usual_flags: int,
-        entry_type: type | None,
-        /,
-    ) -> (
-        tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int, bool, bool, bool] | None
-    ): ...
+        def layout_chunk(
+            self,
+            data: Searchable,
+            pos: int,
+            count: int,
+            chunk_end: int,
+            proto: int,
+            steps: bytes,
+            actions: bytes,
+            max_memo: int,
+            highest_protocol: int,
+            put_text: int,
+            ext_signed: int,
+            stop: int,
+            imports: list[tuple[int, int, int]],
+            calls: list[tuple[int, int]],
+            builds: list[int],
+            persistent: list[int],
+            extensions: list[tuple[int, int]],
+            frame_end: int,
+            /,
+        ) -> tuple[int, int, int, int, int, object]: ...
 
-    def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
+        def central_directory(
+            self,
+            data: object,
+            cd_offset: int,
+            cd_size: int,
+            total: int,
+            disk: int,
+            size: int,
+            usual_flags: int,
+            entry_type: type | None,
+            /,
+        ) -> (
+            tuple[list[Record], list[ZipEntry | None], list[bytes], list[int], bool, int, int, bool, bool, bool] | None
+        ): ...
 
-    def entry_flags(self, entries: Sequence[ZipEntry], entry_type: type, folder: str, /) -> bytes | None: ...
+        def ordered_spans(self, entries: Sequence[ZipEntry], entry_type: type, /) -> bool | None: ...
 
-    def fit_storages(
-        self,
-        statements: Sequence[Persistent],
-        size_of: Callable[[object], int | None],
-        folder: str,
-        files: list[str],
-        entries: list[ZipEntry],
-        start: int,
-        entry_type: type,
-        /,
-    ) -> bool | None: ...
+        def entry_flags(self, entries: Sequence[ZipEntry], entry_type: type, folder: str, /) -> bytes | None: ...
 
-    def storage_columns(
-        self, statements: Sequence[Persistent], /
-    ) -> tuple[list[str], list[object], list[int]] | None: ...
+        def fit_storages(
+            self,
+            statements: Sequence[Persistent],
+            size_of: Callable[[object], int | None],
+            folder: str,
+            files: list[str],
+            entries: list[ZipEntry],
+            start: int,
+            entry_type: type,
+            /,
+        ) -> bool | None: ...
 
-    def configure(
-        self,
-        value: type,
-        persistent: type,
-        elided: type,
-        global_: type,
-        call_how_call: object,
-        opnames: tuple[str | None, ...],
-        slow_call: object,
-        /,
-    ) -> None: ...
+        def storage_columns(
+            self, statements: Sequence[Persistent], /
+        ) -> tuple[list[str], list[object], list[int]] | None: ...
 
-    RecorderCore: type
-    """Base of the machine's compiled recorder (``_speedups_machine.h``)."""
-    StandinMeta: type
-    """Metaclass base whose calls take the compiled elided path."""
+        def configure(
+            self,
+            value: type,
+            persistent: type,
+            elided: type,
+            global_: type,
+            call_how_call: object,
+            opnames: tuple[str | None, ...],
+            slow_call: object,
+            /,
+        ) -> None: ...
+
+        RecorderCore: type
+        """Base of the machine's compiled recorder (``_speedups_machine.h``)."""
+        StandinMeta: type
+        """Metaclass base whose calls take the compiled elided path."""
 
 
 def _load() -> Speedups | None:

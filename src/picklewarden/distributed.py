@@ -17,12 +17,14 @@ import importlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from picklewarden.cache import ResultCache
     from picklewarden.policy.config import Policy
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO
+
+from picklewarden._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 _KINDS = {
     stat.S_IFIFO: "a FIFO",

@@ -4,7 +4,9 @@ Hostile files are built to exhaust scanners; each bound here turns such an attem
 verdict that is never ``safe``, instead of a crash, a hang or an out-of-memory kill.
 """
 
-from typing import NamedTuple
+from __future__ import annotations
+
+from picklewarden._typing import NamedTuple
 
 # A NamedTuple, not a dataclass: Python 3.11 compiles each generated dataclass method at import, which every
 # one-file scan pays for (see "Start-up" in docs/benchmarks.md). Fields are ``_fields``, ``asdict`` is
@@ -57,14 +59,14 @@ class Limits(_Bounds):
 
     __slots__ = ()
 
-    def __new__(cls, *args: int, **kwargs: int) -> "Limits":
+    def __new__(cls, *args: int, **kwargs: int) -> Limits:
         self = super().__new__(cls, *args, **kwargs)
         for name, value in zip(self._fields, self, strict=True):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"limit {name} must be a positive integer, got {value!r}")
         return self
 
-    def replace(self, **changes: int) -> "Limits":
+    def replace(self, **changes: int) -> Limits:
         """A copy with some bounds changed (validated like the original)."""
         return Limits(**{**self._asdict(), **changes})
 

@@ -1,9 +1,11 @@
 """The result model shared by the library API and every output format."""
 
+from __future__ import annotations
+
 import enum
-from typing import NamedTuple
 
 from picklewarden._compat import assert_never
+from picklewarden._typing import NamedTuple
 
 
 class Severity(enum.IntEnum):
@@ -37,7 +39,7 @@ class Verdict(enum.IntEnum):
         return self.name.lower()
 
     @classmethod
-    def from_severity(cls, severity: Severity) -> "Verdict":
+    def from_severity(cls, severity: Severity) -> Verdict:
         match severity:
             case Severity.CRITICAL | Severity.HIGH:
                 return cls.MALICIOUS

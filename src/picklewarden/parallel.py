@@ -17,8 +17,8 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import FileReport
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from picklewarden import fxcode
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers import nested
 from picklewarden.containers.base import (
     Anomaly,

@@ -12,11 +12,13 @@ without ``/`` matches the file name in any directory (like ``.gitignore``). A di
 exclude pattern is not entered. Files named explicitly are never filtered.
 """
 
+from __future__ import annotations
+
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
 
+from picklewarden._typing import NamedTuple
 from picklewarden.globs import glob_regex
 
 _HF_REPO = re.compile(r"(models|datasets|spaces)--(.+)")

@@ -9,15 +9,22 @@ commands import rich and the scanner inside their bodies, so ``picklewarden --ve
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+
+from picklewarden._typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     import click
 
 __all__ = ["cli", "main", "run"]
+
+_GEN0_THRESHOLD = 20_000
+"""The console script's youngest-generation threshold (CPython's default is 700): see :func:`run`."""
 
 
 def __getattr__(name: str) -> click.Group:
@@ -83,6 +90,10 @@ def run() -> NoReturn:
     """
     from picklewarden.cli import console
 
+    # Start-up builds modules, classes and tables that all live until exit, and the default threshold
+    # (a collection every 700 allocations) walked them about twenty times: 2 ms of a 45 ms one-file scan.
+    # A scan pauses the collector anyway (machine.gc_paused); between files cycles are still collected.
+    gc.set_threshold(_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     console.EXITS_WITHOUT_TEARDOWN = True
     code = main()
     for stream in (sys.stdout, sys.stderr):

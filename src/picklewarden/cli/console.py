@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+
+from picklewarden._typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from picklewarden.policy.config import Policy
 
 

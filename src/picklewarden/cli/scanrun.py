@@ -10,8 +10,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TextIO
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.cli import console
 from picklewarden.cli.console import (
     ConfigProblem,
@@ -28,6 +28,8 @@ from picklewarden.cli.console import (
 from picklewarden.report import OutputFormat
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from picklewarden.cache import ResultCache
     from picklewarden.limits import Limits
     from picklewarden.model import FileReport

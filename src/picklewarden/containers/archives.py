@@ -30,8 +30,8 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
 from picklewarden.model import Severity
 

@@ -5,12 +5,14 @@ tar members, joblib) hand the scanner a :data:`Walker` that says, from each fini
 where the next pickle starts; archives and compressed streams hand it :class:`Child` files to open in turn.
 """
 
+from __future__ import annotations
+
 import bisect
 import enum
 import io
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.limits import Limits
 from picklewarden.model import Severity
 
@@ -19,6 +21,8 @@ Data = bytes
 (remote files fetched by range). Readers only ever take ``len(data)`` and ``data[a:b]``."""
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from picklewarden.pickle.program import Program
 
 
@@ -158,10 +162,10 @@ class Context(NamedTuple):
     """The file or member name, for extension hints only."""
 
     @classmethod
-    def root(cls, limits: Limits, name: str = "") -> "Context":
+    def root(cls, limits: Limits, name: str = "") -> Context:
         return cls(limits, Budget(limits), name=name)
 
-    def inside(self, data: Data, name: str) -> "Context":
+    def inside(self, data: Data, name: str) -> Context:
         """The context of a file found inside this one."""
         return Context(self.limits, self.budget, self.depth + 1, (*self.ancestry, digest(data)), name)
 

@@ -14,9 +14,9 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from operator import attrgetter, itemgetter, not_
-from typing import Any
 
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.archives import ZIP_ERRORS
 from picklewarden.containers.base import Anomaly, Child, Context, Data, ProgramCheck, reader_of
 from picklewarden.containers.legacy_tar import element_size
@@ -29,6 +29,9 @@ from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.program import Persistent, Program
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _PEEK = 256
 """Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""

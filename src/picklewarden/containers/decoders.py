@@ -14,10 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_OUT = 64 * 1024 * 1024
 """The largest result any one step may produce."""

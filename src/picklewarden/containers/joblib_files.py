@@ -22,8 +22,8 @@ import io
 import pickle
 import re
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, OffsetMap, PickleSource, Stacking
 from picklewarden.errors import LimitExceeded
 from picklewarden.knowledge.joblib_compat import ARRAY_WRAPPER as WRAPPER
@@ -31,6 +31,9 @@ from picklewarden.limits import Limits
 from picklewarden.model import Severity
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.pymachine import ClampedReader, load_bytearray8, read_extension, resolve_extension
+
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 JOBLIB_WRAPPERS = frozenset({f"{package}.numpy_pickle.{WRAPPER}" for package in ("joblib", "sklearn.externals.joblib")})
 """The wrapper classes joblib's unpickler (or scikit-learn's vendored copy) checks for with isinstance."""

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 import struct
-from typing import TYPE_CHECKING, Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.archives import last_member, link_target, read_tar_member, tar_member_anomalies
 from picklewarden.containers.base import Anomaly, Child, Context, Opened, PickleSource, Stacking, Step
 from picklewarden.pickle.machine import node_of
@@ -30,6 +30,7 @@ from picklewarden.pickle.program import Global, Program
 
 if TYPE_CHECKING:
     import tarfile  # only for types: the archive is opened by the caller
+    from typing import Any
 
 TORCH_MEMBERS = ("storages", "tensors", "pickle")
 """The members legacy_load reads, in the order it unpickles them."""

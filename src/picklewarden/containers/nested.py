@@ -14,6 +14,8 @@ Two kinds are found in a :class:`~picklewarden.pickle.program.Program`:
 Every decoding step is bounded (output size and layers); nothing is ever executed.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import bz2
@@ -22,14 +24,17 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
-from typing import Any, NamedTuple
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.containers import decoders
 from picklewarden.containers.sniff import looks_like_pickle
 from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, ElidedCall, Global, Mutation, Program
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Resolver = Callable[[Global], str]
 """The canonical ``module.qualname`` of a global (the rules' resolution, passed in by the scanner)."""

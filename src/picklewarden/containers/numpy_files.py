@@ -25,11 +25,14 @@ import io
 import re
 import struct
 import tokenize
-from typing import Any, Literal
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Context, Data, Opened, PickleSource, Stacking
 from picklewarden.containers.pyliteral import NotLiteral, literal_eval
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
 _KEYS = {"descr", "fortran_order", "shape"}
 _ENDIAN = "<>|="
@@ -42,7 +45,8 @@ _NUMERIC_NAMES = frozenset(
 )
 _OBJECT_CODES = frozenset({"O", "O4", "O8", "object", "object_"})
 
-Kind = Literal["numeric", "object", "unknown"]
+if TYPE_CHECKING:
+    Kind = Literal["numeric", "object", "unknown"]
 
 
 def classify_descr(descr: Any, depth: int = 0) -> Kind:

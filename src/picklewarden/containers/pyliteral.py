@@ -22,7 +22,11 @@ from __future__ import annotations
 import codecs
 import io
 import tokenize
-from typing import Any
+
+from picklewarden._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _SKIP = frozenset({tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.ENDMARKER})
 _CLOSING = {"(": ")", "[": "]", "{": "}"}

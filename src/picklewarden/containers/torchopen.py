@@ -8,8 +8,7 @@ readers miss.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.zipdir import DirectoryReader
 from picklewarden.containers.zipentry import ZipEntry, _extract
 from picklewarden.containers.zipindex import _stoull

@@ -78,8 +78,8 @@ import types
 from collections.abc import Mapping
 from itertools import repeat
 from operator import attrgetter, methodcaller
-from typing import Any, cast
 
+from picklewarden._typing import TYPE_CHECKING, cast
 from picklewarden.containers.sniff import looks_like_zip as looks_like_zip
 from picklewarden.containers.torchentries import EntryReader
 from picklewarden.containers.torchopen import check_name_case, check_open_records
@@ -112,6 +112,9 @@ from picklewarden.containers.zipindex import _ASCII_FOLD, ByName, _binary_search
 from picklewarden.containers.ziprecords import Walk, _c_string
 from picklewarden.errors import ScanError
 from picklewarden.limits import Limits
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX_FILENAME_BUFFER = 512  # MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE: getAllRecords truncates names to 511 bytes
 

@@ -5,15 +5,20 @@ The directory that produces :class:`ZipEntry` values is read by :mod:`pickleward
 and :mod:`picklewarden.containers.torchzip`; see the latter for what torch does and why.
 """
 
+from __future__ import annotations
+
 import contextlib
 import mmap
 import struct
 import zlib
-from typing import Any, NamedTuple
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.containers.base import Anomaly
 from picklewarden.errors import LimitExceeded, ScanError
 from picklewarden.limits import Limits
+
+if TYPE_CHECKING:
+    from typing import Any
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 """Anything sliceable holding a whole file (``bytes`` or an ``mmap`` in practice)."""
@@ -146,7 +151,7 @@ class ZipEntry:
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _ENTRY_FIELDS)
 
-    def replace(self, **changes: Any) -> "ZipEntry":
+    def replace(self, **changes: Any) -> ZipEntry:
         """A copy with some fields changed."""
         return ZipEntry(**{**dict(zip(_ENTRY_FIELDS, self._values(), strict=True)), **changes})
 

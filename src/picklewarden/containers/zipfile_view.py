@@ -23,13 +23,15 @@ The records kept are those named like a member torch reads, and each one's succe
 by ZIP64 and plain end records as zipfile writes them, placing the directory where it was.
 """
 
+from __future__ import annotations
+
 import operator
 import struct
 import zipfile
 from collections.abc import Collection, Iterable
 from itertools import compress
-from typing import TYPE_CHECKING, NamedTuple, cast
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple, cast
 from picklewarden.containers.base import BufferReader, Data
 from picklewarden.containers.zipcolumns import FLAG_ENDS_IN_L, mask
 
@@ -86,7 +88,7 @@ SPLICE_FROM = 64
 """Records from which the directory is cut down: below, zipfile parses the few records faster than the cut is made."""
 
 
-def zipfile_source(data: Data, archive: "TorchZip", wanted: Collection[str]) -> Data:
+def zipfile_source(data: Data, archive: TorchZip, wanted: Collection[str]) -> Data:
     """The bytes to hand ``zipfile`` for reading members ``wanted``: the archive with only the records that
     decide what zipfile reads for them, when the archive is plainly regular, else the archive itself."""
     layout = archive.zipfile_layout

@@ -9,9 +9,12 @@ compiled ``_speedups.central_directory``) and builds these.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.zipentry import _U32_MAX, ZipEntry
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _ZIPFILE_MAX_VERSION = 63  # zipfile.MAX_EXTRACT_VERSION: a record needing a later version makes zipfile raise
 

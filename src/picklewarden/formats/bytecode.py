@@ -12,7 +12,11 @@ import dis
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Final
+
+from picklewarden._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Final
 
 _FLAG_REF: Final = 0x80
 _MAX_DEPTH: Final = 64

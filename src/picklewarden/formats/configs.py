@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.formats import callables, keras, templates
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 MAX_TEXT: Final = 64 * 1024 * 1024
 """Largest config parsed; a larger one is an error (its contents were not seen)."""

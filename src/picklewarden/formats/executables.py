@@ -4,10 +4,13 @@ a shell script, a Windows PE and a ZIP of weights in one file)."""
 from __future__ import annotations
 
 import struct
-from typing import Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Final
 
 _APE: Final = (b"MZqFpD='", b"jartsr='")
 """The first bytes of an Actually Portable Executable (llamafile): a PE header that is also a shell line."""

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.formats import templates
 from picklewarden.formats.safetensors import NOT_PICKLE
+
+if TYPE_CHECKING:
+    from typing import Final
 
 _MAX_KV: Final = 1_000_000
 _MAX_TENSORS: Final = 10_000_000

@@ -14,11 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterator
-from typing import Any, Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly
 from picklewarden.formats import bytecode, callables
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _KERAS_PACKAGES: Final = frozenset({"keras", "keras_hub", "keras_cv", "keras_nlp", "tf_keras"})
 _MAX_OBJECTS: Final = 200_000

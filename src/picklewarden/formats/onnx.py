@@ -10,10 +10,13 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.formats.safetensors import NOT_PICKLE
+
+if TYPE_CHECKING:
+    from typing import Final
 
 _MAX_DEPTH: Final = 32
 _MAX_FIELDS: Final = 5_000_000

@@ -12,11 +12,14 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Iterator
-from typing import Any, Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly
 from picklewarden.formats import callables
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _MAX_SOURCE: Final = 4 * 1024 * 1024
 _MAX_LINES: Final = 40

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Final
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Data, Opened
 from picklewarden.extract.safetensors_format import MAX_HEADER
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 NOT_PICKLE = "a data-only format: its loaders never unpickle, so no code runs when it is loaded"
 _MAX_REPORTED: Final = 20

@@ -11,10 +11,13 @@ that walks attributes is reported too. jinja2 is an optional extra: without it, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly
 from picklewarden.model import Severity
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_TEMPLATE = 1 << 20
 """Characters parsed per template: chat templates are a few kilobytes."""

@@ -11,7 +11,11 @@ no table knows.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+
+from picklewarden._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 INDEX: Final = "index.json"
 """``closed``, ``effects`` and ``versions``: small, read by every lookup."""

@@ -8,11 +8,13 @@ the wrapper is judged by the name: a plain sibling file name is a load of someth
 name with a directory part or an absolute path reads anywhere on the victim's disk (malicious).
 """
 
+from __future__ import annotations
+
 import ntpath
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
 
+from picklewarden._typing import NamedTuple
 from picklewarden.knowledge.resolve import Resolved
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Mutation, Op, Program

@@ -7,15 +7,20 @@ A pickle need not name ``os.system``: ``getattr(importlib.import_module('os'), '
 already; resolving the chain tells the responder what the payload does.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
 
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.knowledge.resolve import Resolved, resolve
 from picklewarden.knowledge.tables import INTROSPECTION_ATTRIBUTES
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Node, Persistent
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ModuleRef(NamedTuple):

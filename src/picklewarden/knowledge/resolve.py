@@ -7,9 +7,11 @@ for modules it does not cover, a component that names a dangerous top-level modu
 ``builtins``...) is treated as that module, since that is what such an attribute almost always is.
 """
 
-from functools import lru_cache
-from typing import NamedTuple
+from __future__ import annotations
 
+from functools import lru_cache
+
+from picklewarden._typing import NamedTuple
 from picklewarden.knowledge.tables import (
     DANGEROUS_MODULES,
     DANGEROUS_NAMES,

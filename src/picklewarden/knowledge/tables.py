@@ -6,14 +6,19 @@ and judged by how the pickle uses it. No substring or prefix matching of names: 
 covers that module and its submodules by package hierarchy, which is how Python itself nests them.
 """
 
+from __future__ import annotations
+
 import enum
 import functools
 import json
 from pathlib import Path
-from typing import Any, Final, NamedTuple
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.knowledge import compact
 from picklewarden.knowledge.values import HAND_SAFE
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 
 class Category(enum.Enum):

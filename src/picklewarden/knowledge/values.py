@@ -6,7 +6,10 @@ numpy value types, torch operators and utility objects, and ecosystem reconstruc
 
 from __future__ import annotations
 
-from typing import Final
+from picklewarden._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Final
 
 
 def _each(module: str, names: str, reason: str) -> dict[tuple[str, str], str]:

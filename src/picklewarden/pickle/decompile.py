@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 import heapq
 import keyword
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.limits import Limits
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.names import remap
@@ -26,6 +26,9 @@ from picklewarden.pickle.program import (
     Program,
     Statement,
 )
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX_ITEMS = 32
 _RENDER_BUDGET = 2_000

@@ -30,9 +30,9 @@ import pickle as _stdlib_pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
 
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
@@ -72,6 +72,9 @@ from picklewarden.pickle.standins import (
 )
 from picklewarden.pickle.standins import node_of as node_of
 from picklewarden.pickle.stream import open_stream
+
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
 

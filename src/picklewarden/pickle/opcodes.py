@@ -5,9 +5,15 @@ is how other scanners' opcode lists drifted from CPython, so everything here is 
 import time, and checked for consistency.
 """
 
+from __future__ import annotations
+
 import enum
 import pickletools
-from typing import Final, NamedTuple
+
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class ArgKind(enum.IntEnum):

@@ -9,9 +9,12 @@ the byte offset (relative to the whole container member) of the opcode that caus
 from __future__ import annotations
 
 import enum
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.errors import ScanError
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CallHow(enum.Enum):

@@ -13,11 +13,16 @@ When the value cannot be computed, the caller keeps a stand-in the unpickler sti
 ``machine.Recorder.call``) and the name stays unresolved.
 """
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from __future__ import annotations
 
+from collections.abc import Callable
+
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.program import CallHow, CallResult, Global, Node
+
+if TYPE_CHECKING:
+    from typing import Any
 
 UNRESOLVED_MODULE = "<unresolved>"
 """Module recorded for a global whose module or name came from a call result the machine could not compute:

@@ -34,14 +34,17 @@ import pickle
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.limits import Limits
 from picklewarden.pickle import machine
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.layout import Layout
 from picklewarden.pickle.program import Program
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _EXT = {pickle.EXT1[0]: ("<B", 1), pickle.EXT2[0]: ("<H", 2), pickle.EXT4[0]: ("<i", 4)}
 _FRAME = pickle.FRAME[0]

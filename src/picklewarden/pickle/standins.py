@@ -8,13 +8,14 @@ values and reviewed pure builtins' results ever reach the machine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.errors import ScanError
 from picklewarden.pickle.program import CallHow, ElidedCall, Node, Op, Persistent
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from picklewarden.pickle.machine import Recorder
 
 

@@ -10,11 +10,13 @@ import contextlib
 import io
 import mmap
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.buffers import Buffer
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from _typeshed import WriteableBuffer
 
 

@@ -26,15 +26,20 @@ silently ignored. Limits can be raised or lowered freely: hitting any limit is a
 ``safe``, so a hostile policy file cannot hide a payload that way.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, NamedTuple
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.limits import DEFAULT_LIMITS, Limits
 from picklewarden.model import Severity, Verdict
 from picklewarden.rules import BY_ID
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 POLICY_FILE: Final = "picklewarden.toml"
 PYPROJECT: Final = "pyproject.toml"
@@ -123,7 +128,7 @@ class Policy(NamedTuple):
         """``base`` with this policy's ``[limits]`` applied."""
         return base.replace(**dict(self.limits)) if self.limits else base
 
-    def with_fail_on(self, fail_on: Verdict | None) -> "Policy":
+    def with_fail_on(self, fail_on: Verdict | None) -> Policy:
         """This policy with the command line's ``--fail-on`` applied (None keeps the policy's own)."""
         return self if fail_on is None else self._replace(fail_on=fail_on)
 

@@ -7,9 +7,12 @@ fields are only ever added, never renamed or removed; a breaking change bumps ``
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.model import FileReport, Finding, Report
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.model import Finding, Severity, Verdict
 from picklewarden.policy.apply import apply_finding, match
 from picklewarden.report.text import clean, console, severity_style

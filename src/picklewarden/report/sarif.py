@@ -21,11 +21,14 @@ import json
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
 
 from picklewarden._compat import assert_never
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.rules import RULES, Rule
+
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 SARIF_VERSION: Final = "2.1.0"
 SARIF_SCHEMA: Final = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
 
 from picklewarden._compat import assert_never
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.model import FileReport, Finding, Report, Severity, Verdict
 
 if TYPE_CHECKING:
+    from typing import Final
+
     from rich.console import Console, RenderableType
 
 PLAIN_WIDTH: Final = 10_000

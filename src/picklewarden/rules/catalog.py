@@ -1,11 +1,15 @@
 """The rules: stable ids, severity, CWE and help, once; every output format (text, JSON, SARIF,
 ``picklewarden rules``) reads them from here."""
 
-from typing import Final, NamedTuple
+from __future__ import annotations
 
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.errors import LimitExceeded, MalformedPickle
 from picklewarden.knowledge.tables import Category
 from picklewarden.model import Finding, Indicator, Severity
+
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class Rule(NamedTuple):

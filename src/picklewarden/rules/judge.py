@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from functools import partial
-from typing import TYPE_CHECKING
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers import nested
 from picklewarden.indicators import extract
 from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
