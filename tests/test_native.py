@@ -305,3 +305,49 @@ def test_entries_the_compiled_walk_builds_are_ordinary_entries() -> None:
     assert fields(rebuilt) == fields(built) and set(_ENTRY_FIELDS) == set(type(built).__slots__)
     with pytest.raises(AttributeError):
         built.size = 1  # type: ignore[misc]
+
+
+# -- searching a buffer in place ---------------------------------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.binary(max_size=200).map(lambda b: b.replace(b"Q", b"PK\x05\x06")),
+    needle=st.sampled_from([b"PK\x05\x06", b"P", b"", b"\x05\x06\x00"]),
+    start=st.integers(0, 220),
+    end=st.integers(0, 220),
+)
+def test_find_bytes_is_bytes_find(data: bytes, needle: bytes, start: int, end: int) -> None:
+    if COMPILED is None:
+        assert os.environ.get(_native.PURE_PYTHON_ENV, "") not in ("", "0")
+        return
+    assert COMPILED.find_bytes(data, needle, start, end) == data.find(needle, start, end)
+
+
+def test_find_bytes_searches_a_mapped_file_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "tail"
+    path.write_bytes(b"\x00" * 70_000 + b"PK\x05\x06" + b"\x00" * 30)
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        expected = mapped.find(b"PK\x05\x06", 10, 70_010)
+        assert expected == 70_000
+        if COMPILED is not None:
+            assert COMPILED.find_bytes(mapped, b"PK\x05\x06", 10, 70_010) == expected
+            assert COMPILED.find_bytes(mapped, b"PK\x05\x06", 10, 70_003) == -1
+            with pytest.raises(ValueError):
+                COMPILED.find_bytes(mapped, b"PK", -1, 5)
+
+
+def test_a_second_end_record_is_noted_by_both_cores() -> None:
+    from picklewarden.containers.torchzip import open_torch_zip
+
+    planted = b"\x80\x02}q\x00." + b"PK\x05\x06" + b"\x00" * 18  # an end-of-directory signature inside a member
+    data = _torch_like([("archive/data.pkl", planted), ("archive/data/0", b"\x00" * 8)])
+    notes = []
+    for forced in (False, True):
+        if forced:
+            with pure_python():
+                archive = open_torch_zip(data, LIMITS)
+        else:
+            archive = open_torch_zip(data, LIMITS)
+        notes.append(sorted(a.code for a in archive.anomalies))
+    assert "multiple-eocd" in notes[0] and notes[0] == notes[1]

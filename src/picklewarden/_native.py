@@ -88,6 +88,8 @@ if TYPE_CHECKING:
             self, statements: Sequence[Persistent], /
         ) -> tuple[list[str], list[object], list[int]] | None: ...
 
+        def find_bytes(self, data: Searchable, needle: bytes, start: int, end: int, /) -> int: ...
+
         def configure(
             self,
             value: type,

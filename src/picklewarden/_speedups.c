@@ -1136,6 +1136,72 @@ done:
     return out;
 }
 
+/*
+ * find_bytes(data, needle, start, end) -> int: bytes.find(needle, start, end) over any contiguous buffer
+ * (bytes or a mapped file, searched in place). zipdir.check_tail looks for a second end-of-directory
+ * signature in up to the last 64 KiB of every archive; glibc's memmem does that in about half the time of
+ * bytes.find on tensor data.
+ */
+static PyObject *
+find_bytes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    Py_ssize_t start, end;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "find_bytes(data, needle, start, end)");
+        return NULL;
+    }
+    if ((start = PyNumber_AsSsize_t(args[2], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((end = PyNumber_AsSsize_t(args[3], PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer data, needle;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &needle, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    /* bytes.find's slice rules for non-negative bounds: clamp to the buffer, empty when start > end. */
+    Py_ssize_t found = -1;
+    if (start >= 0 && end >= 0) {
+        if (end > data.len)
+            end = data.len;
+        if (start <= end && needle.len <= end - start) {
+            const unsigned char *base = (const unsigned char *)data.buf;
+            const unsigned char *hit;
+            Py_BEGIN_ALLOW_THREADS
+#ifdef _GNU_SOURCE
+            hit = memmem(base + start, (size_t)(end - start), needle.buf, (size_t)needle.len);
+#else
+            hit = NULL;
+            const unsigned char *at = base + start, *stop = base + end - needle.len;
+            const unsigned char first = needle.len ? ((const unsigned char *)needle.buf)[0] : 0;
+            if (needle.len == 0)
+                hit = at;
+            while (hit == NULL && at <= stop && (at = memchr(at, first, (size_t)(stop - at + 1))) != NULL) {
+                if (memcmp(at, needle.buf, (size_t)needle.len) == 0)
+                    hit = at;
+                else
+                    at++;
+            }
+#endif
+            Py_END_ALLOW_THREADS
+            found = hit == NULL ? -1 : hit - base;
+        }
+    }
+    else {
+        found = -2; /* negative bounds: the caller's own bytes.find handles them */
+    }
+    PyBuffer_Release(&needle);
+    PyBuffer_Release(&data);
+    if (found == -2) {
+        PyErr_SetString(PyExc_ValueError, "find_bytes takes non-negative bounds");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(found);
+}
+
 #include "_speedups_machine.h"
 
 static PyMethodDef methods[] = {
@@ -1151,6 +1217,8 @@ static PyMethodDef methods[] = {
      "Whether one pickle's storage ids name the data entries in order, each of its size (see containers.consistency)."},
     {"storage_columns", (PyCFunction)(void (*)(void))storage_columns, METH_FASTCALL,
      "The keys, classes and counts of plain storage persistent ids (see picklewarden.containers.consistency)."},
+    {"find_bytes", (PyCFunction)(void (*)(void))find_bytes, METH_FASTCALL,
+     "bytes.find over any contiguous buffer, searched in place (see picklewarden.containers.zipdir)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "Give the machine's compiled callbacks the record classes they build (see pickle/machine.py)."},
     {NULL, NULL, 0, NULL},
