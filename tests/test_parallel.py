@@ -114,14 +114,14 @@ def test_small_files_travel_together_and_big_ones_in_small_batches(
     import picklewarden.parallel as parallel
 
     small, big = tmp_path / "small", tmp_path / "big"
-    for folder, size in ((small, 100), (big, 4096)):
+    for folder, size, count in ((small, 100, parallel._BATCH + 8), (big, 4096, 40)):
         folder.mkdir()
-        for index in range(40):
-            (folder / f"{index:02d}.pkl").write_bytes(b"x" * size)
+        for index in range(count):
+            (folder / f"{index:03d}.pkl").write_bytes(b"x" * size)
     monkeypatch.setattr(parallel, "_analyse_batch", _batch_size)
     monkeypatch.setattr(parallel, "_BATCH_BYTES", 3 * 4096)
     sizes = {folder.name: {int(r.notes[0]) for r in scan_parallel([str(folder)], jobs=2)} for folder in (small, big)}
-    assert max(sizes["small"]) == parallel._BATCH  # 40 files: one full batch and the rest
+    assert max(sizes["small"]) == parallel._BATCH  # one full batch and the rest
     assert max(sizes["big"]) == 3  # the byte bound sends every third file
 
 

@@ -34,9 +34,11 @@ Progress = Callable[[FileReport], None]
 _IN_FLIGHT_PER_JOB = 2
 """Batches queued per worker: enough to keep every worker busy between two results, few enough that a
 million-file tree does not sit in the pool's queue."""
-_BATCH = 32
+_BATCH = 96
 """Files found in a directory walk sent to a worker at once: a small checkpoint is analysed in well under a
-millisecond, and each round trip costs the parent about as much (8 per batch spent twice the parent's CPU)."""
+millisecond, and each round trip costs the parent about as much (8 per batch spent twice the parent's CPU;
+on 1,000 small checkpoints and two workers, 96 per batch ran 4 % faster than 32). Shrinking batches near the
+walk's end (guided self-scheduling) gained nothing there: the round trips it adds cost what it saves."""
 _BATCH_BYTES = 16 * 1024**2
 """A batch is sent early once its files hold this many bytes: big files travel in small batches, so one
 worker is not left with several of them at the end."""
