@@ -300,6 +300,11 @@ def test_entries_the_compiled_walk_builds_are_ordinary_entries() -> None:
         return {name: getattr(entry, name) for name in _ENTRY_FIELDS}
 
     assert built == reference and fields(built) == fields(reference)
+    # A plain member record's entry is built in C too, its local header read for the exact data offset.
+    member = archive.record("data.pkl")
+    with pure_python():
+        member_reference = open_torch_zip(data, LIMITS).record("data.pkl")
+    assert member is not None and member.local_read and fields(member) == fields(member_reference)
     rebuilt = built.replace()
     assert rebuilt == built and hash(rebuilt) == hash(built) and repr(rebuilt) == repr(built)
     assert fields(rebuilt) == fields(built) and set(_ENTRY_FIELDS) == set(type(built).__slots__)

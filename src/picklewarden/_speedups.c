@@ -509,6 +509,39 @@ plain_tensor_record(const unsigned char *name, Py_ssize_t name_len, unsigned bit
     return start >= offset && start <= (uint64_t)file_size && compressed <= (uint64_t)file_size - start;
 }
 
+/*
+ * A plain member record: a stored member outside the tensor folder (data.pkl, version, byteorder...) with an
+ * ASCII name, whose local header lies in the file and agrees with the central record on signature, flags,
+ * method and name, and whose data ends within the file. torchzip._Reader.make_entry reads that header and
+ * neither it nor check_entry has anything to note about such a record; every condition here mirrors a check
+ * there. Returns the data offset the local header gives, or 0 (never a data offset) when the record is not
+ * plain and Python builds its entry.
+ */
+static uint64_t
+plain_member_record(const unsigned char *data, Py_ssize_t file_size, const unsigned char *name, Py_ssize_t name_len,
+                    unsigned bits, const unsigned char *extra, Py_ssize_t extra_len, unsigned flags, unsigned method,
+                    uint64_t external, uint64_t size, uint64_t compressed, uint64_t offset, unsigned usual_flags)
+{
+    const uint64_t end = (uint64_t)file_size;
+    if (method != 0 || (flags & ~usual_flags) != 0 || size != compressed || (external & 0x10))
+        return 0;
+    if ((bits & (NAME_NUL | NAME_HIGH)) || ends_with(name, name_len, "/"))
+        return 0;
+    /* not tensor data (torchzip's _is_tensor_data): those records' local headers are read on demand only */
+    if (under_data_folder(name, name_len) && !ends_with(name, name_len, ".pkl"))
+        return 0;
+    if (zipfile_extra_corrupt(extra, extra_len))
+        return 0;
+    if (offset > end || end - offset < LOCAL_SIZE + (uint64_t)name_len)
+        return 0;
+    const unsigned char *local = data + offset;
+    if (memcmp(local, "PK\x03\x04", 4) != 0 || u16(local + 6) != flags || u16(local + 8) != method ||
+        u16(local + 26) != (unsigned)name_len || memcmp(local + LOCAL_SIZE, name, (size_t)name_len) != 0)
+        return 0;
+    uint64_t start = offset + LOCAL_SIZE + (uint64_t)name_len + u16(local + 28);
+    return start <= end && compressed <= end - start ? start : 0;
+}
+
 /* ZipEntry's fields, in order, as torchzip._Reader.make_entry fills them for a plain tensor record. */
 static const char *const entry_fields[] = {
     "name", "header_offset", "data_offset", "compressed_size", "size", "method", "crc32", "flags", "index",
@@ -549,14 +582,15 @@ slot_offsets(PyObject *entry_type, PyObject *const *names, int count, Py_ssize_t
 
 /*
  * The entry torchzip._Reader.make_entry builds for a plain tensor record (its local header unread, its data
- * offset the lower bound, nothing to note): object.__new__(entry_type) with its fields stored as __init__
+ * offset the lower bound, nothing to note) or a plain member record (its header read, its data offset exact):
+ * object.__new__(entry_type) with its fields stored as __init__
  * stores them, straight into the slots when `offsets` holds them (a new object's slots are NULL), else
  * with PyObject_GenericSetAttr (the class's own __setattr__ refuses).
  */
 static PyObject *
 plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offsets, const unsigned char *name,
             Py_ssize_t name_len, Py_ssize_t index, unsigned flags, unsigned method, uint64_t crc32, uint64_t size,
-            uint64_t plain, uint64_t offset)
+            uint64_t plain, uint64_t offset, uint64_t data_offset, int local_read)
 {
     /* what object.__new__(entry_type) does when given no arguments */
     PyObject *entry = ((PyTypeObject *)entry_type)->tp_alloc((PyTypeObject *)entry_type, 0);
@@ -569,7 +603,7 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
     PyObject *values[ENTRY_FIELDS] = {
         text,
         PyLong_FromUnsignedLongLong((unsigned long long)offset),
-        PyLong_FromUnsignedLongLong((unsigned long long)(offset + LOCAL_SIZE + (uint64_t)name_len)),
+        PyLong_FromUnsignedLongLong((unsigned long long)data_offset),
         compressed,
         /* a stored member's two sizes are one int object (ints are immutable): one allocation fewer */
         plain == size ? Py_XNewRef(compressed) : PyLong_FromUnsignedLongLong((unsigned long long)plain),
@@ -579,7 +613,7 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
         PyLong_FromSsize_t(index),
         Py_NewRef(Py_False),
         Py_NewRef(Py_None),
-        Py_NewRef(Py_False),
+        PyBool_FromLong(local_read),
     };
     int failed = 0;
     for (int i = 0; i < ENTRY_FIELDS; i++) {
@@ -610,8 +644,8 @@ plain_entry(PyObject *entry_type, PyObject *const *names, const Py_ssize_t *offs
  *       folder_shared) or None
  *
  * What zipdir.DirectoryReader.read_central_directory returns (a ziprecords.Walk): the records whose entries
- * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor
- * record (see above; None for the others, and for all when entry_type is None), the name and the record's
+ * torchzip builds, as tuples in _Raw's field order; by record, the entry built here for a plain tensor or
+ * member record (see above; None for the others, and for all when entry_type is None), the name and the record's
  * offset; whether zipfile reads every record plainly; where the walk stopped and what it left; whether no
  * name holds an ASCII capital, none a NUL, and all start with the first name's folder (up to its first '/').
  * None where any record is one the reference refuses: the caller then runs the reference, which raises with
@@ -717,6 +751,16 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int plain_record = stat_error == NULL && plain_tensor_record(name, name_len, bits, extra, extra_len, flags,
                                                                      method, external, s_plain, s_size, s_offset,
                                                                      usual_flags, size);
+        uint64_t data_offset = s_offset + LOCAL_SIZE + (uint64_t)name_len; /* a tensor record's lower bound */
+        int local_read = 0;
+        if (!plain_record && stat_error == NULL && entry_type != NULL) {
+            uint64_t member_start = plain_member_record(data, size, name, name_len, bits, extra, extra_len, flags,
+                                                        method, external, s_plain, s_size, s_offset, usual_flags);
+            if (member_start != 0) {
+                plain_record = local_read = 1;
+                data_offset = member_start;
+            }
+        }
         int zipfile_plain = zipfile_plain_record(bits, extra, extra_len, h[6]);
         all_zipfile_plain &= zipfile_plain;
         names_nul_free &= !(bits & NAME_NUL);
@@ -733,8 +777,8 @@ central_directory(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             append_int(positions, position) < 0)
             goto finish;
         if (plain_record && entry_type != NULL) {
-            if (append_new(entries, plain_entry(entry_type, field_names, field_offsets, name, name_len, index, flags, method, crc32,
-                                                s_size, s_plain, s_offset)) < 0)
+            if (append_new(entries, plain_entry(entry_type, field_names, field_offsets, name, name_len, index, flags,
+                                                method, crc32, s_size, s_plain, s_offset, data_offset, local_read)) < 0)
                 goto finish;
             position += record_size;
             remaining -= record_size;

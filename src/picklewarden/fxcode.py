@@ -11,12 +11,15 @@ are not plain values the pickle built itself (the code would be computed at load
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from picklewarden.model import Finding
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global
-from picklewarden.rules import ProgramJudge
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from picklewarden.model import Finding
+    from picklewarden.rules import ProgramJudge
 
 _REDUCERS: dict[str, tuple[int, int]] = {
     "torch.fx.graph_module.reduce_graph_module": (0, 1),

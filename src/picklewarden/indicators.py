@@ -11,13 +11,13 @@ import binascii
 import itertools
 import re
 import zlib
-from collections.abc import Iterator
 
 from picklewarden._typing import TYPE_CHECKING
 from picklewarden.model import Indicator
 from picklewarden.pickle.machine import node_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 # Pattern texts, compiled by ``re`` (and kept in its cache) on first use: most scans have no finding to

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Callable
 
 from picklewarden import fxcode
 from picklewarden._typing import TYPE_CHECKING
@@ -34,6 +33,8 @@ from picklewarden.pickle.program import CallHow, CallResult, Global, Program
 from picklewarden.rules import ProgramJudge, finding
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from picklewarden.containers.joblib_files import JoblibView
 
 # torch's legacy (pre-1.6) format starts with a pickled magic number, then protocol version, sys_info,

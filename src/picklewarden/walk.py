@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
 
-from picklewarden._typing import NamedTuple
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.globs import glob_regex
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
 
 _HF_REPO = re.compile(r"(models|datasets|spaces)--(.+)")
 _HF_SKIP = frozenset({"blobs", "refs", ".no_exist"})

@@ -12,11 +12,11 @@ import errno
 import gc
 import os
 import sys
-from collections.abc import Sequence
 
 from picklewarden._typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import NoReturn
 
     import click

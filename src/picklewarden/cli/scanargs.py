@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.report import OutputFormat
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 COLOR_CHOICES = ("auto", "always", "never")
 FAIL_ON_CHOICES = ("suspicious", "malicious")

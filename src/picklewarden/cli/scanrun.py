@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
 
 from picklewarden._typing import TYPE_CHECKING
 from picklewarden.cli import console
@@ -28,6 +27,7 @@ from picklewarden.cli.console import (
 from picklewarden.report import OutputFormat
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
     from typing import TextIO
 
     from picklewarden.cache import ResultCache

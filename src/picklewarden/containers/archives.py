@@ -29,7 +29,6 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
 
 from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, BufferReader, Child, Context, Data, Opened
@@ -37,6 +36,7 @@ from picklewarden.model import Severity
 
 if TYPE_CHECKING:
     import tarfile  # imported where a file sniffed as tar is opened: a torch ZIP scan needs only ZIP_ERRORS
+    from collections.abc import Iterator
 
 _TAR_BLOCK = 512
 _ZIP_EOCD = b"PK\x05\x06"

@@ -13,8 +13,6 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 
 from picklewarden._typing import TYPE_CHECKING, NamedTuple
-from picklewarden.limits import Limits
-from picklewarden.model import Severity
 
 Data = bytes
 """A whole file: ``bytes``, an ``mmap``, or any object with ``len()`` and contiguous slices returning bytes
@@ -23,6 +21,8 @@ Data = bytes
 if TYPE_CHECKING:
     from typing import Any
 
+    from picklewarden.limits import Limits
+    from picklewarden.model import Severity
     from picklewarden.pickle.program import Program
 
 

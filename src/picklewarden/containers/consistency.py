@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap
 import operator
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
 from operator import attrgetter, itemgetter, not_
 
@@ -28,10 +27,12 @@ from picklewarden.containers.zipfile_view import zipfile_source
 from picklewarden.errors import ScanError
 from picklewarden.model import Severity
 from picklewarden.pickle.layout import scan_layout
-from picklewarden.pickle.program import Persistent, Program
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any
+
+    from picklewarden.pickle.program import Persistent, Program
 
 _PEEK = 256
 """Bytes of a storage looked at to tell a pickle from tensor data (a pickle header decodes within them)."""

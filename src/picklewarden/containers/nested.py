@@ -28,13 +28,14 @@ from itertools import chain, islice
 from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.containers import decoders
 from picklewarden.containers.sniff import looks_like_pickle
-from picklewarden.limits import Limits
 from picklewarden.pickle.layout import scan_layout
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, ElidedCall, Global, Mutation, Program
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from picklewarden.limits import Limits
 
 Resolver = Callable[[Global], str]
 """The canonical ``module.qualname`` of a global (the rules' resolution, passed in by the scanner)."""

@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import operator
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
 from itertools import compress, islice
 from operator import attrgetter, methodcaller
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Context, Data, Opened
 from picklewarden.containers.sniff import NPY_MAGIC
 from picklewarden.containers.torchzip import TorchZip, ZipEntry, data_start, read_plain
 from picklewarden.containers.zipcolumns import FLAG_IN_FOLDER, FLAG_PICKLE, mask
 from picklewarden.containers.zipentry import peek_member
 from picklewarden.errors import LimitExceeded, ScanError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 _STORED = 0
 _HEADER = attrgetter("header_offset")

@@ -36,6 +36,7 @@ import mmap
 import zlib
 from itertools import compress
 
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.base import Anomaly, Child, Context, Opened, PickleSource, Stacking, digest
 from picklewarden.containers.sniff import (
     NPY_MAGIC,
@@ -48,7 +49,9 @@ from picklewarden.containers.sniff import (
     starts_like_pickle,
 )
 from picklewarden.errors import LimitExceeded, ScanError
-from picklewarden.limits import Limits
+
+if TYPE_CHECKING:
+    from picklewarden.limits import Limits
 
 _HEAD = 64 * 1024
 UNSUPPORTED = "unsupported format: not a pickle, PyTorch, NumPy, joblib, archive or compressed file"

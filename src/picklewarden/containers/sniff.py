@@ -16,9 +16,12 @@ import functools
 import pickle as _stdlib_pickle
 import re
 
-from picklewarden.limits import Limits
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.layout import scan_layout
+
+if TYPE_CHECKING:
+    from picklewarden.limits import Limits
 
 ZIP_LOCAL = b"PK\x03\x04"
 SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"

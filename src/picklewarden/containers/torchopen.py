@@ -9,13 +9,13 @@ readers miss.
 from __future__ import annotations
 
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.containers.zipdir import DirectoryReader
 from picklewarden.containers.zipentry import ZipEntry, _extract
 from picklewarden.containers.zipindex import _stoull
 from picklewarden.errors import LimitExceeded, ScanError
 
 if TYPE_CHECKING:
     from picklewarden.containers.torchzip import TorchZip
+    from picklewarden.containers.zipdir import DirectoryReader
 
 _MIN_VERSION = 1
 _MAX_VERSION = 10  # kMaxSupportedFileFormatVersion in torch 2.13

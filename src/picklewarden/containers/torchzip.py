@@ -75,7 +75,6 @@ Torch copies such records and never unpickles them, so a header trick there cann
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
 from itertools import repeat
 from operator import attrgetter, methodcaller
 
@@ -111,10 +110,12 @@ from picklewarden.containers.zipfile_view import ZipfileLayout
 from picklewarden.containers.zipindex import _ASCII_FOLD, ByName, _binary_search, _heap_order, _lookup_key
 from picklewarden.containers.ziprecords import Walk, _c_string
 from picklewarden.errors import ScanError
-from picklewarden.limits import Limits
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from picklewarden.limits import Limits
 
 _MAX_FILENAME_BUFFER = 512  # MZ_ZIP_MAX_ARCHIVE_FILENAME_SIZE: getAllRecords truncates names to 511 bytes
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
 from itertools import accumulate, compress, islice, repeat
 from operator import attrgetter, methodcaller
 
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.zipentry import ZipEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 FLAG_IN_FOLDER = 1
 """The name starts with the folder asked about."""

@@ -13,6 +13,7 @@ import struct
 from itertools import repeat
 
 from picklewarden import _native
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.containers.zipentry import (
     _CDH,
     _CDH_SIG,
@@ -46,7 +47,9 @@ from picklewarden.containers.zipentry import (
 from picklewarden.containers.ziprecords import Walk as Walk
 from picklewarden.containers.ziprecords import _Raw, _stat_zip64, _zipfile_plain
 from picklewarden.errors import LimitExceeded, ScanError, UnsupportedFormat
-from picklewarden.limits import Limits
+
+if TYPE_CHECKING:
+    from picklewarden.limits import Limits
 
 
 class DirectoryReader:

@@ -15,10 +15,11 @@ import zlib
 from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.containers.base import Anomaly
 from picklewarden.errors import LimitExceeded, ScanError
-from picklewarden.limits import Limits
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from picklewarden.limits import Limits
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 """Anything sliceable holding a whole file (``bytes`` or an ``mmap`` in practice)."""

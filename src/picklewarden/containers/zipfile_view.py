@@ -28,7 +28,6 @@ from __future__ import annotations
 import operator
 import struct
 import zipfile
-from collections.abc import Collection, Iterable
 from itertools import compress
 
 from picklewarden._typing import TYPE_CHECKING, NamedTuple, cast
@@ -36,6 +35,8 @@ from picklewarden.containers.base import BufferReader, Data
 from picklewarden.containers.zipcolumns import FLAG_ENDS_IN_L, mask
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
     from picklewarden.containers.torchzip import TorchZip
 
 _EOCD = struct.Struct("<4sHHHHIIH")

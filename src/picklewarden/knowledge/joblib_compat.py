@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
 
-from picklewarden._typing import NamedTuple
-from picklewarden.knowledge.resolve import Resolved
+from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Mutation, Op, Program
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from picklewarden.knowledge.resolve import Resolved
 
 _MODULES = ("joblib.numpy_pickle", "joblib.numpy_pickle_compat", "sklearn.externals.joblib.numpy_pickle")
 WRAPPERS: frozenset[tuple[str, str]] = frozenset(

@@ -9,7 +9,6 @@ already; resolving the chain tells the responder what the payload does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
 
 from picklewarden import _native
@@ -20,6 +19,7 @@ from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallResult, Global, Node, Persistent
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 

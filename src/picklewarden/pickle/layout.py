@@ -19,10 +19,13 @@ import time
 
 from picklewarden import _native
 from picklewarden._compat import assert_never
+from picklewarden._typing import TYPE_CHECKING
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
-from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.opcodes import ArgKind
+
+if TYPE_CHECKING:
+    from picklewarden.limits import Limits
 
 Searchable = bytes | bytearray | mmap.mmap
 """What the layout pass reads: it needs ``find`` for text arguments, which a memoryview lacks."""

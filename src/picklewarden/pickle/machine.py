@@ -33,9 +33,7 @@ from collections.abc import Callable, Iterator
 
 from picklewarden import _native
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.buffers import Buffer
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
-from picklewarden.limits import Limits
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.layout import Layout, scan_layout
 from picklewarden.pickle.program import (
@@ -75,6 +73,9 @@ from picklewarden.pickle.stream import open_stream
 
 if TYPE_CHECKING:
     from typing import Any, NoReturn
+
+    from picklewarden.buffers import Buffer
+    from picklewarden.limits import Limits
 
 _INVALID_OPCODE = next(code for code in range(255, -1, -1) if op.BY_CODE[code] is None)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.errors import ScanError
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from picklewarden.errors import ScanError
 
 
 class CallHow(enum.Enum):

@@ -15,13 +15,12 @@ When the value cannot be computed, the caller keeps a stand-in the unpickler sti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from picklewarden._typing import TYPE_CHECKING, NamedTuple
 from picklewarden.pickle.names import remap
 from picklewarden.pickle.program import CallHow, CallResult, Global, Node
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 UNRESOLVED_MODULE = "<unresolved>"

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from picklewarden import _native
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.errors import ScanError
 from picklewarden.pickle.program import CallHow, ElidedCall, Node, Op, Persistent
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from picklewarden.errors import ScanError
     from picklewarden.pickle.machine import Recorder
 
 

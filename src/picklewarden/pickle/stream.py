@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextlib
 import io
 import mmap
-from collections.abc import Callable
 
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.buffers import Buffer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from _typeshed import WriteableBuffer
+
+    from picklewarden.buffers import Buffer
 
 
 def open_stream(

@@ -28,9 +28,7 @@ silently ignored. Limits can be raised or lowered freely: hitting any limit is a
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 from picklewarden._typing import TYPE_CHECKING, NamedTuple
@@ -39,6 +37,8 @@ from picklewarden.model import Severity, Verdict
 from picklewarden.rules import BY_ID
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Mapping
     from typing import Any, Final
 
 POLICY_FILE: Final = "picklewarden.toml"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 
 from picklewarden._typing import TYPE_CHECKING
-from picklewarden.model import FileReport, Finding, Report
 
 if TYPE_CHECKING:
     from typing import Any
+
+    from picklewarden.model import FileReport, Finding, Report
 
 SCHEMA_VERSION = 1
 

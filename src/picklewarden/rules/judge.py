@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from functools import partial
 
 from picklewarden._typing import TYPE_CHECKING
@@ -13,7 +12,6 @@ from picklewarden.knowledge.joblib_compat import WRAPPERS, sibling_loads
 from picklewarden.knowledge.launder import Helped, Launderer, module_pids
 from picklewarden.knowledge.resolve import Resolved, classify, resolve
 from picklewarden.knowledge.tables import Category, Knowledge
-from picklewarden.limits import Limits
 from picklewarden.model import Finding, Indicator, Severity
 from picklewarden.pickle.machine import node_of
 from picklewarden.pickle.program import CallHow, CallResult, Global, Mutation, Node, Op, Persistent, Program
@@ -21,6 +19,9 @@ from picklewarden.pickle.pure import UNRESOLVED_MODULE
 from picklewarden.rules.catalog import RULE_FOR_CATEGORY, error_finding, finding
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from picklewarden.limits import Limits
     from picklewarden.pickle.decompile import Decompiler
 
 
