@@ -98,3 +98,8 @@ def test_cast_returns_its_value() -> None:
     marker = object()
     assert _typing.cast("int", marker) is marker
     assert _typing.TYPE_CHECKING is False
+
+
+def test_assert_never_refuses_whatever_it_is_given() -> None:
+    with pytest.raises(AssertionError, match="unhandled value: 3"):
+        _typing.assert_never(3)  # type: ignore[arg-type]

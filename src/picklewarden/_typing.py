@@ -2,7 +2,7 @@
 
 Importing ``typing`` costs about 3 ms, a tenth of what a one-file scan spends starting up (issue 16). So the
 modules a scan loads annotate lazily (``from __future__ import annotations``), import typing's names under
-``TYPE_CHECKING`` only, and take the three names they use at run time from here. Type checkers see typing's
+``TYPE_CHECKING`` only, and take the names they use at run time from here. Type checkers see typing's
 own ``NamedTuple`` and ``cast``; at run time a record is a :func:`collections.namedtuple`, built the way
 ``typing.NamedTuple`` builds one, and ``cast`` returns its value as typing's does.
 """
@@ -14,6 +14,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from typing import NamedTuple as NamedTuple
+    from typing import NoReturn
     from typing import cast as cast
 else:
     import collections
@@ -55,4 +56,9 @@ else:
         return value
 
 
-__all__ = ["TYPE_CHECKING", "NamedTuple", "cast"]
+def assert_never(value: NoReturn, /) -> NoReturn:
+    """Exhaustiveness check for ``match`` over enums, as :func:`typing.assert_never` (3.11+) does."""
+    raise AssertionError(f"unhandled value: {value!r}")
+
+
+__all__ = ["TYPE_CHECKING", "NamedTuple", "assert_never", "cast"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from picklewarden._compat import assert_never
-from picklewarden._typing import NamedTuple
+from picklewarden._typing import NamedTuple, assert_never
 
 
 class Severity(enum.IntEnum):

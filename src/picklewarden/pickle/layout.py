@@ -18,8 +18,7 @@ import pickle as _stdlib_pickle
 import time
 
 from picklewarden import _native
-from picklewarden._compat import assert_never
-from picklewarden._typing import TYPE_CHECKING
+from picklewarden._typing import TYPE_CHECKING, assert_never
 from picklewarden.errors import LimitExceeded, MalformedPickle, ScanError
 from picklewarden.pickle import opcodes as op
 from picklewarden.pickle.opcodes import ArgKind

@@ -22,8 +22,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from picklewarden._compat import assert_never
-from picklewarden._typing import TYPE_CHECKING
+from picklewarden._typing import TYPE_CHECKING, assert_never
 from picklewarden.model import FileReport, Finding, Report, Severity
 from picklewarden.rules import RULES, Rule
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 
-from picklewarden._compat import assert_never
-from picklewarden._typing import TYPE_CHECKING
+from picklewarden._typing import TYPE_CHECKING, assert_never
 from picklewarden.model import FileReport, Finding, Report, Severity, Verdict
 
 if TYPE_CHECKING:
