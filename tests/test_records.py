@@ -6,6 +6,8 @@ these tests hold it to typing's behaviour on what the package's records use.
 
 from __future__ import annotations
 
+import collections
+import copy
 import pickle
 import typing
 
@@ -103,3 +105,84 @@ def test_cast_returns_its_value() -> None:
 def test_assert_never_refuses_whatever_it_is_given() -> None:
     with pytest.raises(AssertionError, match="unhandled value: 3"):
         _typing.assert_never(3)  # type: ignore[arg-type]
+
+
+# The records are built as collections.namedtuple builds them (one compiled constructor per field count rather
+# than per class): the same class attributes, constructor, methods, errors, copying and pickling.
+class Wide(_typing.NamedTuple):
+    a: int
+    b: object = None
+    c: tuple[int, ...] = ()
+    d: str = "d"
+
+
+class Single(_typing.NamedTuple):
+    only: int
+
+
+class Empty(_typing.NamedTuple):
+    pass
+
+
+WideReference = collections.namedtuple("WideReference", "a b c d", defaults=(None, (), "d"))
+SingleReference = collections.namedtuple("SingleReference", "only")
+EmptyReference = collections.namedtuple("EmptyReference", "")
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "args"),
+    [(Wide, WideReference, (1, [2], (3,), "x")), (Single, SingleReference, (7,)), (Empty, EmptyReference, ())],
+    ids=["wide", "single", "empty"],
+)
+def test_records_behave_as_namedtuples(ours: type, theirs: type, args: tuple[object, ...]) -> None:
+    assert ours._fields == theirs._fields and ours.__match_args__ == theirs.__match_args__
+    assert ours._field_defaults == theirs._field_defaults
+    assert ours.__new__.__defaults__ == theirs.__new__.__defaults__
+    assert ours.__slots__ == theirs.__slots__ == () and ours.__mro__[1:] == (tuple, object)
+    mine, reference = ours(*args), theirs(*args)
+    assert tuple(mine) == tuple(reference) == args
+    assert repr(mine) == repr(reference).replace("Reference", "")
+    assert mine._asdict() == reference._asdict() and mine.__getnewargs__() == reference.__getnewargs__()
+    assert ours._make(iter(args)) == mine and type(ours._make(args)) is ours
+    for name, value in zip(ours._fields, args, strict=True):
+        assert getattr(mine, name) is value
+        assert getattr(ours, name).__doc__ == getattr(theirs, name).__doc__
+        assert mine._replace(**{name: "new"}) == reference._replace(**{name: "new"})
+        assert ours(**dict(zip(ours._fields, args, strict=True))) == mine
+    for broken in (lambda cls: cls._make((*args, 0)), lambda cls: cls(*args, 0), lambda cls: cls(nope=1)):
+        with pytest.raises(TypeError) as ours_error:
+            broken(ours)
+        with pytest.raises(TypeError):
+            broken(theirs)
+        assert "Reference" not in str(ours_error.value)
+    with pytest.raises(ValueError, match="unexpected field names: \\['nope'\\]"):
+        mine._replace(nope=1)
+    assert copy.copy(mine) == mine and copy.deepcopy(mine) == mine
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(mine, protocol))
+        assert type(again) is ours and again == mine
+    with pytest.raises(AttributeError):
+        mine.extra = 1  # slotted: no instance dict
+
+
+def test_positional_patterns_use_the_fields() -> None:
+    match Wide(1, 2):
+        case Wide(first, second, third, fourth):
+            assert (first, second, third, fourth) == (1, 2, (), "d")
+        case _:
+            pytest.fail("a record's class pattern did not match it")
+
+
+def test_a_wide_record_uses_its_defaults() -> None:
+    assert Wide(1) == (1, None, (), "d") and Wide(1, d="z").d == "z"
+    with pytest.raises(TypeError):
+        Wide()
+
+
+@pytest.mark.parametrize("name", ["_private", "class", "not an identifier"])
+def test_field_names_namedtuple_refuses_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        body = {"__module__": __name__, "__annotations__": {name: "int"}}
+        type(_typing.NamedTuple)("Bad", (_typing.NamedTuple,), body)
+    with pytest.raises(ValueError):
+        collections.namedtuple("Bad", [name])
