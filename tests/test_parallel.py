@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -114,15 +115,47 @@ def test_small_files_travel_together_and_big_ones_in_small_batches(
     import picklewarden.parallel as parallel
 
     small, big = tmp_path / "small", tmp_path / "big"
-    for folder, size, count in ((small, 100, parallel._BATCH + 8), (big, 4096, 40)):
+    for folder, size in ((small, 100), (big, 4096)):
         folder.mkdir()
-        for index in range(count):
-            (folder / f"{index:03d}.pkl").write_bytes(b"x" * size)
+        for index in range(40):
+            (folder / f"{index:02d}.pkl").write_bytes(b"x" * size)
     monkeypatch.setattr(parallel, "_analyse_batch", _batch_size)
     monkeypatch.setattr(parallel, "_BATCH_BYTES", 3 * 4096)
-    sizes = {folder.name: {int(r.notes[0]) for r in scan_parallel([str(folder)], jobs=2)} for folder in (small, big)}
-    assert max(sizes["small"]) == parallel._BATCH  # one full batch and the rest
+    monkeypatch.setattr(parallel, "_BATCH", 8)
+    monkeypatch.setattr(parallel, "_BATCH_MIN", 2)
+    monkeypatch.setattr(parallel, "_LOOKAHEAD_BATCHES", 1)  # the walk is read 16 files ahead: its end shows late
+    sizes = {}
+    for folder in (small, big):
+        reports = list(scan_parallel([str(folder)], jobs=2))
+        assert len(reports) == 40
+        sizes[folder.name] = sorted(int(r.notes[0]) for r in reports)
+    # full batches while the walk's end is out of sight, then smaller ones (a share of what is left)
+    assert max(sizes["small"]) == 8 and min(sizes["small"]) < 8
     assert max(sizes["big"]) == 3  # the byte bound sends every third file
+
+
+def test_batches_shrink_as_the_walk_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guided self-scheduling: the largest batch while more is coming, then half of each worker's share of
+    what is left, never below the smallest batch (a directory of 100 small files keeps both workers busy)."""
+    import picklewarden.parallel as parallel
+
+    def cuts(count: int, jobs: int) -> list[int]:
+        found = (SimpleNamespace(explicit=False) for _ in range(count))  # files a walk found
+        pending = parallel._Lookahead(enumerate(found), jobs * 4 * 96)  # type: ignore[arg-type]
+        taken = []
+        while True:
+            size = pending.batch_size(jobs)
+            batch = [item for item in (pending.take() for _ in range(size)) if item is not None]
+            if not batch:
+                return taken
+            taken.append(len(batch))
+
+    monkeypatch.setattr(parallel, "_BATCH", 96)
+    monkeypatch.setattr(parallel, "_BATCH_MIN", 8)
+    assert cuts(100, 2) == [25, 19, 14, 11, 8, 8, 8, 7]
+    big = cuts(2000, 2)
+    assert big[:5] == [96] * 5 and sum(big) == 2000 and big[-1] <= 8 and sorted(big, reverse=True) == big
+    assert cuts(0, 2) == [] and cuts(3, 2) == [3]
 
 
 def test_jsonl_is_one_line_per_file_with_the_json_report_fields(tree: Path) -> None:

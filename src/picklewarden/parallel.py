@@ -35,10 +35,14 @@ _IN_FLIGHT_PER_JOB = 2
 """Batches queued per worker: enough to keep every worker busy between two results, few enough that a
 million-file tree does not sit in the pool's queue."""
 _BATCH = 96
-"""Files found in a directory walk sent to a worker at once: a small checkpoint is analysed in well under a
-millisecond, and each round trip costs the parent about as much (8 per batch spent twice the parent's CPU;
-on 1,000 small checkpoints and two workers, 96 per batch ran 4 % faster than 32). Shrinking batches near the
-walk's end (guided self-scheduling) gained nothing there: the round trips it adds cost what it saves."""
+"""The most files found in a directory walk sent to a worker at once: a small checkpoint is analysed in well
+under a millisecond, and each round trip costs the parent about as much (8 per batch spent twice the parent's
+CPU; on 1,000 small checkpoints and two workers, 96 per batch ran 4 % faster than 32)."""
+_BATCH_MIN = 8
+"""The fewest: batches shrink as the walk's end comes into view (guided self-scheduling), so that no worker
+is left finishing a big batch while the others are idle: 100 files in batches of 96 kept one worker idle."""
+_LOOKAHEAD_BATCHES = 4
+"""How far ahead of the pool the walk is read, in largest batches per worker: far enough to see its end."""
 _BATCH_BYTES = 16 * 1024**2
 """A batch is sent early once its files hold this many bytes: big files travel in small batches, so one
 worker is not left with several of them at the end."""
@@ -277,7 +281,7 @@ def _in_pool(
     from concurrent.futures.process import BrokenProcessPool
 
     remembered = _Remembered()
-    pending = enumerate(targets)
+    pending = _Lookahead(enumerate(targets), jobs * _LOOKAHEAD_BATCHES * _BATCH, window)
     pulled = 0
     suspects: collections.deque[_Task] = collections.deque()
     running: dict[concurrent.futures.Future[list[FileReport]], list[_Task]] = {}
@@ -304,10 +308,11 @@ def _in_pool(
                 alone = True
             batch: list[_Task] = []
             batch_bytes = 0
+            cut = pending.batch_size(jobs)
             while not alone and not suspects and not exhausted and len(running) < limit and len(ready) < _BATCH * limit:
                 if window is not None and pulled - window.head >= window.size:
                     break  # the oldest unfinished file holds the ordered output back: do not run further ahead
-                item = next(pending, None)
+                item = pending.take()
                 if item is None:
                     exhausted = True
                     break
@@ -333,10 +338,11 @@ def _in_pool(
                 batch.append(task)
                 batch_bytes += size
                 # Named files go alone (they are few and may be large); files found in a walk are batched.
-                if target.explicit or len(batch) >= _BATCH or batch_bytes >= _BATCH_BYTES:
+                if target.explicit or len(batch) >= cut or batch_bytes >= _BATCH_BYTES:
                     submit(batch)
                     batch = []
                     batch_bytes = 0
+                    cut = pending.batch_size(jobs)
             if batch:
                 submit(batch)
             yield from ready
@@ -368,6 +374,46 @@ def _in_pool(
                 pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Lookahead:
+    """The walk, read up to ``size`` targets ahead of the pool, so that batches can shrink near its end.
+
+    Only files found in a walk are read ahead (a named file goes alone, in a batch of its own), and never past
+    the window of ordered output."""
+
+    __slots__ = ("ahead", "ended", "pulled", "size", "source", "window")
+
+    def __init__(self, source: Iterator[tuple[int, Target]], size: int, window: _Window | None = None) -> None:
+        self.source, self.size, self.window = source, size, window
+        self.ahead: collections.deque[tuple[int, Target]] = collections.deque()
+        self.ended = False
+        self.pulled = 0
+
+    def _fill(self) -> None:
+        window = self.window
+        while not self.ended and len(self.ahead) < self.size:
+            if self.ahead and (self.ahead[-1][1].explicit or (window and self.pulled - window.head >= window.size)):
+                return
+            item = next(self.source, None)
+            if item is None:
+                self.ended = True
+            else:
+                self.ahead.append(item)
+                self.pulled += 1
+
+    def take(self) -> tuple[int, Target] | None:
+        """The next target with its position in the walk, or None at the walk's end."""
+        self._fill()
+        return self.ahead.popleft() if self.ahead else None
+
+    def batch_size(self, jobs: int) -> int:
+        """The largest batch until the walk's end is in view; then a share of what is left (half of each
+        worker's part: guided self-scheduling), never below the smallest batch."""
+        self._fill()
+        if not self.ended:
+            return _BATCH
+        return max(_BATCH_MIN, min(_BATCH, -(-len(self.ahead) // (2 * jobs))))
 
 
 def _suspect(tasks: list[_Task], suspects: collections.deque[_Task]) -> None:
