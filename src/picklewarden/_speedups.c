@@ -1,10 +1,11 @@
 /*
- * picklewarden._speedups: compiled versions of two hot loops, the pickle layout pass and the ZIP
- * central-directory walk, and of the machine's two hottest callbacks (_speedups_machine.h, which only
+ * picklewarden._speedups: compiled versions of the hot loops, the pickle layout pass, the ZIP
+ * central-directory walk (which builds the entries of plain records), a few whole-archive passes and an
+ * in-place byte search, and of the machine's two hottest callbacks (_speedups_machine.h, which only
  * record). The loops only parse bytes: nothing here unpickles, imports or calls anything named by
- * the input. The pure-Python code in pickle/layout.py and containers/zipdir.py is the reference; these
- * functions return exactly what its loops compute, and leave every message and every rare path (errors,
- * limits, clocks) to Python, so there is one place that words a finding.
+ * the input. The pure-Python code (pickle/layout.py, containers/zipdir.py, torchentries.py, zipcolumns.py)
+ * is the reference; these functions return exactly what its loops compute, and leave every message and
+ * every rare path (errors, limits, clocks) to Python, so there is one place that words a finding.
  *
  * Every read is bounds-checked against the buffer before it happens; lengths from the input are compared,
  * never allocated.
