@@ -7,7 +7,7 @@ own ``NamedTuple`` and ``cast``; ``cast`` returns its value as typing's does.
 
 At run time a record is the tuple subclass :func:`collections.namedtuple` makes, from the class body the way
 ``typing.NamedTuple`` reads one. It is built here rather than by ``namedtuple``, which compiles a constructor
-for every class: about 80 us each, 2 ms for the 26 records a scan defines. Here one constructor is compiled
+for every class: about 80 us each, 2 ms for the 22 records a scan defines. Here one constructor is compiled
 per number of fields and given each class's field names (tests/test_records.py holds the two to the same
 behaviour).
 """
@@ -31,6 +31,8 @@ else:
     _constructors = {}  # number of fields -> the code of a compiled constructor for that many
 
     def _constructor_code(count):
+        # Only a count goes into the compiled text (field names are set on the code object afterwards), and
+        # only the package's own record definitions reach here: nothing from a scanned file is compiled.
         code = _constructors.get(count)
         if code is None:
             names = "".join(f"_{index}, " for index in range(count))
