@@ -382,25 +382,25 @@ class _Lookahead:
     Only files found in a walk are read ahead (a named file goes alone, in a batch of its own), and never past
     the window of ordered output."""
 
-    __slots__ = ("ahead", "ended", "pulled", "size", "source", "window")
+    __slots__ = ("ahead", "ended", "size", "source", "window")
 
     def __init__(self, source: Iterator[tuple[int, Target]], size: int, window: _Window | None = None) -> None:
         self.source, self.size, self.window = source, size, window
         self.ahead: collections.deque[tuple[int, Target]] = collections.deque()
         self.ended = False
-        self.pulled = 0
 
     def _fill(self) -> None:
         window = self.window
         while not self.ended and len(self.ahead) < self.size:
-            if self.ahead and (self.ahead[-1][1].explicit or (window and self.pulled - window.head >= window.size)):
-                return
+            if self.ahead:
+                seq, target = self.ahead[-1]  # seq + 1 targets have been read from the walk
+                if target.explicit or (window is not None and seq + 1 - window.head >= window.size):
+                    return
             item = next(self.source, None)
             if item is None:
                 self.ended = True
             else:
                 self.ahead.append(item)
-                self.pulled += 1
 
     def take(self) -> tuple[int, Target] | None:
         """The next target with its position in the walk, or None at the walk's end."""
